@@ -1,0 +1,159 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+/// One set of settings for every target, so no module drifts from Swift 6 strictness.
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "ocpp-gateway",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "ocpp-gateway", targets: ["ocpp-gateway"]),
+        .executable(name: "ocpp-sim", targets: ["ocpp-sim"]),
+        .library(name: "StageKit", targets: ["StageKit"]),
+        .library(name: "StageTesting", targets: ["StageTesting"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        // OCPP-J frames, the envelope and the message catalogue. No networking.
+        .target(name: "OCPP", swiftSettings: swiftSettings),
+
+        // The only API a stage author needs.
+        .target(
+            name: "StageKit",
+            dependencies: [
+                "OCPP",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // Registry, pipeline loader, sessions, correlation, queues.
+        .target(
+            name: "Router",
+            dependencies: [
+                "OCPP", "StageKit",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // Drives a stage (or a whole pipeline) with envelopes and a fake clock; no sockets.
+        .target(name: "StageTesting", dependencies: ["OCPP", "StageKit", "Router"], swiftSettings: swiftSettings),
+
+        // SwiftNIO WebSocket server (south), client (north), TLS, admin HTTP.
+        .target(
+            name: "Transport",
+            dependencies: [
+                "OCPP", "StageKit", "Router",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // Development PKI: a CA, a CSMS server certificate and charger client certificates.
+        .target(
+            name: "DevPKI",
+            dependencies: [
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // Stage modules. `Plugins/` holds stages, not SwiftPM package plugins.
+        .target(
+            name: "AuthStage",
+            dependencies: [
+                "OCPP", "StageKit",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ],
+            path: "Plugins/AuthStage",
+            swiftSettings: swiftSettings
+        ),
+
+        // Wires the stage modules into a registry; the one line a stage author adds lives here.
+        .target(
+            name: "GatewayStages",
+            dependencies: ["StageKit", "Router", "AuthStage"],
+            swiftSettings: swiftSettings
+        ),
+
+        .executableTarget(
+            name: "ocpp-gateway",
+            dependencies: [
+                "OCPP", "StageKit", "Router", "Transport", "GatewayStages",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // Simulators: a development CSMS and legacy 1.6J chargers, for `make run`, tests and benchmarks.
+        .target(
+            name: "Simulators",
+            dependencies: [
+                "OCPP", "DevPKI",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "ocpp-sim",
+            dependencies: [
+                "Simulators", "DevPKI",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        .testTarget(name: "OCPPTests", dependencies: ["OCPP"], swiftSettings: swiftSettings),
+        .testTarget(name: "RouterTests", dependencies: ["Router", "StageKit", "StageTesting", "OCPP"], swiftSettings: swiftSettings),
+        .testTarget(name: "AuthStageTests", dependencies: ["AuthStage", "StageTesting", "StageKit", "OCPP"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "TransportTests",
+            dependencies: [
+                "Transport", "Router", "GatewayStages", "Simulators", "DevPKI", "OCPP", "StageKit",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,68 @@
+import StageKit
+
+/// The CALLs travelling towards one peer: at most one in flight (OCPP-J's rule), the rest
+/// waiting their turn in arrival order, whether they come from the other peer or from a stage.
+struct CallLane {
+    enum Origin {
+        /// Sent by the other peer; the answer is run through the stages and forwarded.
+        case relayed
+        /// Sent by a stage; the answer goes back to it and no further.
+        case gateway((CallOutcome) -> Void)
+    }
+
+    struct Call {
+        let id: String
+        let action: String
+        let bytes: [UInt8]
+        let origin: Origin
+    }
+
+    let timeout: Duration
+    let limit: Int
+    private(set) var inFlight: Call?
+    private var timer: (any ScheduledWork)?
+    private var waiting: [Call] = []
+
+    init(timeout: Duration, limit: Int) {
+        self.timeout = timeout
+        self.limit = limit
+    }
+
+    var queuedCount: Int { waiting.count }
+
+    /// Adds a CALL; false when the queue is full.
+    mutating func enqueue(_ call: Call) -> Bool {
+        guard waiting.count < limit else { return false }
+        waiting.append(call)
+        return true
+    }
+
+    /// The next CALL to send, if the lane is free; the caller sends it and arms `timer`.
+    mutating func next() -> Call? {
+        guard inFlight == nil, !waiting.isEmpty else { return nil }
+        let call = waiting.removeFirst()
+        inFlight = call
+        return call
+    }
+
+    mutating func arm(_ timer: any ScheduledWork) { self.timer = timer }
+
+    /// Takes the in-flight CALL if `id` answers it.
+    mutating func complete(id: String) -> Call? {
+        guard let call = inFlight, call.id == id else { return nil }
+        inFlight = nil
+        timer?.cancel()
+        timer = nil
+        return call
+    }
+
+    /// Empties the lane, returning everything that was in it.
+    mutating func drain() -> [Call] {
+        timer?.cancel()
+        timer = nil
+        let all = (inFlight.map { [$0] } ?? []) + waiting
+        inFlight = nil
+        waiting = []
+        return all
+    }
+}

@@ -1,0 +1,68 @@
+public import Yams
+
+/// One problem in a configuration file, printed the way compilers do: `file:line:col: error: message`.
+public struct Diagnostic: Error, Sendable, Equatable, CustomStringConvertible {
+    public var file: String
+    public var line: Int
+    public var column: Int
+    public var message: String
+
+    public init(file: String, line: Int, column: Int, message: String) {
+        self.file = file
+        self.line = line
+        self.column = column
+        self.message = message
+    }
+
+    public init(file: String, mark: Mark?, message: String) {
+        self.init(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1, message: message)
+    }
+
+    public var description: String { "\(file):\(line):\(column): error: \(message)" }
+}
+
+/// Every problem found in one pass over a configuration, so an operator fixes them all at once.
+public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
+    public var diagnostics: [Diagnostic]
+    public init(_ diagnostics: [Diagnostic]) { self.diagnostics = diagnostics }
+    public var description: String { diagnostics.map(\.description).joined(separator: "\n") }
+}
+
+extension Diagnostic {
+    /// Maps a Yams parse error to a diagnostic at its position.
+    static func from(yamlError error: any Error, file: String) -> Diagnostic {
+        if let error = error as? YamlError {
+            switch error {
+            case let .scanner(context, problem, mark, _), let .parser(context, problem, mark, _),
+                let .composer(context, problem, mark, _):
+                let prefix = context.map { "\($0.text) " } ?? ""
+                return Diagnostic(file: file, mark: mark, message: "invalid YAML: \(prefix)\(problem)")
+            case let .duplicatedKeysInMapping(duplicates, context):
+                return Diagnostic(file: file, mark: context.mark,
+                                  message: "duplicate key\(duplicates.count > 1 ? "s" : "") \(duplicates.map { "'\($0)'" }.joined(separator: ", "))")
+            default:
+                return Diagnostic(file: file, line: 1, column: 1, message: "invalid YAML: \(error)")
+            }
+        }
+        return Diagnostic(file: file, line: 1, column: 1, message: "invalid YAML: \(error)")
+    }
+}
+
+/// Suggests the closest known name for a misspelt one.
+func closestMatch(to word: String, in candidates: some Sequence<String>) -> String? {
+    func distance(_ a: [Character], _ b: [Character]) -> Int {
+        var previous = Array(0...b.count)
+        for (i, ca) in a.enumerated() {
+            var current = [i + 1]
+            for (j, cb) in b.enumerated() {
+                current.append(min(previous[j + 1] + 1, current[j] + 1, previous[j] + (ca == cb ? 0 : 1)))
+            }
+            previous = current
+        }
+        return previous[b.count]
+    }
+    let target = Array(word.lowercased())
+    let scored = candidates.map { ($0, distance(target, Array($0.lowercased()))) }
+    guard let best = scored.min(by: { $0.1 < $1.1 }), best.1 <= max(2, word.count / 3) else { return nil }
+    return best.0
+}

@@ -1,0 +1,257 @@
+public import Foundation
+public import StageKit
+import Yams
+
+/// `gateway.yaml`: where the gateway listens, which CSMS it talks to, and with what.
+/// The top-level keys are a stable interface; see docs/configuration.md.
+public struct GatewayConfiguration: Decodable, Sendable {
+    public var south: South
+    public var north: North
+    public var stateDir: Located<String>?
+    public var pipeline: Located<String>
+    public var admin: Admin?
+    public var mqtt: MQTT?
+
+    public struct South: Decodable, Sendable {
+        /// `host:port` for chargers' `ws://` connections.
+        public var listen: Located<String>
+        /// URL path prefix; chargers connect to `<path>/<chargeId>`.
+        public var path: String?
+        /// 0 (no auth; only when set explicitly) or 1 (HTTP Basic auth).
+        public var securityProfile: Located<Int>
+        public var chargers: [String: Charger]?
+        /// Largest frame accepted from a charger, in bytes.
+        public var maxFrameBytes: Int?
+        /// Seconds to wait for the charger's answer to a CALL before giving up on it.
+        public var callTimeout: Double?
+        /// CALLs waiting for their turn towards the charger before new ones are refused.
+        public var maxQueuedCalls: Int?
+        /// Seconds between WebSocket pings to the charger (0 turns them off).
+        public var pingInterval: Double?
+    }
+
+    public struct Charger: Decodable, Sendable, Equatable {
+        public var password: String?
+        public var passwordHash: String?
+        public var northPassword: String?
+    }
+
+    public struct North: Decodable, Sendable {
+        /// `wss://host:port/path`; the charger's id is appended.
+        public var url: Located<String>
+        /// 2 (TLS + Basic auth) or 3 (mutual TLS).
+        public var securityProfile: Located<Int>
+        public var caFile: Located<String>?
+        /// The name to verify in the CSMS certificate, when it differs from the URL's host.
+        public var serverName: String?
+        /// Allows `ws://` north (no TLS). For development against a local CSMS only.
+        public var allowInsecure: Bool?
+        public var connectTimeout: Double?
+        public var callTimeout: Double?
+        public var maxQueuedCalls: Int?
+        public var pingInterval: Double?
+        public var maxFrameBytes: Int?
+        public var reconnect: Reconnect?
+    }
+
+    public struct Reconnect: Decodable, Sendable {
+        public var initialDelay: Double?
+        public var maxDelay: Double?
+    }
+
+    public struct Admin: Decodable, Sendable {
+        public var listen: Located<String>
+    }
+
+    /// The O&M broker, for the MQTT tap (health channel).
+    public struct MQTT: Decodable, Sendable {
+        public var url: String
+        public var clientId: String?
+        public var topicPrefix: String?
+        public var qos: Int?
+        public var queueLimit: Int?
+    }
+}
+
+/// A `gateway.yaml` read, checked and resolved: absolute paths, defaults filled in.
+public struct ResolvedGatewayConfiguration: Sendable {
+    public var file: String
+    public var southHost: String
+    public var southPort: Int
+    public var southPath: String
+    public var southSecurityProfile: Int
+    public var chargers: [String: ChargerCredentials]
+    public var southMaxFrameBytes: Int
+    public var southCallTimeout: Duration
+    public var southMaxQueuedCalls: Int
+    public var southPingInterval: Duration?
+
+    public var northURL: URL
+    public var northSecurityProfile: Int
+    public var northCAFile: String?
+    public var northServerName: String?
+    public var northConnectTimeout: Duration
+    public var northCallTimeout: Duration
+    public var northMaxQueuedCalls: Int
+    public var northPingInterval: Duration?
+    public var northMaxFrameBytes: Int
+    public var reconnectInitialDelay: Duration
+    public var reconnectMaxDelay: Duration
+
+    public var stateDirectory: String
+    public var pipelineFile: String
+    public var adminHost: String?
+    public var adminPort: Int?
+    public var mqtt: GatewayConfiguration.MQTT?
+
+    /// Problems that are not errors but an operator should see (plain passwords).
+    public var warnings: [String]
+
+    public var southSettings: SouthSettings { SouthSettings(securityProfile: southSecurityProfile, chargers: chargers) }
+    public var northSettings: NorthSettings { NorthSettings(securityProfile: northSecurityProfile) }
+
+    /// Reads and checks `gateway.yaml`; every problem is reported as `file:line:col: error: …`.
+    public static func load(file: String) throws(ConfigurationError) -> ResolvedGatewayConfiguration {
+        let text: String
+        do {
+            text = try String(contentsOfFile: file, encoding: .utf8)
+        } catch {
+            throw ConfigurationError([Diagnostic(file: file, line: 1, column: 1, message: "cannot read the file: \(error.localizedDescription)")])
+        }
+        let node: Node?
+        do {
+            node = try Yams.compose(yaml: text)
+        } catch {
+            throw ConfigurationError([Diagnostic.from(yamlError: error, file: file)])
+        }
+        let raw = try NodeDecoder(file: file).decode(GatewayConfiguration.self, from: node)
+        return try resolve(raw, file: file)
+    }
+
+    static func resolve(_ raw: GatewayConfiguration, file: String) throws(ConfigurationError) -> ResolvedGatewayConfiguration {
+        var diagnostics: [Diagnostic] = []
+        var warnings: [String] = []
+        let folder = URL(fileURLWithPath: file).deletingLastPathComponent().path
+        func error<V>(_ located: Located<V>?, _ message: String) {
+            diagnostics.append(Diagnostic(file: file, mark: located?.mark, message: message))
+        }
+        func absolute(_ path: String) -> String {
+            path.hasPrefix("/") ? path : URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: folder + "/")).standardizedFileURL.path
+        }
+        func positive(_ value: Double?, _ name: String, default fallback: Double) -> Duration {
+            guard let value else { return .milliseconds(Int64(fallback * 1000)) }
+            if value <= 0 { diagnostics.append(Diagnostic(file: file, line: 1, column: 1, message: "'\(name)' must be greater than 0")) }
+            return .milliseconds(Int64(value * 1000))
+        }
+
+        let south = raw.south
+        let (southHost, southPort) = parseHostPort(south.listen.value) ?? {
+            error(south.listen, "'listen' should be host:port, e.g. \"127.0.0.1:9000\"")
+            return ("", 0)
+        }()
+        if !(0...1).contains(south.securityProfile.value) {
+            error(south.securityProfile, "south 'security_profile' must be 0 or 1 (the gateway terminates TLS north, not south)")
+        }
+        var chargers: [String: ChargerCredentials] = [:]
+        for (id, entry) in south.chargers ?? [:] {
+            if entry.password != nil, entry.passwordHash != nil {
+                error(south.securityProfile, "charger '\(id)': give 'password' or 'password_hash', not both")
+            }
+            if south.securityProfile.value >= 1, entry.password == nil, entry.passwordHash == nil {
+                error(south.securityProfile, "charger '\(id)': security profile 1 needs a 'password' or 'password_hash'")
+            }
+            if entry.password != nil {
+                warnings.append("charger '\(id)' has a plain 'password' in \(file); prefer 'password_hash' (ocpp-gateway hash-password)")
+            }
+            chargers[id] = ChargerCredentials(password: entry.password, passwordHash: entry.passwordHash, northPassword: entry.northPassword)
+        }
+        var path = south.path ?? "/ocpp"
+        if !path.hasPrefix("/") { path = "/" + path }
+        while path.count > 1, path.hasSuffix("/") { path.removeLast() }
+
+        let north = raw.north
+        var northURL = URL(string: "wss://invalid")!
+        if let url = URL(string: north.url.value), let scheme = url.scheme, url.host != nil {
+            northURL = url
+            if scheme == "ws", north.allowInsecure != true {
+                error(north.url, "north 'url' is ws:// (no TLS); use wss://, or set 'allow_insecure: true' for a development CSMS")
+            } else if scheme != "ws", scheme != "wss" {
+                error(north.url, "north 'url' must start with wss://")
+            }
+        } else {
+            error(north.url, "north 'url' is not a URL, e.g. \"wss://csms.example.com/ocpp\"")
+        }
+        let insecure = northURL.scheme == "ws"
+        if insecure ? !(0...1).contains(north.securityProfile.value) : !(2...3).contains(north.securityProfile.value) {
+            error(north.securityProfile, insecure
+                ? "north 'security_profile' over ws:// must be 0 or 1"
+                : "north 'security_profile' must be 2 (TLS + Basic auth) or 3 (mutual TLS)")
+        }
+        var caFile: String?
+        if let ca = north.caFile {
+            let path = absolute(ca.value)
+            if !FileManager.default.isReadableFile(atPath: path) {
+                error(ca, "'ca_file' \(path) does not exist or cannot be read")
+            }
+            caFile = path
+        }
+
+        let stateDirectory = absolute(raw.stateDir?.value ?? "state")
+        let pipelineFile = absolute(raw.pipeline.value)
+        if !FileManager.default.isReadableFile(atPath: pipelineFile) {
+            error(raw.pipeline, "'pipeline' \(pipelineFile) does not exist or cannot be read")
+        }
+
+        var adminHost: String?
+        var adminPort: Int?
+        if let admin = raw.admin {
+            if let (host, port) = parseHostPort(admin.listen.value) {
+                adminHost = host
+                adminPort = port
+            } else {
+                error(admin.listen, "admin 'listen' should be host:port, e.g. \"127.0.0.1:9100\"")
+            }
+        }
+        let maxFrame = south.maxFrameBytes ?? 65_536
+        if maxFrame < 1024 { error(south.listen, "'max_frame_bytes' must be at least 1024") }
+
+        guard diagnostics.isEmpty else { throw ConfigurationError(diagnostics) }
+        return ResolvedGatewayConfiguration(
+            file: file,
+            southHost: southHost, southPort: southPort, southPath: path,
+            southSecurityProfile: south.securityProfile.value,
+            chargers: chargers,
+            southMaxFrameBytes: maxFrame,
+            southCallTimeout: positive(south.callTimeout, "call_timeout", default: 30),
+            southMaxQueuedCalls: south.maxQueuedCalls ?? 32,
+            southPingInterval: (south.pingInterval ?? 30) > 0 ? positive(south.pingInterval, "ping_interval", default: 30) : nil,
+            northURL: northURL,
+            northSecurityProfile: north.securityProfile.value,
+            northCAFile: caFile,
+            northServerName: north.serverName,
+            northConnectTimeout: positive(north.connectTimeout, "connect_timeout", default: 10),
+            northCallTimeout: positive(north.callTimeout, "call_timeout", default: 30),
+            northMaxQueuedCalls: north.maxQueuedCalls ?? 32,
+            northPingInterval: (north.pingInterval ?? 30) > 0 ? positive(north.pingInterval, "ping_interval", default: 30) : nil,
+            northMaxFrameBytes: north.maxFrameBytes ?? 1_048_576,
+            reconnectInitialDelay: positive(north.reconnect?.initialDelay, "initial_delay", default: 1),
+            reconnectMaxDelay: positive(north.reconnect?.maxDelay, "max_delay", default: 60),
+            stateDirectory: stateDirectory,
+            pipelineFile: pipelineFile,
+            adminHost: adminHost, adminPort: adminPort,
+            mqtt: raw.mqtt,
+            warnings: warnings
+        )
+    }
+}
+
+/// Splits `host:port` (or `[v6]:port`).
+func parseHostPort(_ text: String) -> (String, Int)? {
+    guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+        return nil
+    }
+    var host = String(text[..<colon])
+    if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+    guard !host.isEmpty else { return nil }
+    return (host, port)
+}

@@ -1,0 +1,325 @@
+public import Yams
+
+/// Decodes a `Decodable` from a Yams node, strictly.
+///
+/// Unlike `YAMLDecoder`, every error points at a line and column, and keys nobody asked for
+/// are reported with the list of valid ones (Vector-style), instead of being silently ignored.
+/// YAML keys are snake_case; they fill camelCase properties (`rate_per_second` → `ratePerSecond`).
+public struct NodeDecoder {
+    public var file: String
+    public init(file: String) { self.file = file }
+
+    /// Decodes `type` from `node` (nil decodes from an empty mapping).
+    /// - Parameter subject: prefixes messages, e.g. "stage 'ids' (rate_limit)".
+    public func decode<T: Decodable>(_ type: T.Type, from node: Node?, at fallbackMark: Mark? = nil,
+                                     subject: String? = nil) throws(ConfigurationError) -> T {
+        let recorder = KeyRecorder()
+        let root = node ?? Node.mapping(Node.Mapping([], .implicit, .any, fallbackMark))
+        let decoder = NodeBackedDecoder(node: root, codingPath: [], recorder: recorder)
+        let prefix = subject.map { "\($0): " } ?? ""
+        do {
+            let value = try T(from: decoder)
+            let unknown = recorder.unknownKeyDiagnostics(file: file, prefix: prefix)
+            guard unknown.isEmpty else { throw ConfigurationError(unknown) }
+            return value
+        } catch let error as ConfigurationError {
+            throw error
+        } catch let error as NodeDecodingError {
+            // An unknown key often explains a missing one ("brust" for "burst"): report both.
+            let unknown = recorder.unknownKeyDiagnostics(file: file, prefix: prefix)
+            throw ConfigurationError(unknown + [Diagnostic(file: file, mark: error.mark ?? fallbackMark, message: prefix + error.message)])
+        } catch {
+            throw ConfigurationError([Diagnostic(file: file, mark: root.mark ?? fallbackMark, message: prefix + "\(error)")])
+        }
+    }
+
+    static func snakeCase(_ key: String) -> String {
+        var out = ""
+        for character in key {
+            if character.isUppercase {
+                if !out.isEmpty { out.append("_") }
+                out.append(contentsOf: character.lowercased())
+            } else {
+                out.append(character)
+            }
+        }
+        return out
+    }
+}
+
+struct NodeDecodingError: Error {
+    var mark: Mark?
+    var message: String
+}
+
+/// Remembers, for every mapping decoded, which keys were asked for.
+final class KeyRecorder {
+    struct Entry {
+        var mapping: Node.Mapping
+        var requested: Set<String> = []
+        var acceptsAnyKey = false
+    }
+    var entries: [Entry] = []
+
+    func register(_ mapping: Node.Mapping) -> Int {
+        entries.append(Entry(mapping: mapping))
+        return entries.count - 1
+    }
+
+    func unknownKeyDiagnostics(file: String, prefix: String) -> [Diagnostic] {
+        var diagnostics: [Diagnostic] = []
+        for entry in entries where !entry.acceptsAnyKey {
+            let valid = entry.requested.sorted()
+            for (key, _) in entry.mapping {
+                guard let name = key.string, !entry.requested.contains(name) else { continue }
+                var message = "\(prefix)unknown config key '\(name)'"
+                if let suggestion = closestMatch(to: name, in: valid) { message += " (did you mean '\(suggestion)'?)" }
+                message += valid.isEmpty ? "; this section takes no keys" : "; valid keys: \(valid.joined(separator: ", "))"
+                diagnostics.append(Diagnostic(file: file, mark: key.mark, message: message))
+            }
+        }
+        return diagnostics
+    }
+}
+
+private struct NodeBackedDecoder: Decoder {
+    let node: Node
+    let codingPath: [any CodingKey]
+    let recorder: KeyRecorder
+    /// Carries the node's position so that `Located` values can remember where they came from.
+    var userInfo: [CodingUserInfoKey: Any] { node.mark.map { [CodingUserInfoKey.yamlMark: $0] } ?? [:] }
+
+    func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
+        guard case .mapping(let mapping) = node else {
+            throw NodeDecodingError(mark: node.mark, message: "\(describe(codingPath)) should be a mapping (key: value), found \(node.kindName)")
+        }
+        let index = recorder.register(mapping)
+        return KeyedDecodingContainer(KeyedNodeContainer<Key>(mapping: mapping, mark: node.mark, codingPath: codingPath,
+                                                              recorder: recorder, entryIndex: index))
+    }
+
+    func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
+        guard case .sequence(let sequence) = node else {
+            throw NodeDecodingError(mark: node.mark, message: "\(describe(codingPath)) should be a list, found \(node.kindName)")
+        }
+        return UnkeyedNodeContainer(elements: Array(sequence), codingPath: codingPath, recorder: recorder)
+    }
+
+    func singleValueContainer() throws -> any SingleValueDecodingContainer {
+        SingleNodeContainer(node: node, codingPath: codingPath, recorder: recorder)
+    }
+}
+
+func describe(_ path: [any CodingKey]) -> String {
+    guard let last = path.last else { return "the configuration" }
+    if let index = last.intValue { return "item \(index + 1) of '\(path.dropLast().last.map { NodeDecoder.snakeCase($0.stringValue) } ?? "list")'" }
+    return "'\(NodeDecoder.snakeCase(last.stringValue))'"
+}
+
+extension Node {
+    var kindName: String {
+        switch self {
+        case .scalar(let s): s.string.isEmpty || s.string == "~" || s.string == "null" ? "nothing" : "'\(s.string)'"
+        case .mapping: "a mapping"
+        case .sequence: "a list"
+        case .alias: "an alias"
+        }
+    }
+}
+
+private struct KeyedNodeContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
+    let mapping: Node.Mapping
+    let mark: Mark?
+    let codingPath: [any CodingKey]
+    let recorder: KeyRecorder
+    let entryIndex: Int
+
+    var allKeys: [Key] {
+        recorder.entries[entryIndex].acceptsAnyKey = true
+        return mapping.keys.compactMap { $0.string.flatMap { Key(stringValue: $0) } }
+    }
+
+    private func yamlName(_ key: Key) -> String {
+        // Dictionary keys (charger ids) are taken literally; property names are snake_cased.
+        recorder.entries[entryIndex].acceptsAnyKey ? key.stringValue : NodeDecoder.snakeCase(key.stringValue)
+    }
+
+    private func lookup(_ key: Key) -> Node? {
+        let name = yamlName(key)
+        recorder.entries[entryIndex].requested.insert(name)
+        for (k, v) in mapping where k.string == name { return v }
+        return nil
+    }
+
+    private func isNull(_ node: Node) -> Bool {
+        if case .scalar(let s) = node { return node.null != nil && s.style == .plain }
+        return false
+    }
+
+    func contains(_ key: Key) -> Bool { lookup(key) != nil }
+
+    func decodeNil(forKey key: Key) throws -> Bool {
+        guard let node = lookup(key) else { return true }
+        return isNull(node)
+    }
+
+    func decode<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T {
+        guard let node = lookup(key) else {
+            throw NodeDecodingError(mark: mark, message: "missing required key '\(yamlName(key))'")
+        }
+        return try decodeNode(T.self, node, codingPath + [key], recorder)
+    }
+
+    func decodeIfPresent<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T? {
+        guard let node = lookup(key), !isNull(node) else { return nil }
+        return try decodeNode(T.self, node, codingPath + [key], recorder)
+    }
+
+    func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws -> KeyedDecodingContainer<NestedKey> {
+        try NodeBackedDecoder(node: lookup(key) ?? .mapping(Node.Mapping([])), codingPath: codingPath + [key], recorder: recorder).container(keyedBy: type)
+    }
+
+    func nestedUnkeyedContainer(forKey key: Key) throws -> any UnkeyedDecodingContainer {
+        try NodeBackedDecoder(node: lookup(key) ?? .sequence([]), codingPath: codingPath + [key], recorder: recorder).unkeyedContainer()
+    }
+
+    func superDecoder() throws -> any Decoder {
+        NodeBackedDecoder(node: .mapping(mapping), codingPath: codingPath, recorder: recorder)
+    }
+
+    func superDecoder(forKey key: Key) throws -> any Decoder {
+        NodeBackedDecoder(node: lookup(key) ?? .mapping(Node.Mapping([])), codingPath: codingPath + [key], recorder: recorder)
+    }
+}
+
+private struct IndexKey: CodingKey {
+    var intValue: Int?
+    var stringValue: String { "\(intValue ?? 0)" }
+    init(_ index: Int) { intValue = index }
+    init?(stringValue: String) { nil }
+    init?(intValue: Int) { self.intValue = intValue }
+}
+
+private struct UnkeyedNodeContainer: UnkeyedDecodingContainer {
+    let elements: [Node]
+    let codingPath: [any CodingKey]
+    let recorder: KeyRecorder
+    var currentIndex = 0
+    var count: Int? { elements.count }
+    var isAtEnd: Bool { currentIndex >= elements.count }
+
+    init(elements: [Node], codingPath: [any CodingKey], recorder: KeyRecorder) {
+        self.elements = elements
+        self.codingPath = codingPath
+        self.recorder = recorder
+    }
+
+    mutating func next() throws -> NodeBackedDecoder {
+        guard !isAtEnd else { throw NodeDecodingError(mark: elements.last?.mark, message: "\(describe(codingPath)) has too few items") }
+        defer { currentIndex += 1 }
+        return NodeBackedDecoder(node: elements[currentIndex], codingPath: codingPath + [IndexKey(currentIndex)], recorder: recorder)
+    }
+
+    mutating func decodeNil() throws -> Bool {
+        guard !isAtEnd, elements[currentIndex].null != nil else { return false }
+        currentIndex += 1
+        return true
+    }
+
+    mutating func decode<T: Decodable>(_ type: T.Type) throws -> T {
+        let decoder = try next()
+        return try decodeNode(T.self, decoder.node, decoder.codingPath, recorder)
+    }
+
+    mutating func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type) throws -> KeyedDecodingContainer<NestedKey> {
+        try next().container(keyedBy: type)
+    }
+
+    mutating func nestedUnkeyedContainer() throws -> any UnkeyedDecodingContainer { try next().unkeyedContainer() }
+    mutating func superDecoder() throws -> any Decoder { try next() }
+}
+
+private struct SingleNodeContainer: SingleValueDecodingContainer {
+    let node: Node
+    let codingPath: [any CodingKey]
+    let recorder: KeyRecorder
+
+    func decodeNil() -> Bool { node.null != nil }
+
+    private func scalar<T>(_ what: String, _ convert: (Node) -> T?) throws -> T {
+        if case .scalar = node, let value = convert(node) { return value }
+        throw NodeDecodingError(mark: node.mark, message: "\(describe(codingPath)) should be \(what), found \(node.kindName)")
+    }
+
+    func decode(_ type: Bool.Type) throws -> Bool { try scalar("true or false") { $0.bool } }
+    func decode(_ type: String.Type) throws -> String {
+        try scalar("a string") { node in
+            if case .scalar(let s) = node { return s.string }
+            return nil
+        }
+    }
+    func decode(_ type: Double.Type) throws -> Double { try scalar("a number") { $0.float ?? $0.int.map(Double.init) } }
+    func decode(_ type: Float.Type) throws -> Float { Float(try decode(Double.self)) }
+    func decode(_ type: Int.Type) throws -> Int { try scalar("a whole number") { $0.int } }
+    func decode(_ type: Int8.Type) throws -> Int8 { try integer() }
+    func decode(_ type: Int16.Type) throws -> Int16 { try integer() }
+    func decode(_ type: Int32.Type) throws -> Int32 { try integer() }
+    func decode(_ type: Int64.Type) throws -> Int64 { try integer() }
+    func decode(_ type: UInt.Type) throws -> UInt { try integer() }
+    func decode(_ type: UInt8.Type) throws -> UInt8 { try integer() }
+    func decode(_ type: UInt16.Type) throws -> UInt16 { try integer() }
+    func decode(_ type: UInt32.Type) throws -> UInt32 { try integer() }
+    func decode(_ type: UInt64.Type) throws -> UInt64 { try integer() }
+
+    private func integer<T: FixedWidthInteger>() throws -> T {
+        let value = try decode(Int.self)
+        guard let exact = T(exactly: value) else {
+            throw NodeDecodingError(mark: node.mark, message: "\(describe(codingPath)) is out of range (\(T.min)…\(T.max))")
+        }
+        return exact
+    }
+
+    func decode<T: Decodable>(_ type: T.Type) throws -> T { try decodeNode(T.self, node, codingPath, recorder) }
+}
+
+/// Decodes one node; a `DecodingError` thrown by a custom type (an enum with a bad raw value)
+/// gets the node's position.
+private func decodeNode<T: Decodable>(_ type: T.Type, _ node: Node, _ codingPath: [any CodingKey], _ recorder: KeyRecorder) throws -> T {
+    do {
+        return try T(from: NodeBackedDecoder(node: node, codingPath: codingPath, recorder: recorder))
+    } catch let error as DecodingError {
+        let explanation: String
+        switch error {
+        case .dataCorrupted(let context), .typeMismatch(_, let context), .valueNotFound(_, let context), .keyNotFound(_, let context):
+            explanation = context.debugDescription
+        @unknown default:
+            explanation = "\(error)"
+        }
+        throw NodeDecodingError(mark: node.mark, message: "\(describe(codingPath)): \(explanation)")
+    }
+}
+
+extension CodingUserInfoKey {
+    static let yamlMark = CodingUserInfoKey(rawValue: "ocpp-gateway.yamlMark")!
+}
+
+/// A configuration value that remembers its line and column, for checks made after decoding
+/// ("the CA file does not exist") to point at the right place.
+public struct Located<Value: Decodable & Sendable>: Decodable, Sendable {
+    public var value: Value
+    public var mark: Mark?
+
+    public init(_ value: Value, mark: Mark? = nil) {
+        self.value = value
+        self.mark = mark
+    }
+
+    public init(from decoder: any Decoder) throws {
+        value = try Value(from: decoder)
+        mark = decoder.userInfo[.yamlMark] as? Mark
+    }
+}
+
+extension Located: Equatable where Value: Equatable {
+    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.value == rhs.value }
+}

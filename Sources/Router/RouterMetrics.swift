@@ -1,0 +1,35 @@
+import Metrics
+import OCPP
+import Synchronization
+
+/// The router's counters, created once per label set and cached (creating a swift-metrics
+/// handle per frame would cost a factory lookup and an allocation every time).
+public final class RouterMetrics: Sendable {
+    private struct FrameKey: Hashable {
+        let direction: String
+        let action: String
+        let verdict: String
+    }
+    private let frameCounters = Mutex<[FrameKey: Counter]>([:])
+    let sessions = Meter(label: "ocpp_gateway_sessions")
+    let reloads = Counter(label: "ocpp_gateway_reloads_total", dimensions: [("result", "ok")])
+    let failedReloads = Counter(label: "ocpp_gateway_reloads_total", dimensions: [("result", "failed")])
+
+    public init() {}
+
+    func countFrame(_ direction: Direction, action: String?, verdict: String) {
+        let key = FrameKey(direction: direction.rawValue, action: action ?? "", verdict: verdict)
+        let counter = frameCounters.withLock { counters in
+            if let existing = counters[key] { return existing }
+            let counter = Counter(label: "ocpp_gateway_frames_total",
+                                  dimensions: [("direction", key.direction), ("action", key.action), ("verdict", key.verdict)])
+            counters[key] = counter
+            return counter
+        }
+        counter.increment()
+    }
+
+    public func recordReload(succeeded: Bool) {
+        (succeeded ? reloads : failedReloads).increment()
+    }
+}

@@ -1,0 +1,258 @@
+public import Logging
+public import OCPP
+public import StageKit
+import CoreMetrics
+import Foundation
+
+/// One charger's session: the router's core, independent of sockets.
+///
+/// Every frame from either peer is parsed into an envelope, correlated (a result learns the
+/// action of its CALL), passed through the pipeline's stages and then forwarded, dropped or
+/// answered. CALLs towards each peer take turns in a `CallLane`, so the one-outstanding-CALL rule
+/// holds even when the CSMS and the gateway's own stages both have something to say.
+///
+/// A session lives on one event loop: every method must be called there (Transport does so;
+/// StageTesting runs everything on the test's thread).
+public final class Session: SessionContext {
+    public let chargerId: String
+    public let version: OCPPVersion
+    public var logger: Logger
+    private let pipelines: PipelineHolder
+    private let metrics: RouterMetrics
+    private var driver: (any SessionDriver)?
+    private var towardsCharger: CallLane
+    private var towardsCSMS: CallLane
+    private var stageState: [ObjectIdentifier: Any] = [:]
+    public private(set) var isEnded = false
+
+    public init(chargerId: String, version: OCPPVersion = .v16, pipelines: PipelineHolder, limits: SessionLimits,
+                metrics: RouterMetrics, driver: any SessionDriver, logger: Logger) {
+        self.chargerId = chargerId
+        self.version = version
+        self.pipelines = pipelines
+        self.metrics = metrics
+        self.driver = driver
+        self.towardsCharger = CallLane(timeout: limits.chargerCallTimeout, limit: limits.chargerMaxQueuedCalls)
+        self.towardsCSMS = CallLane(timeout: limits.csmsCallTimeout, limit: limits.csmsMaxQueuedCalls)
+        var logger = logger
+        logger[metadataKey: "charger"] = "\(chargerId)"
+        self.logger = logger
+    }
+
+    // MARK: SessionContext
+
+    public var now: Duration { driver?.now ?? .zero }
+    public var wallTime: Double { driver?.wallTime ?? 0 }
+
+    public subscript<Key: SessionStateKey>(key: Key.Type) -> Key.Value? {
+        get { stageState[ObjectIdentifier(key)] as? Key.Value }
+        set { stageState[ObjectIdentifier(key)] = newValue }
+    }
+
+    public func sendCall(_ action: String, payload: JSONValue, to side: Side, onOutcome: @escaping (CallOutcome) -> Void) {
+        guard !isEnded else {
+            onOutcome(.connectionClosed)
+            return
+        }
+        let id = UUID().uuidString.lowercased()
+        let call = CallLane.Call(id: id, action: action, bytes: FrameEncoder.call(id: id, action: action, payload: payload),
+                                 origin: .gateway(onOutcome))
+        let accepted = side == .charger ? towardsCharger.enqueue(call) : towardsCSMS.enqueue(call)
+        guard accepted else {
+            onOutcome(.rejected(reason: "the queue towards the \(side) is full"))
+            return
+        }
+        metrics.countFrame(.fromGateway, action: action, verdict: "queued")
+        pump(towards: side)
+    }
+
+    // MARK: Lifecycle
+
+    /// Both links are up: tell the stages.
+    public func start() {
+        metrics.sessions.increment()
+        for stage in pipelines.pipeline.stages { stage.instance.sessionStarted(self) }
+    }
+
+    /// The session is over (either link closed). Pending gateway CALLs learn `.connectionClosed`.
+    public func end() {
+        guard !isEnded else { return }
+        isEnded = true
+        metrics.sessions.decrement()
+        let pending = towardsCharger.drain() + towardsCSMS.drain()
+        for call in pending {
+            if case .gateway(let onOutcome) = call.origin { onOutcome(.connectionClosed) }
+        }
+        for stage in pipelines.pipeline.stages { stage.instance.sessionEnded(self) }
+        driver = nil
+    }
+
+    // MARK: Frames
+
+    /// Handles one text frame from a peer.
+    public func receive(_ bytes: [UInt8], from side: Side) {
+        guard !isEnded else { return }
+        let direction: Direction = side == .charger ? .fromCharger : .fromCSMS
+        let frame: Frame
+        do {
+            frame = try Frame.parse(bytes)
+        } catch {
+            rejectMalformed(bytes, error: error, from: side, direction: direction)
+            return
+        }
+        switch frame.messageType {
+        case .call:
+            handleCall(frame, from: side, direction: direction)
+        case .callResult, .callError:
+            handleAnswer(frame, from: side, direction: direction)
+        }
+    }
+
+    private func rejectMalformed(_ bytes: [UInt8], error: FrameError, from side: Side, direction: Direction) {
+        let code = error.errorCode(for: version)
+        logger.warning("malformed frame refused", metadata: [
+            "from": "\(side)", "error": "\(error.detail)", "code": "\(code)", "bytes": "\(bytes.count)",
+        ])
+        metrics.countFrame(direction, action: nil, verdict: "malformed")
+        send(FrameEncoder.callError(id: error.messageId ?? "-1", code: code.rawValue, description: error.detail), to: side)
+    }
+
+    private func handleCall(_ frame: Frame, from side: Side, direction: Direction) {
+        let action = frame.action ?? ""
+        let envelope = Envelope(chargerId: chargerId, direction: direction, frame: frame, action: action, version: version,
+                                receivedAt: now)
+        let (verdict, decidedBy, result) = runStages(envelope)
+        metrics.countFrame(direction, action: action, verdict: verdict.label)
+        switch verdict.kind {
+        case .forward, .forwardModified:
+            let target = side.other
+            let call = CallLane.Call(id: frame.messageId, action: action, bytes: result.frame.bytes, origin: .relayed)
+            let accepted = target == .charger ? towardsCharger.enqueue(call) : towardsCSMS.enqueue(call)
+            guard accepted else {
+                logger.warning("CALL refused: queue full", metadata: ["action": "\(action)", "towards": "\(target)"])
+                send(FrameEncoder.callError(id: frame.messageId, code: OCPPErrorCode.genericError.rawValue,
+                                            description: "the gateway's queue towards the \(target) is full; retry later"), to: side)
+                return
+            }
+            pump(towards: target)
+        case .drop(let reason):
+            logger.info("CALL dropped", metadata: ["action": "\(action)", "stage": "\(decidedBy ?? "")", "reason": "\(reason)"])
+        case .answer(let payload):
+            send(FrameEncoder.callResult(id: frame.messageId, payload: payload), to: side)
+        case .answerError(let code, let description, let details):
+            send(FrameEncoder.callError(id: frame.messageId, code: code.rawValue, description: description, details: details), to: side)
+        }
+    }
+
+    private func handleAnswer(_ frame: Frame, from side: Side, direction: Direction) {
+        // An answer from `side` settles the CALL that travelled towards `side`.
+        let completed = side == .charger ? towardsCharger.complete(id: frame.messageId) : towardsCSMS.complete(id: frame.messageId)
+        guard let call = completed else {
+            logger.warning("answer to no outstanding CALL dropped", metadata: ["from": "\(side)", "id": "\(frame.messageId)"])
+            metrics.countFrame(direction, action: nil, verdict: "unmatched")
+            return
+        }
+        defer { pump(towards: side) }
+        switch call.origin {
+        case .gateway(let onOutcome):
+            metrics.countFrame(direction, action: call.action, verdict: "consumed")
+            if frame.messageType == .callResult {
+                onOutcome(.result(frame.payload()))
+            } else {
+                onOutcome(.error(code: frame.errorCode ?? "", description: frame.errorDescription ?? ""))
+            }
+        case .relayed:
+            let envelope = Envelope(chargerId: chargerId, direction: direction, frame: frame, action: call.action,
+                                    version: version, receivedAt: now)
+            let (verdict, decidedBy, result) = runStages(envelope)
+            metrics.countFrame(direction, action: call.action, verdict: verdict.label)
+            switch verdict.kind {
+            case .forward, .forwardModified:
+                send(result.frame.bytes, to: side.other)
+            case .drop(let reason):
+                logger.info("answer dropped", metadata: ["action": "\(call.action)", "stage": "\(decidedBy ?? "")", "reason": "\(reason)"])
+            case .answer, .answerError:
+                logger.error("a stage answered an answer; dropped", metadata: ["action": "\(call.action)", "stage": "\(decidedBy ?? "")"])
+            }
+        }
+    }
+
+    /// Runs the envelope through the stages: in file order from the charger, reversed from the CSMS.
+    private func runStages(_ envelope: Envelope) -> (Verdict, String?, Envelope) {
+        let stages = pipelines.pipeline.stages
+        var current = envelope
+        var modified = false
+        let clock = ContinuousClock()
+        func visit(_ stage: LoadedStage) -> Verdict? {
+            let start = clock.now
+            let verdict = stage.instance.process(current, in: self)
+            stage.timer.recordNanoseconds((clock.now - start).nanoseconds)
+            switch verdict.kind {
+            case .forward:
+                return nil
+            case .forwardModified(let payload):
+                let frame = Frame.encoded(FrameEncoder.replacingPayload(of: current.frame, with: payload))
+                current = Envelope(chargerId: chargerId, direction: current.direction, frame: frame, action: current.action,
+                                   version: version, receivedAt: current.receivedAt)
+                modified = true
+                return nil
+            default:
+                return verdict
+            }
+        }
+        if envelope.direction == .fromCSMS {
+            for stage in stages.reversed() { if let verdict = visit(stage) { return (verdict, stage.id, current) } }
+        } else {
+            for stage in stages { if let verdict = visit(stage) { return (verdict, stage.id, current) } }
+        }
+        return (modified ? .forward(modifiedPayload: current.payload()) : .forward, nil, current)
+    }
+
+    // MARK: Queues
+
+    private func pump(towards side: Side) {
+        guard let driver else { return }
+        let next = side == .charger ? towardsCharger.next() : towardsCSMS.next()
+        guard let call = next else { return }
+        let timeout = side == .charger ? towardsCharger.timeout : towardsCSMS.timeout
+        let timer = driver.schedule(after: timeout) { [weak self] in self?.callTimedOut(id: call.id, towards: side) }
+        if side == .charger { towardsCharger.arm(timer) } else { towardsCSMS.arm(timer) }
+        send(call.bytes, to: side)
+    }
+
+    private func callTimedOut(id: String, towards side: Side) {
+        let expired = side == .charger ? towardsCharger.complete(id: id) : towardsCSMS.complete(id: id)
+        guard let call = expired else { return }
+        let timeout = side == .charger ? towardsCharger.timeout : towardsCSMS.timeout
+        logger.warning("CALL timed out", metadata: ["action": "\(call.action)", "towards": "\(side)", "id": "\(id)"])
+        switch call.origin {
+        case .gateway(let onOutcome):
+            onOutcome(.timedOut)
+        case .relayed:
+            // Tell the sender instead of leaving it to guess; a late answer will find no CALL and be dropped.
+            send(FrameEncoder.callError(id: call.id, code: OCPPErrorCode.genericError.rawValue,
+                                        description: "no answer from the \(side) within \(timeout)"), to: side.other)
+        }
+        pump(towards: side)
+    }
+
+    private func send(_ bytes: [UInt8], to side: Side) {
+        driver?.send(bytes, to: side)
+    }
+
+    /// Number of CALLs waiting (not in flight) towards a side; for tests and metrics.
+    public func queuedCalls(towards side: Side) -> Int {
+        side == .charger ? towardsCharger.queuedCount : towardsCSMS.queuedCount
+    }
+}
+
+extension Side {
+    public var other: Side { self == .charger ? .csms : .charger }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}

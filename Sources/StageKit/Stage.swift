@@ -1,0 +1,108 @@
+public import Logging
+public import OCPP
+
+/// A filter in the gateway's pipeline.
+///
+/// A stage sees every frame of every charger, in the order the pipeline YAML lists the stages
+/// for frames from the charger, and in reverse order for frames from the CSMS (like a
+/// SwiftNIO `ChannelPipeline`). `process` runs on the charger's event loop for every frame:
+/// it must return quickly and never block. Hand slow work (disk, key generation, network) to
+/// a task and come back with `SessionContext.sendCall`.
+///
+/// A stage instance is shared by all chargers: keep per-charger state in the session
+/// (`session[MyKey.self]`), and shared state behind a lock.
+public protocol Stage: Sendable {
+    /// The stage's typed configuration, decoded from the `config:` mapping of the pipeline YAML.
+    /// YAML keys are snake_case (`frames_per_second` fills `framesPerSecond`); unknown keys are rejected.
+    associatedtype Configuration: Decodable & Sendable = NoConfiguration
+
+    /// The name operators write after `type:` in the pipeline YAML.
+    static var type: String { get }
+    /// One line for `ocpp-gateway stages`.
+    static var summary: String { get }
+
+    /// Builds the stage; throwing here makes `validate` and reload fail with the stage's position.
+    init(configuration: Configuration, context: StageSetupContext) throws
+
+    /// Decides what happens to one frame.
+    func process(_ envelope: Envelope, in session: any SessionContext) -> Verdict
+
+    /// A charger asks to connect: accept it (and say what to present north), reject it, or pass.
+    /// The first stage with an opinion decides; if none has one, the charger is refused.
+    func chargerConnecting(_ request: ChargerConnectRequest) async -> ConnectDecision
+
+    /// The charger's session has started (both links are up).
+    func sessionStarted(_ session: any SessionContext)
+    /// The session is over; gateway calls still pending have already been answered `.connectionClosed`.
+    func sessionEnded(_ session: any SessionContext)
+
+    /// The stage is leaving service (reload with a changed config, or shutdown). Flush and release.
+    func shutdown() async
+}
+
+extension Stage {
+    public func chargerConnecting(_ request: ChargerConnectRequest) async -> ConnectDecision { .noOpinion }
+    public func sessionStarted(_ session: any SessionContext) {}
+    public func sessionEnded(_ session: any SessionContext) {}
+    public func shutdown() async {}
+}
+
+/// The configuration of a stage that takes none: any key under `config:` is an error.
+public struct NoConfiguration: Decodable, Sendable, Equatable {
+    public init() {}
+}
+
+/// What a stage may know about the gateway when it is built.
+public struct StageSetupContext: Sendable {
+    /// The stage's `id` in the pipeline file.
+    public var stageId: String
+    public var logger: Logger
+    /// The gateway's `state_dir`, absolute.
+    public var stateDirectory: String
+    public var south: SouthSettings
+    public var north: NorthSettings
+
+    public init(stageId: String, logger: Logger, stateDirectory: String, south: SouthSettings, north: NorthSettings) {
+        self.stageId = stageId
+        self.logger = logger
+        self.stateDirectory = stateDirectory
+        self.south = south
+        self.north = north
+    }
+}
+
+/// The charger-facing settings of `gateway.yaml` that stages may rely on.
+public struct SouthSettings: Sendable {
+    /// 0 (no authentication) or 1 (HTTP Basic auth).
+    public var securityProfile: Int
+    /// The allow-list, keyed by charge point id.
+    public var chargers: [String: ChargerCredentials]
+
+    public init(securityProfile: Int, chargers: [String: ChargerCredentials]) {
+        self.securityProfile = securityProfile
+        self.chargers = chargers
+    }
+}
+
+/// One entry of `south.chargers`.
+public struct ChargerCredentials: Sendable, Equatable {
+    /// A plain password (discouraged: the gateway warns at start).
+    public var password: String?
+    /// A `hash-password` hash of the password.
+    public var passwordHash: String?
+    /// The password presented north with Security Profile 2; defaults to the charger's own.
+    public var northPassword: String?
+
+    public init(password: String? = nil, passwordHash: String? = nil, northPassword: String? = nil) {
+        self.password = password
+        self.passwordHash = passwordHash
+        self.northPassword = northPassword
+    }
+}
+
+/// The CSMS-facing settings of `gateway.yaml` that stages may rely on.
+public struct NorthSettings: Sendable {
+    /// 2 (TLS + Basic auth) or 3 (mutual TLS); 0/1 only with `allow_insecure`.
+    public var securityProfile: Int
+    public init(securityProfile: Int) { self.securityProfile = securityProfile }
+}

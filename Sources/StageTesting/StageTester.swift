@@ -1,0 +1,192 @@
+public import Logging
+public import OCPP
+public import Router
+public import StageKit
+import Yams
+
+/// Drives stages with frames, with a fake clock and no sockets, through the real router session
+/// (so correlation, queues and timeouts behave exactly as in the gateway).
+///
+/// ```swift
+/// let tester = try StageTester(RateLimitStage.self, config: "frames_per_second: 1")
+/// tester.chargerSends(call: "Heartbeat", payload: [:])
+/// #expect(tester.takeSentToCSMS().map(\.action) == ["Heartbeat"])
+/// ```
+public final class StageTester {
+    public let chargerId: String
+    public let session: Session
+    public let pipeline: Pipeline
+    private let driver: FakeDriver
+    private var nextId = 0
+
+    /// Tests a whole pipeline of already-built stages (listed in file order).
+    public init(stages: [(id: String, stage: any Stage)], chargerId: String = "CP001", limits: SessionLimits = SessionLimits(),
+                logger: Logger = Logger(label: "stage-test", factory: { _ in SwiftLogNoOpLogHandler() })) {
+        self.chargerId = chargerId
+        let loaded = stages.map { LoadedStage.forTesting(id: $0.id, instance: $0.stage) }
+        pipeline = Pipeline(stages: loaded, file: "<test>")
+        driver = FakeDriver()
+        session = Session(chargerId: chargerId, pipelines: PipelineHolder(pipeline), limits: limits, metrics: RouterMetrics(),
+                          driver: driver, logger: logger)
+        session.start()
+    }
+
+    /// Tests one stage type, decoding its configuration from YAML exactly as the pipeline loader does.
+    public convenience init<S: Stage>(_ type: S.Type, config yaml: String = "", chargerId: String = "CP001",
+                                      south: SouthSettings = SouthSettings(securityProfile: 1, chargers: [:]),
+                                      north: NorthSettings = NorthSettings(securityProfile: 3),
+                                      stateDirectory: String = "/tmp/ocpp-gateway-test-state",
+                                      limits: SessionLimits = SessionLimits()) throws {
+        let stage = try Self.build(type, config: yaml, south: south, north: north, stateDirectory: stateDirectory)
+        self.init(stages: [(S.type, stage)], chargerId: chargerId, limits: limits)
+    }
+
+    /// Builds a stage from YAML config text; errors are `ConfigurationError`s with positions in "<config>".
+    public static func build<S: Stage>(_ type: S.Type, config yaml: String = "",
+                                       south: SouthSettings = SouthSettings(securityProfile: 1, chargers: [:]),
+                                       north: NorthSettings = NorthSettings(securityProfile: 3),
+                                       stateDirectory: String = "/tmp/ocpp-gateway-test-state") throws -> S {
+        let node: Node?
+        do {
+            node = try Yams.compose(yaml: yaml)
+        } catch {
+            throw ConfigurationError([Diagnostic(file: "<config>", line: 1, column: 1, message: "\(error)")])
+        }
+        let configuration = try NodeDecoder(file: "<config>").decode(S.Configuration.self, from: node, subject: "stage '\(S.type)'")
+        let context = StageSetupContext(stageId: S.type, logger: Logger(label: "stage-test", factory: { _ in SwiftLogNoOpLogHandler() }),
+                                        stateDirectory: stateDirectory, south: south, north: north)
+        return try S(configuration: configuration, context: context)
+    }
+
+    // MARK: Clock
+
+    /// Monotonic fake time.
+    public var now: Duration { driver.now }
+    /// Wall-clock fake time, seconds since 1970.
+    public var wallTime: Double {
+        get { driver.wallTime }
+        set { driver.wallTime = newValue }
+    }
+
+    /// Moves the fake clock forward, firing due timers in order.
+    public func advance(by duration: Duration) { driver.advance(by: duration) }
+
+    // MARK: Sending
+
+    /// The charger sends raw text (any bytes, valid or not).
+    public func chargerSends(_ text: String) { session.receive(Array(text.utf8), from: .charger) }
+    /// The CSMS sends raw text.
+    public func csmsSends(_ text: String) { session.receive(Array(text.utf8), from: .csms) }
+
+    /// The charger sends a CALL; returns its message id.
+    @discardableResult
+    public func chargerSends(call action: String, payload: JSONValue = [:], id: String? = nil) -> String {
+        let id = id ?? freshId()
+        session.receive(FrameEncoder.call(id: id, action: action, payload: payload), from: .charger)
+        return id
+    }
+
+    /// The CSMS sends a CALL; returns its message id.
+    @discardableResult
+    public func csmsSends(call action: String, payload: JSONValue = [:], id: String? = nil) -> String {
+        let id = id ?? freshId()
+        session.receive(FrameEncoder.call(id: id, action: action, payload: payload), from: .csms)
+        return id
+    }
+
+    public func chargerAnswers(_ id: String, payload: JSONValue = [:]) {
+        session.receive(FrameEncoder.callResult(id: id, payload: payload), from: .charger)
+    }
+
+    public func csmsAnswers(_ id: String, payload: JSONValue = [:]) {
+        session.receive(FrameEncoder.callResult(id: id, payload: payload), from: .csms)
+    }
+
+    public func chargerAnswersError(_ id: String, code: OCPPErrorCode, description: String = "") {
+        session.receive(FrameEncoder.callError(id: id, code: code.rawValue, description: description), from: .charger)
+    }
+
+    public func csmsAnswersError(_ id: String, code: OCPPErrorCode, description: String = "") {
+        session.receive(FrameEncoder.callError(id: id, code: code.rawValue, description: description), from: .csms)
+    }
+
+    // MARK: Observing
+
+    /// Frames written to the charger since the last call, parsed.
+    public func takeSentToCharger() -> [Frame] { driver.take(.charger) }
+    /// Frames written to the CSMS since the last call, parsed.
+    public func takeSentToCSMS() -> [Frame] { driver.take(.csms) }
+    /// Set once the session asked to close both links.
+    public var closeReason: String? { driver.closeReason }
+
+    /// Runs the connection hooks of every stage, as the south server does on an upgrade request.
+    public func connect(_ request: ChargerConnectRequest) async -> ConnectDecision {
+        await ConnectionGate.decide(request, pipeline: pipeline)
+    }
+
+    /// Ends the session (charger or CSMS gone).
+    public func endSession() { session.end() }
+
+    private func freshId() -> String {
+        nextId += 1
+        return "test-\(nextId)"
+    }
+}
+
+/// The fake side of the world: records writes, keeps timers, owns the clock.
+final class FakeDriver: SessionDriver {
+    final class Timer: ScheduledWork {
+        let deadline: Duration
+        let body: () -> Void
+        var cancelled = false
+        init(deadline: Duration, body: @escaping () -> Void) {
+            self.deadline = deadline
+            self.body = body
+        }
+        func cancel() { cancelled = true }
+    }
+
+    var now: Duration = .zero
+    var wallTime: Double = 1_767_225_600  // 2026-01-01T00:00:00Z
+    var closeReason: String?
+    private var timers: [Timer] = []
+    private var outbox: [Side: [Frame]] = [:]
+
+    func send(_ bytes: [UInt8], to side: Side) {
+        do {
+            outbox[side, default: []].append(try Frame.parse(bytes))
+        } catch {
+            preconditionFailure("the router wrote an invalid frame to the \(side): \(error) — \(String(decoding: bytes, as: UTF8.self))")
+        }
+    }
+
+    func closeSession(reason: String) { closeReason = reason }
+
+    func schedule(after delay: Duration, _ body: @escaping () -> Void) -> any ScheduledWork {
+        let timer = Timer(deadline: now + delay, body: body)
+        timers.append(timer)
+        return timer
+    }
+
+    func advance(by duration: Duration) {
+        let end = now + duration
+        while let index = timers.indices.filter({ !timers[$0].cancelled && timers[$0].deadline <= end })
+            .min(by: { timers[$0].deadline < timers[$1].deadline })
+        {
+            let timer = timers.remove(at: index)
+            let step = timer.deadline - now
+            now = now + step
+            wallTime += Double(step.components.seconds) + Double(step.components.attoseconds) / 1e18
+            timer.body()
+        }
+        let rest = end - now
+        wallTime += Double(rest.components.seconds) + Double(rest.components.attoseconds) / 1e18
+        now = end
+        timers.removeAll { $0.cancelled }
+    }
+
+    func take(_ side: Side) -> [Frame] {
+        defer { outbox[side] = [] }
+        return outbox[side] ?? []
+    }
+}
