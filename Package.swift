@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -63,7 +64,20 @@ let package = Package(
         .target(
             name: "Transport",
             dependencies: [
-                "OCPP", "StageKit", "Router",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // The running gateway: south server, north links, sessions, reload, drain, admin endpoint.
+        .target(
+            name: "Gateway",
+            dependencies: [
+                "OCPP", "StageKit", "Router", "Transport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -82,6 +96,7 @@ let package = Package(
             dependencies: [
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -108,7 +123,8 @@ let package = Package(
         .executableTarget(
             name: "ocpp-gateway",
             dependencies: [
-                "OCPP", "StageKit", "Router", "Transport", "GatewayStages",
+                "OCPP", "StageKit", "Router", "Transport", "Gateway", "GatewayStages", "AuthStage",
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -122,7 +138,7 @@ let package = Package(
         .target(
             name: "Simulators",
             dependencies: [
-                "OCPP", "DevPKI",
+                "OCPP", "DevPKI", "Transport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -135,7 +151,7 @@ let package = Package(
         .executableTarget(
             name: "ocpp-sim",
             dependencies: [
-                "Simulators", "DevPKI",
+                "Simulators", "DevPKI", "OCPP", "Transport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -148,7 +164,7 @@ let package = Package(
         .testTarget(
             name: "TransportTests",
             dependencies: [
-                "Transport", "Router", "GatewayStages", "Simulators", "DevPKI", "OCPP", "StageKit",
+                "Transport", "Gateway", "Router", "GatewayStages", "Simulators", "DevPKI", "OCPP", "StageKit",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

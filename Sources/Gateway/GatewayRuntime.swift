@@ -1,0 +1,286 @@
+public import Logging
+public import NIOCore
+public import Router
+import Foundation
+import Metrics
+import NIOHTTP1
+import NIOSSL
+import NIOWebSocket
+import OCPP
+import StageKit
+import Synchronization
+import Transport
+
+/// The running gateway: chargers in on `south`, one CSMS link per charger out on `north`,
+/// every frame through the router's pipeline.
+public final class GatewayRuntime: Sendable {
+    public let configuration: ResolvedGatewayConfiguration
+    let loader: PipelineLoader
+    let pipelines: PipelineHolder
+    let metrics = RouterMetrics()
+    let group: any EventLoopGroup
+    let logger: Logger
+    let backoff: ReconnectBackoff
+    private let sessions = Mutex<[String: ActiveSession]>([:])
+    private let listeners = Mutex<[any Channel]>([])
+    private let northConnects = Counter(label: "ocpp_gateway_north_connects_total", dimensions: [("result", "ok")])
+    private let northConnectFailures = Counter(label: "ocpp_gateway_north_connects_total", dimensions: [("result", "failed")])
+    private let refusedChargers = Counter(label: "ocpp_gateway_south_refused_total")
+
+    /// A session in service, reachable from any thread through its event loop.
+    private struct ActiveSession: Sendable {
+        let token: ObjectIdentifier
+        let eventLoop: any EventLoop
+        let link: NIOLoopBound<SessionLink>
+
+        func close(reason: String) {
+            let link = self.link
+            eventLoop.execute { link.value.closeSession(reason: reason) }
+        }
+    }
+
+    /// Loads the pipeline; a broken one throws before anything listens.
+    public init(configuration: ResolvedGatewayConfiguration, registry: StageRegistry, group: any EventLoopGroup,
+                logger: Logger) throws(ConfigurationError) {
+        self.configuration = configuration
+        self.group = group
+        self.logger = logger
+        loader = PipelineLoader(registry: registry, southSettings: configuration.southSettings,
+                                northSettings: configuration.northSettings, stateDirectory: configuration.stateDirectory,
+                                logger: logger)
+        pipelines = PipelineHolder(try loader.load(file: configuration.pipelineFile))
+        backoff = ReconnectBackoff(initialDelay: configuration.reconnectInitialDelay, maxDelay: configuration.reconnectMaxDelay)
+    }
+
+    public var pipeline: Pipeline { pipelines.pipeline }
+    public var sessionCount: Int { sessions.withLock { $0.count } }
+    public var connectedChargers: [String] { sessions.withLock { $0.keys.sorted() } }
+
+    // MARK: Lifecycle
+
+    /// Starts listening for chargers; returns the bound address (useful with port 0).
+    @discardableResult
+    public func start() async throws -> SocketAddress {
+        let server = try await WebSocketServer.start(
+            WebSocketServerOptions(host: configuration.southHost, port: configuration.southPort,
+                                   maxMessageBytes: configuration.southMaxFrameBytes,
+                                   pingInterval: configuration.southPingInterval?.timeAmount),
+            group: group
+        ) { [self] request, channel in decide(request, channel: channel) }
+        listeners.withLock { $0.append(server) }
+        let address = server.localAddress!
+        logger.info("listening for chargers", metadata: [
+            "address": "ws://\(configuration.southHost):\(address.port ?? 0)\(configuration.southPath)/<chargeId>",
+            "security_profile": "\(configuration.southSecurityProfile)",
+            "north": "\(configuration.northURL.absoluteString)",
+            "pipeline": "\(pipelines.pipeline.stages.map(\.id).joined(separator: " → "))",
+        ])
+        return address
+    }
+
+    /// Re-reads the pipeline file and swaps it in between frames. On any error the running
+    /// pipeline stays in service and the error is returned (and logged with its positions).
+    @discardableResult
+    public func reload() async -> ConfigurationError? {
+        let current = pipelines.pipeline
+        let new: Pipeline
+        do {
+            new = try loader.load(file: configuration.pipelineFile, reusing: current)
+        } catch {
+            metrics.recordReload(succeeded: false)
+            for diagnostic in error.diagnostics { logger.error("\(diagnostic.description)") }
+            logger.error("reload failed; the previous pipeline keeps running", metadata: ["pipeline": "\(configuration.pipelineFile)"])
+            return error
+        }
+        let old = pipelines.swap(to: new)
+        metrics.recordReload(succeeded: true)
+        let kept = Set(new.stages.map { "\($0.id)\u{0}\($0.type)\u{0}\($0.fingerprint)" })
+        let retired = old.stages.filter { !kept.contains("\($0.id)\u{0}\($0.type)\u{0}\($0.fingerprint)") }
+        logger.info("pipeline reloaded", metadata: [
+            "stages": "\(new.stages.map(\.id).joined(separator: " → "))",
+            "rebuilt": "\(new.stages.count - (old.stages.count - retired.count))",
+            "retired": "\(retired.map(\.id).joined(separator: ","))",
+        ])
+        for stage in retired { await stage.instance.shutdown() }
+        return nil
+    }
+
+    /// Stops accepting chargers, closes every session (chargers reconnect to the next instance)
+    /// and shuts the stages down.
+    public func shutdown(grace: Duration = .seconds(10)) async {
+        let servers = listeners.withLock { servers in
+            defer { servers = [] }
+            return servers
+        }
+        for server in servers { try? await server.close() }
+        let active = sessions.withLock { Array($0.values) }
+        logger.info("draining", metadata: ["sessions": "\(active.count)"])
+        for session in active { session.close(reason: "gateway shutting down") }
+        let deadline = ContinuousClock.now + grace
+        while sessionCount > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        for stage in pipelines.pipeline.stages { await stage.instance.shutdown() }
+        logger.info("stopped")
+    }
+
+    // MARK: Admission
+
+    /// Decides a charger's upgrade: path, subprotocol, the pipeline's connection hooks, then the north link.
+    func decide(_ request: UpgradeRequest, channel: any Channel) -> EventLoopFuture<UpgradeAnswer> {
+        let loop = channel.eventLoop
+        let remote = request.remoteAddress.map { "\($0)" } ?? "?"
+        guard let chargerId = chargerId(fromURI: request.uri) else {
+            refusedChargers.increment()
+            logger.warning("upgrade refused: path is not \(configuration.southPath)/<chargeId>", metadata: ["uri": "\(request.uri)", "remote": "\(remote)"])
+            return loop.makeSucceededFuture(.reject(.notFound))
+        }
+        guard request.offeredSubprotocols.contains(OCPPVersion.v16.subprotocol) else {
+            // OCPP-J 1.6 §3.1.2: complete the handshake without a subprotocol, then close.
+            logger.warning("charger offered no supported subprotocol; closing after the handshake", metadata: [
+                "charger": "\(chargerId)", "offered": "\(request.offeredSubprotocols.joined(separator: ","))",
+            ])
+            return loop.makeSucceededFuture(.accept(subprotocol: nil, onUpgrade: { connection in
+                connection.close(code: .protocolError, reason: "no supported OCPP subprotocol offered")
+            }))
+        }
+        var connectRequest = ChargerConnectRequest(chargerId: chargerId, remoteAddress: request.remoteAddress?.ipAddress)
+        switch request.basicAuth {
+        case .absent: break
+        case .malformed: connectRequest.hasMalformedAuthorization = true
+        case .present(let username, let password): connectRequest.credentials = BasicCredentials(username: username, password: password)
+        }
+        let promise = loop.makePromise(of: UpgradeAnswer.self)
+        let request = connectRequest
+        promise.completeWithTask { await self.admit(request, remote: remote, southChannel: channel) }
+        return promise.futureResult
+    }
+
+    private func admit(_ request: ChargerConnectRequest, remote: String, southChannel: any Channel) async -> UpgradeAnswer {
+        let chargerId = request.chargerId
+        let credentials: NorthCredentials
+        switch await ConnectionGate.outcome(request, pipeline: pipelines.pipeline) {
+        case .reject(let status, let reason):
+            refusedChargers.increment()
+            logger.warning("charger refused", metadata: ["charger": "\(chargerId)", "remote": "\(remote)", "status": "\(status)", "reason": "\(reason)"])
+            var headers = HTTPHeaders()
+            if status == 401 { headers.add(name: "WWW-Authenticate", value: "Basic realm=\"ocpp-gateway\", charset=\"UTF-8\"") }
+            return .reject(HTTPResponseStatus(statusCode: status), headers: headers)
+        case .accept(let north, _):
+            credentials = north
+        }
+        if let wait = backoff.waitRemaining(for: chargerId, now: NIODeadline.now().uptimeNanoseconds) {
+            let seconds = max(1, Int((Double(wait) / 1e9).rounded(.up)))
+            logger.info("north link in back-off; charger asked to retry", metadata: ["charger": "\(chargerId)", "retry_after_s": "\(seconds)"])
+            return .reject(.badGateway, headers: ["Retry-After": "\(seconds)"])
+        }
+        let north: WebSocketConnection
+        do {
+            north = try await connectNorth(chargerId: chargerId, credentials: credentials, on: southChannel.eventLoop).get()
+        } catch {
+            northConnectFailures.increment()
+            let delay = backoff.recordFailure(for: chargerId, now: NIODeadline.now().uptimeNanoseconds)
+            logger.error("north connection failed; charger refused with 502", metadata: [
+                "charger": "\(chargerId)", "north": "\(northURL(for: chargerId).absoluteString)", "error": "\(error)",
+                "next_attempt_in_s": "\(delay.components.seconds)",
+            ])
+            return .reject(.badGateway, headers: ["Retry-After": "\(max(1, delay.components.seconds))"])
+        }
+        northConnects.increment()
+        backoff.recordSuccess(for: chargerId)
+        // If the charger goes away before its upgrade completes, nobody will use this north link.
+        southChannel.closeFuture.whenComplete { _ in
+            if !north.isRelaying { north.close(code: .normalClosure, reason: "charger left during the handshake") }
+        }
+        return .accept(subprotocol: OCPPVersion.v16.subprotocol, onUpgrade: { [self] south in
+            startSession(chargerId: chargerId, south: south, north: north, profile: credentials.securityProfile)
+        })
+    }
+
+    /// The charge point id from `<south.path>/<id>`, percent-decoded; nil if the path does not fit.
+    func chargerId(fromURI uri: String) -> String? {
+        let path = String(uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
+        let prefix = configuration.southPath == "/" ? "/" : configuration.southPath + "/"
+        guard path.hasPrefix(prefix) else { return nil }
+        let encoded = path.dropFirst(prefix.count)
+        guard !encoded.isEmpty, !encoded.contains("/"), let id = String(encoded).removingPercentEncoding, !id.isEmpty,
+              id.count <= 48, !id.contains("/")
+        else { return nil }
+        return id
+    }
+
+    func northURL(for chargerId: String) -> URL {
+        var allowed = CharacterSet.urlPathAllowed
+        allowed.remove(charactersIn: "/;?#")
+        let encoded = chargerId.addingPercentEncoding(withAllowedCharacters: allowed) ?? chargerId
+        let base = configuration.northURL.absoluteString
+        return URL(string: (base.hasSuffix("/") ? base : base + "/") + encoded)!
+    }
+
+    private func connectNorth(chargerId: String, credentials: NorthCredentials, on loop: any EventLoop) -> EventLoopFuture<WebSocketConnection> {
+        let url = northURL(for: chargerId)
+        var tls: TLSConfiguration?
+        if url.scheme == "wss" {
+            do {
+                if credentials.securityProfile == 3 {
+                    for path in [credentials.certificatePath, credentials.privateKeyPath] {
+                        guard let path, FileManager.default.isReadableFile(atPath: path) else {
+                            throw NorthSetupError("security profile 3 needs the charger's client certificate and key; missing \(path ?? "(no path)")")
+                        }
+                    }
+                }
+                tls = try NorthTLS.clientConfiguration(
+                    caFile: configuration.northCAFile,
+                    certificateFile: credentials.securityProfile == 3 ? credentials.certificatePath : nil,
+                    keyFile: credentials.securityProfile == 3 ? credentials.privateKeyPath : nil)
+            } catch {
+                return loop.makeFailedFuture(error)
+            }
+        }
+        let basic = credentials.basicAuth.map { (username: $0.username, password: $0.password) }
+        let options = WebSocketClientOptions(url: url, tls: tls, serverName: configuration.northServerName,
+                                             subprotocol: OCPPVersion.v16.subprotocol, basicAuth: basic,
+                                             maxMessageBytes: configuration.northMaxFrameBytes,
+                                             pingInterval: configuration.northPingInterval?.timeAmount,
+                                             connectTimeout: configuration.northConnectTimeout.timeAmount)
+        return WebSocketClient.connect(options, on: loop)
+    }
+
+    // MARK: Sessions
+
+    private func startSession(chargerId: String, south: WebSocketConnection, north: WebSocketConnection, profile: Int) {
+        let loop = south.channel.eventLoop
+        let replaced = sessions.withLock { $0[chargerId] }
+        if let replaced {
+            logger.warning("charger reconnected; closing its previous session", metadata: ["charger": "\(chargerId)"])
+            replaced.close(reason: "replaced by a new connection of the same charger")
+        }
+        let link = SessionLink(chargerId: chargerId, south: south, north: north, eventLoop: loop)
+        let limits = SessionLimits(chargerCallTimeout: configuration.southCallTimeout,
+                                   chargerMaxQueuedCalls: configuration.southMaxQueuedCalls,
+                                   csmsCallTimeout: configuration.northCallTimeout,
+                                   csmsMaxQueuedCalls: configuration.northMaxQueuedCalls)
+        let session = Session(chargerId: chargerId, pipelines: pipelines, limits: limits, metrics: metrics, driver: link, logger: logger)
+        let token = ObjectIdentifier(link)
+        sessions.withLock { $0[chargerId] = ActiveSession(token: token, eventLoop: loop, link: NIOLoopBound(link, eventLoop: loop)) }
+        link.onEnded = { [self] side, reason in
+            sessions.withLock { active in
+                if active[chargerId]?.token == token { active[chargerId] = nil }
+            }
+            if side == .csms {
+                // Treat a lost CSMS link as a failure so the charger's immediate reconnect backs off.
+                backoff.recordFailure(for: chargerId, now: NIODeadline.now().uptimeNanoseconds)
+            }
+        }
+        link.activate(session)
+        logger.info("session started", metadata: [
+            "charger": "\(chargerId)", "remote": "\(south.channel.remoteAddress.map { "\($0)" } ?? "?")",
+            "north_security_profile": "\(profile)",
+        ])
+    }
+}
+
+struct NorthSetupError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

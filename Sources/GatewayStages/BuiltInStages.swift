@@ -1,0 +1,10 @@
+import AuthStage
+public import Router
+
+/// Every stage type this build of the gateway knows. Adding a stage module to the gateway is
+/// one line here (and its target in Package.swift).
+public func makeStageRegistry() -> StageRegistry {
+    var registry = StageRegistry()
+    registry.register(AuthStage.self)
+    return registry
+}

@@ -1,0 +1,130 @@
+public import NIOCore
+import NIOSSL
+public import OCPP
+import NIOHTTP1
+import Synchronization
+import Transport
+import Foundation
+
+/// A small CSMS for development, tests and benchmarks: answers every charger CALL at once,
+/// requires a client certificate (Security Profile 3) or Basic auth (2), and can send CALLs.
+public final class DevelopmentCSMS: Sendable {
+    public struct Options: Sendable {
+        public var host = "127.0.0.1"
+        public var port = 9443
+        public var path = "/ocpp"
+        public var certificateFile: String
+        public var keyFile: String
+        /// Client certificates are verified against this CA (Security Profile 3); nil = no client certificate.
+        public var clientCAFile: String?
+        /// Basic auth passwords per charger (Security Profile 2).
+        public var passwords: [String: String] = [:]
+        public var heartbeatInterval = 300
+
+        public init(certificateFile: String, keyFile: String, clientCAFile: String?) {
+            self.certificateFile = certificateFile
+            self.keyFile = keyFile
+            self.clientCAFile = clientCAFile
+        }
+    }
+
+    public let options: Options
+    private let peers = Mutex<[String: OCPPPeer]>([:])
+    private let received = Mutex<[(charger: String, frame: String)]>([])
+    private let transactionCounter = Mutex(0)
+    private let channel = Mutex<(any Channel)?>(nil)
+    /// Prints the flow; nil keeps quiet.
+    public let trace: (@Sendable (String) -> Void)?
+
+    public init(options: Options, trace: (@Sendable (String) -> Void)? = nil) {
+        self.options = options
+        self.trace = trace
+    }
+
+    public func start(group: any EventLoopGroup) async throws -> Int {
+        var tls = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(options.certificateFile).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: options.keyFile, format: .pem)))
+        tls.minimumTLSVersion = .tlsv12
+        if let ca = options.clientCAFile {
+            tls.certificateVerification = .noHostnameVerification
+            tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))
+        }
+        let server = try await WebSocketServer.start(
+            WebSocketServerOptions(host: options.host, port: options.port, tls: tls, maxMessageBytes: 1 << 20),
+            group: group
+        ) { [self] request, channel in
+            channel.eventLoop.makeSucceededFuture(accept(request))
+        }
+        channel.withLock { $0 = server }
+        return server.localAddress?.port ?? options.port
+    }
+
+    public func stop() async {
+        let server = channel.withLock { $0 }
+        try? await server?.close()
+        for peer in peers.withLock({ Array($0.values) }) { peer.close() }
+    }
+
+    /// Every frame received from chargers, in order, with the charger's id.
+    public var receivedFrames: [(charger: String, frame: String)] { received.withLock { $0 } }
+    public var connectedChargers: [String] { peers.withLock { $0.keys.sorted() } }
+
+    /// Sends a CALL to a connected charger.
+    public func call(_ chargerId: String, _ action: String, _ payload: JSONValue) -> EventLoopFuture<JSONValue>? {
+        peers.withLock { $0[chargerId] }?.call(action, payload)
+    }
+
+    private func accept(_ request: UpgradeRequest) -> UpgradeAnswer {
+        let prefix = options.path + "/"
+        guard request.uri.hasPrefix(prefix), let id = String(request.uri.dropFirst(prefix.count)).removingPercentEncoding else {
+            return .reject(.notFound)
+        }
+        if let expected = options.passwords[id] {
+            guard case .present(let user, let password) = request.basicAuth, user == id, password == expected else {
+                return .reject(.unauthorized)
+            }
+        }
+        guard request.offeredSubprotocols.contains("ocpp1.6") else { return .reject(.badRequest) }
+        return .accept(subprotocol: "ocpp1.6", onUpgrade: { [self] connection in
+            let peer = OCPPPeer(connection: connection, name: "csms")
+            peer.onTrace = { [self] outgoing, text in
+                if !outgoing { received.withLock { $0.append((id, text)) } }
+                trace?("\(outgoing ? "CSMS → \(id)" : "CSMS ← \(id)")  \(text)")
+            }
+            peer.onCall = { [self] action, payload in answer(action, payload) }
+            peer.onClose = { [self] reason in
+                peers.withLock { if $0[id] === peer { $0[id] = nil } }
+                trace?("CSMS: \(id) disconnected (\(reason))")
+            }
+            peers.withLock { $0[id] = peer }
+            trace?("CSMS: \(id) connected over mutual TLS")
+        })
+    }
+
+    private func answer(_ action: String, _ payload: JSONValue) -> Result<JSONValue, OCPPPeer.CallError> {
+        switch action {
+        case "BootNotification":
+            return .success(["status": "Accepted", "currentTime": .string(ocppTimestamp()), "interval": .number(options.heartbeatInterval)])
+        case "Heartbeat":
+            return .success(["currentTime": .string(ocppTimestamp())])
+        case "Authorize":
+            return .success(["idTagInfo": ["status": "Accepted"]])
+        case "StartTransaction":
+            let id = transactionCounter.withLock { counter in
+                counter += 1
+                return counter
+            }
+            return .success(["transactionId": .number(id), "idTagInfo": ["status": "Accepted"]])
+        case "StopTransaction":
+            return .success(["idTagInfo": ["status": "Accepted"]])
+        case "DataTransfer":
+            return .success(["status": "Accepted"])
+        case "MeterValues", "StatusNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification",
+            "SecurityEventNotification", "LogStatusNotification", "SignedFirmwareStatusNotification":
+            return .success([:])
+        default:
+            return .failure(.callError(code: "NotImplemented", description: "the development CSMS does not handle \(action)"))
+        }
+    }
+}

@@ -1,0 +1,146 @@
+import ArgumentParser
+import DevPKI
+import Foundation
+import NIOCore
+import NIOPosix
+import OCPP
+import Simulators
+import Transport
+
+@main
+struct OCPPSim: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ocpp-sim",
+        abstract: "Development peers for ocpp-gateway: a PKI, a CSMS with mutual TLS, and legacy 1.6J chargers.",
+        subcommands: [PKI.self, CSMS.self, Charger.self]
+    )
+}
+
+/// Prints the flow one line per frame, with a timestamp, flushed at once (the demo interleaves processes).
+@Sendable func printLine(_ text: String) {
+    let time = String(ocppTimestamp().dropFirst(11).prefix(12))
+    FileHandle.standardOutput.write(Data("\(time) \(text)\n".utf8))
+}
+
+struct PKI: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create a development CA, the CSMS's server certificate and chargers' client certificates under STATE.")
+
+    @Option(name: .long, help: "The gateway's state_dir.")
+    var state: String = "state"
+
+    @Option(name: .long, parsing: .upToNextOption, help: "Charger ids to issue client certificates for.")
+    var charger: [String] = ["CP001"]
+
+    @Flag(name: .long, help: "Make a new CA even if one exists.")
+    var fresh = false
+
+    func run() throws {
+        let pki = try DevPKI(directory: state, reuse: !fresh)
+        for id in charger where fresh || !FileManager.default.fileExists(atPath: pki.chargerCertificate(id)) {
+            try pki.issueChargerCertificate(id)
+        }
+        print("development PKI in \(state)/pki (CA: \(pki.caCertificate)); client certificates for \(charger.joined(separator: ", "))")
+    }
+}
+
+struct CSMS: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the development CSMS over wss:// with mutual TLS.")
+
+    @Option(name: .long, help: "Where `ocpp-sim pki` put the certificates.")
+    var state: String = "state"
+
+    @Option(name: .long) var host = "127.0.0.1"
+    @Option(name: .long) var port = 9443
+
+    @Flag(name: .long, help: "Do not print frames.")
+    var quiet = false
+
+    @Flag(name: .long, help: "After a charger's BootNotification, ask it for its configuration (a CSMS-initiated CALL).")
+    var askConfiguration = false
+
+    func run() async throws {
+        let pki = try DevPKI(directory: state)
+        var options = DevelopmentCSMS.Options(certificateFile: pki.serverCertificate, keyFile: pki.serverKey, clientCAFile: pki.caCertificate)
+        options.host = host
+        options.port = port
+        let csms = DevelopmentCSMS(options: options, trace: quiet ? nil : printLine)
+        let bound = try await csms.start(group: MultiThreadedEventLoopGroup.singleton)
+        printLine("CSMS: listening on wss://\(host):\(bound)/ocpp/<id> (client certificate required)")
+        if askConfiguration {
+            Task {
+                var asked: Set<String> = []
+                while !Task.isCancelled {
+                    for frame in csms.receivedFrames where frame.frame.contains("\"BootNotification\"") && !asked.contains(frame.charger) {
+                        asked.insert(frame.charger)
+                        _ = try? await csms.call(frame.charger, "GetConfiguration", ["key": ["HeartbeatInterval"]])?.get()
+                    }
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+            }
+        }
+        while true { try await Task.sleep(for: .seconds(3600)) }
+    }
+}
+
+struct Charger: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run legacy 1.6J chargers through a charging session.")
+
+    @Option(name: .long, help: "The gateway's south endpoint, without the charger id.")
+    var endpoint = "ws://127.0.0.1:9000/ocpp"
+
+    @Option(name: .long, help: "Charger id (with --count: the prefix, numbered 001, 002, …).")
+    var id = "CP001"
+
+    @Option(name: .long, help: "Basic auth password (Security Profile 1).")
+    var password: String?
+
+    @Option(name: .long, help: "Number of chargers.")
+    var count = 1
+
+    @Option(name: .long, help: "Seconds to keep retrying while the gateway refuses (502 while the CSMS is away).")
+    var retryFor: Double = 30
+
+    @Flag(name: .long, help: "Stay connected after the session, sending heartbeats.")
+    var stay = false
+
+    @Flag(name: .long, help: "Do not print frames.")
+    var quiet = false
+
+    func run() async throws {
+        let ids = count == 1 ? [id] : (1...count).map { id + String(format: "%03d", $0) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for chargerId in ids {
+                group.addTask {
+                    try await runOne(chargerId)
+                }
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    func runOne(_ chargerId: String) async throws {
+        let charger = LegacyCharger(options: .init(endpoint: endpoint, chargerId: chargerId, password: password),
+                                    trace: quiet ? nil : printLine)
+        let deadline = Date().addingTimeInterval(retryFor)
+        let peer: OCPPPeer
+        while true {
+            do {
+                peer = try await charger.connect(on: MultiThreadedEventLoopGroup.singleton.next())
+                break
+            } catch {
+                guard Date() < deadline else { throw SimulatorError("\(chargerId): cannot connect: \(error)") }
+                if !quiet { printLine("\(chargerId): \(error); retrying") }
+                try await Task.sleep(for: .seconds(1))
+            }
+        }
+        if !quiet { printLine("\(chargerId): connected to \(endpoint)/\(chargerId)") }
+        try await charger.runChargingSession(on: peer)
+        if !quiet { printLine("\(chargerId): charging session complete") }
+        while stay {
+            try await Task.sleep(for: .seconds(30))
+            _ = try await peer.call("Heartbeat", [:]).get()
+        }
+        peer.close()
+    }
+}
