@@ -65,6 +65,11 @@ public struct Frame: Sendable {
             func structure(_ detail: String) -> FrameError {
                 FrameError(kind: .invalidStructure, messageId: messageId, detail: detail)
             }
+            /// A frame cut short may still be valid JSON, an array with too few elements: say so rather than "bad JSON".
+            func wrongArity() -> FrameError? {
+                guard let value = try? JSONValue(parsing: bytes), case .array(let elements) = value else { return nil }
+                return structure("a frame of \(elements.count) element\(elements.count == 1 ? "" : "s") is not a CALL, CALLRESULT or CALLERROR")
+            }
             do {
                 guard try scanner.peek() == UInt8(ascii: "[") else { throw structure("a frame must be a JSON array") }
                 scanner.index += 1
@@ -132,13 +137,9 @@ public struct Frame: Sendable {
                 return Frame(bytes: bytes, messageType: type, messageId: id, action: action, errorCode: errorCode,
                              errorDescription: errorDescription, payloadRange: range)
             } catch let error as FrameError {
-                throw error
+                throw error.kind == .invalidJSON ? wrongArity() ?? error : error
             } catch let error as JSONSyntaxError {
-                // A truncated array may be valid JSON with too few elements; say so rather than "bad JSON".
-                if let value = try? JSONValue(parsing: bytes), case .array(let elements) = value {
-                    throw structure("a frame of \(elements.count) element\(elements.count == 1 ? "" : "s") is not a CALL, CALLRESULT or CALLERROR")
-                }
-                throw syntax(error)
+                throw wrongArity() ?? syntax(error)
             } catch {
                 throw FrameError(kind: .invalidStructure, messageId: messageId, detail: "\(error)")
             }
@@ -175,7 +176,7 @@ public struct FrameError: Error, Sendable, Equatable, CustomStringConvertible {
         switch (kind, version) {
         case (.unknownMessageType, .v201): .messageTypeNotSupported
         case (.invalidStructure, .v201), (.unknownMessageType, .v16): version == .v201 ? .rpcFrameworkError : .protocolError
-        default: .formationViolation
+        default: .formatViolation(for: version)
         }
     }
 }

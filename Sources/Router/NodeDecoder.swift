@@ -13,23 +13,25 @@ public struct NodeDecoder {
     /// - Parameter subject: prefixes messages, e.g. "stage 'ids' (rate_limit)".
     public func decode<T: Decodable>(_ type: T.Type, from node: Node?, at fallbackMark: Mark? = nil,
                                      subject: String? = nil) throws(ConfigurationError) -> T {
-        let recorder = KeyRecorder()
         let root = node ?? Node.mapping(Node.Mapping([], .implicit, .any, fallbackMark))
-        let decoder = NodeBackedDecoder(node: root, codingPath: [], recorder: recorder)
         let prefix = subject.map { "\($0): " } ?? ""
+        let recorder = KeyRecorder(probing: false)
         do {
-            let value = try T(from: decoder)
+            let value = try T(from: NodeBackedDecoder(node: root, codingPath: [], recorder: recorder))
             let unknown = recorder.unknownKeyDiagnostics(file: file, prefix: prefix)
             guard unknown.isEmpty else { throw ConfigurationError(unknown) }
             return value
         } catch let error as ConfigurationError {
             throw error
-        } catch let error as NodeDecodingError {
-            // An unknown key often explains a missing one ("brust" for "burst"): report both.
-            let unknown = recorder.unknownKeyDiagnostics(file: file, prefix: prefix)
-            throw ConfigurationError(unknown + [Diagnostic(file: file, mark: error.mark ?? fallbackMark, message: prefix + error.message)])
         } catch {
-            throw ConfigurationError([Diagnostic(file: file, mark: root.mark ?? fallbackMark, message: prefix + "\(error)")])
+            // Decoding stopped at the first problem, so the keys after it were never asked for.
+            // A second pass that stands in placeholders for missing or mistyped values learns every
+            // valid key; only if it completes are unknown keys reported next to the error.
+            let probe = KeyRecorder(probing: true)
+            let unknown = (try? T(from: NodeBackedDecoder(node: root, codingPath: [], recorder: probe))) != nil
+                ? probe.unknownKeyDiagnostics(file: file, prefix: prefix) : []
+            let (mark, message) = (error as? NodeDecodingError).map { ($0.mark, $0.message) } ?? (root.mark, "\(error)")
+            throw ConfigurationError(unknown + [Diagnostic(file: file, mark: mark ?? fallbackMark, message: prefix + message)])
         }
     }
 
@@ -54,6 +56,11 @@ struct NodeDecodingError: Error {
 
 /// Remembers, for every mapping decoded, which keys were asked for.
 final class KeyRecorder {
+    /// In a probing pass, missing or mistyped values are replaced by placeholders so that
+    /// decoding reaches every key.
+    let probing: Bool
+    init(probing: Bool) { self.probing = probing }
+
     struct Entry {
         var mapping: Node.Mapping
         var requested: Set<String> = []
@@ -165,6 +172,7 @@ private struct KeyedNodeContainer<Key: CodingKey>: KeyedDecodingContainerProtoco
 
     func decode<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T {
         guard let node = lookup(key) else {
+            if recorder.probing, let placeholder = placeholder(T.self, codingPath + [key], recorder) { return placeholder }
             throw NodeDecodingError(mark: mark, message: "missing required key '\(yamlName(key))'")
         }
         return try decodeNode(T.self, node, codingPath + [key], recorder)
@@ -282,11 +290,24 @@ private struct SingleNodeContainer: SingleValueDecodingContainer {
     func decode<T: Decodable>(_ type: T.Type) throws -> T { try decodeNode(T.self, node, codingPath, recorder) }
 }
 
+/// A stand-in value for a probing pass: whatever decodes from a zero, an empty string, false,
+/// an empty mapping or an empty list.
+private func placeholder<T: Decodable>(_ type: T.Type, _ codingPath: [any CodingKey], _ recorder: KeyRecorder) -> T? {
+    let candidates: [Node] = ["0", "", "false", .mapping(Node.Mapping([])), .sequence(Node.Sequence([]))]
+    for candidate in candidates {
+        if let value = try? T(from: NodeBackedDecoder(node: candidate, codingPath: codingPath, recorder: recorder)) { return value }
+    }
+    return nil
+}
+
 /// Decodes one node; a `DecodingError` thrown by a custom type (an enum with a bad raw value)
 /// gets the node's position.
 private func decodeNode<T: Decodable>(_ type: T.Type, _ node: Node, _ codingPath: [any CodingKey], _ recorder: KeyRecorder) throws -> T {
     do {
         return try T(from: NodeBackedDecoder(node: node, codingPath: codingPath, recorder: recorder))
+    } catch where recorder.probing {
+        if let value = placeholder(T.self, codingPath, recorder) { return value }
+        throw error
     } catch let error as DecodingError {
         let explanation: String
         switch error {

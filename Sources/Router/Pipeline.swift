@@ -57,8 +57,7 @@ public struct PipelineLoader: Sendable {
     /// Checks a pipeline file without building anything that would touch the outside world… except
     /// stage initialisers, which validate their configuration. Every problem is collected.
     public func load(file: String, reusing previous: Pipeline? = nil) throws(ConfigurationError) -> Pipeline {
-        let declarations = try declarations(in: file)
-        var diagnostics: [Diagnostic] = []
+        var (declarations, diagnostics) = try declarations(in: file)
         var stages: [LoadedStage] = []
         for declaration in declarations {
             if let old = previous?.stages.first(where: {
@@ -91,7 +90,9 @@ public struct PipelineLoader: Sendable {
     }
 
     /// Parses the file's structure: `version`, `stages`, each stage's `id`, `type`, `enabled`, `config`.
-    func declarations(in file: String) throws(ConfigurationError) -> [Declaration] {
+    /// Returns the stages that can be built and the problems found, so that `load` can report
+    /// structural and configuration mistakes together. Throws only when the file cannot be read at all.
+    func declarations(in file: String) throws(ConfigurationError) -> ([Declaration], [Diagnostic]) {
         let text: String
         do {
             text = try String(contentsOfFile: file, encoding: .utf8)
@@ -131,7 +132,7 @@ public struct PipelineLoader: Sendable {
         if let stagesNode {
             guard case .sequence(let list) = stagesNode else {
                 fail(stagesNode, "'stages' should be a list of stages (each starting with '- id:')")
-                throw ConfigurationError(diagnostics)
+                return ([], diagnostics)
             }
             let stageKeys = ["config", "enabled", "id", "type"]
             for item in list {
@@ -183,8 +184,7 @@ public struct PipelineLoader: Sendable {
         } else {
             fail(root, "missing 'stages' (a list; it may be empty: 'stages: []')")
         }
-        guard diagnostics.isEmpty else { throw ConfigurationError(diagnostics) }
-        return declarations
+        return (declarations, diagnostics)
     }
 }
 

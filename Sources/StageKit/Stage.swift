@@ -50,6 +50,13 @@ extension Stage {
 /// The configuration of a stage that takes none: any key under `config:` is an error.
 public struct NoConfiguration: Decodable, Sendable, Equatable {
     public init() {}
+
+    /// Asks for a (keyless) mapping, so that any key an operator wrote is reported as unknown.
+    public init(from decoder: any Decoder) throws {
+        _ = try decoder.container(keyedBy: NoKeys.self)
+    }
+
+    private enum NoKeys: CodingKey {}
 }
 
 /// What a stage may know about the gateway when it is built.
