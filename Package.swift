@@ -167,6 +167,7 @@ let package = Package(
                 "Transport", "Gateway", "Router", "GatewayStages", "Simulators", "DevPKI", "OCPP", "StageKit",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

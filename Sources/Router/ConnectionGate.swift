@@ -9,23 +9,29 @@ public enum ConnectionGate {
         case reject(status: Int, reason: String)
     }
 
+    /// The deciding stage's own decision (`.noOpinion` if none had one), as a stage test wants it.
     public static func decide(_ request: ChargerConnectRequest, pipeline: Pipeline) async -> ConnectDecision {
-        switch await outcome(request, pipeline: pipeline) {
-        case .accept(let credentials, _): .accept(north: credentials)
-        case .reject(let status, let reason): .reject(status: status, reason: reason)
+        await firstOpinion(request, pipeline: pipeline)?.decision ?? .noOpinion
+    }
+
+    /// The decision the gateway acts on, with the deciding stage named in the reason.
+    public static func outcome(_ request: ChargerConnectRequest, pipeline: Pipeline) async -> Outcome {
+        guard let (stageId, decision) = await firstOpinion(request, pipeline: pipeline) else {
+            return .reject(status: 403, reason: "no stage of the pipeline accepted the charger (is the 'auth' stage in \(pipeline.file)?)")
+        }
+        switch decision.kind {
+        case .accept(let credentials): return .accept(credentials, decidedBy: stageId)
+        case .reject(let status, let reason): return .reject(status: status, reason: "stage '\(stageId)': \(reason)")
+        case .noOpinion: preconditionFailure("firstOpinion returned no opinion")
         }
     }
 
-    public static func outcome(_ request: ChargerConnectRequest, pipeline: Pipeline) async -> Outcome {
+    private static func firstOpinion(_ request: ChargerConnectRequest, pipeline: Pipeline) async -> (stageId: String, decision: ConnectDecision)? {
         for stage in pipeline.stages {
             let decision = await stage.instance.chargerConnecting(request)
-            switch decision.kind {
-            case .noOpinion: continue
-            case .accept(let credentials): return .accept(credentials, decidedBy: stage.id)
-            case .reject(let status, let reason): return .reject(status: status, reason: "stage '\(stage.id)': \(reason)")
-            }
+            if decision.kind != .noOpinion { return (stage.id, decision) }
         }
-        return .reject(status: 403, reason: "no stage of the pipeline accepted the charger (is the 'auth' stage in \(pipeline.file)?)")
+        return nil
     }
 }
 

@@ -20,6 +20,8 @@ public final class DevelopmentCSMS: Sendable {
         /// Basic auth passwords per charger (Security Profile 2).
         public var passwords: [String: String] = [:]
         public var heartbeatInterval = 300
+        /// After answering a BootNotification, send the charger a GetConfiguration (a CSMS-initiated CALL).
+        public var askConfigurationAfterBoot = false
 
         public init(certificateFile: String, keyFile: String, clientCAFile: String?) {
             self.certificateFile = certificateFile
@@ -92,7 +94,13 @@ public final class DevelopmentCSMS: Sendable {
                 if !outgoing { received.withLock { $0.append((id, text)) } }
                 trace?("\(outgoing ? "CSMS → \(id)" : "CSMS ← \(id)")  \(text)")
             }
-            peer.onCall = { [self] action, payload in answer(action, payload) }
+            peer.onCall = { [self] action, payload in
+                if action == "BootNotification", options.askConfigurationAfterBoot {
+                    // `call` queues behind the answer being written now.
+                    _ = peer.call("GetConfiguration", ["key": ["HeartbeatInterval"]])
+                }
+                return answer(action, payload)
+            }
             peer.onClose = { [self] reason in
                 peers.withLock { if $0[id] === peer { $0[id] = nil } }
                 trace?("CSMS: \(id) disconnected (\(reason))")

@@ -64,21 +64,10 @@ struct CSMS: AsyncParsableCommand {
         var options = DevelopmentCSMS.Options(certificateFile: pki.serverCertificate, keyFile: pki.serverKey, clientCAFile: pki.caCertificate)
         options.host = host
         options.port = port
+        options.askConfigurationAfterBoot = askConfiguration
         let csms = DevelopmentCSMS(options: options, trace: quiet ? nil : printLine)
         let bound = try await csms.start(group: MultiThreadedEventLoopGroup.singleton)
         printLine("CSMS: listening on wss://\(host):\(bound)/ocpp/<id> (client certificate required)")
-        if askConfiguration {
-            Task {
-                var asked: Set<String> = []
-                while !Task.isCancelled {
-                    for frame in csms.receivedFrames where frame.frame.contains("\"BootNotification\"") && !asked.contains(frame.charger) {
-                        asked.insert(frame.charger)
-                        _ = try? await csms.call(frame.charger, "GetConfiguration", ["key": ["HeartbeatInterval"]])?.get()
-                    }
-                    try await Task.sleep(for: .milliseconds(200))
-                }
-            }
-        }
         while true { try await Task.sleep(for: .seconds(3600)) }
     }
 }

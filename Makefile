@@ -1,0 +1,68 @@
+# ocpp-gateway — the two commands a newcomer needs are `make run` and `make test`.
+# Both install what is missing (Debian packages, the Python venv for the interop peers) first.
+
+SWIFT      ?= swift
+BUILD_DIR  ?= .build
+CONFIG     ?= gateway.yaml
+VENV       := .venv
+PYTHON     ?= python3
+BIN        := $(BUILD_DIR)/debug
+APT_STAMP  := $(BUILD_DIR)/.apt-packages
+VENV_STAMP := $(VENV)/.installed
+
+# Debian packages the build, the tests and `make run` need. (libmosquitto and mosquitto join
+# when the MQTT tap lands.)
+APT_PACKAGES := curl ca-certificates python3-venv
+
+.PHONY: all build test test-swift test-interop run validate stages clean deps venv help
+
+all: build
+
+help:
+	@echo "make run       build, create a development PKI, start CSMS + gateway + a legacy charger"
+	@echo "make test      build and run every test (Swift unit/end-to-end, Python interop)"
+	@echo "make validate  check $(CONFIG) and its pipeline"
+	@echo "make clean     remove build output and state/"
+
+## Install missing Debian packages (runs apt-get update once).
+deps: $(APT_STAMP)
+$(APT_STAMP):
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; fi; \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+	@mkdir -p $(BUILD_DIR) && touch $@
+
+## The Python venv with the independent OCPP implementation used by the interop tests.
+venv: $(VENV_STAMP)
+$(VENV_STAMP): Tests/Interop/requirements.txt | $(APT_STAMP)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r Tests/Interop/requirements.txt
+	@touch $@
+
+build: $(APT_STAMP)
+	$(SWIFT) build --build-tests
+
+test: test-swift test-interop
+
+test-swift: build
+	$(SWIFT) test --skip-build
+
+test-interop: build venv
+	OCPP_GATEWAY_BIN=$(CURDIR)/$(BIN)/ocpp-gateway $(VENV)/bin/pytest -q Tests/Interop
+
+validate: build
+	$(BIN)/ocpp-sim pki --state state --charger CP001 >/dev/null
+	$(BIN)/ocpp-gateway validate --config $(CONFIG)
+
+stages: build
+	@$(BIN)/ocpp-gateway stages
+
+run: build
+	@scripts/run-dev.sh $(BIN) $(CONFIG)
+
+clean:
+	rm -rf $(BUILD_DIR) state
