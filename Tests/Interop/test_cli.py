@@ -1,0 +1,85 @@
+"""The command line's stable interface: validate, stages, hash-password."""
+
+import asyncio
+import subprocess
+
+import pytest
+import websockets
+from conftest import CSMS, GATEWAY_BIN, PASSWORD, Gateway, connect_charger
+from ocpp.v16 import call
+
+
+def run(*args, stdin=None):
+    return subprocess.run([str(GATEWAY_BIN), *args], input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def test_validate_accepts_a_good_configuration(tmp_path, pki, csms_port):
+    gateway = Gateway(tmp_path, pki, csms_port)
+    result = run("validate", "--config", str(gateway.config))
+    assert result.returncode == 0, result.stderr
+    assert "1 stage: identity (auth)" in result.stdout
+
+
+def test_validate_reports_every_problem_with_its_position_and_exits_78(tmp_path, pki, csms_port):
+    gateway = Gateway(tmp_path, pki, csms_port, pipeline="""version: 1
+stages:
+  - id: identity
+    type: auht
+  - id: second
+    type: auth
+    config:
+      key_fil: "x"
+""")
+    result = run("validate", "--config", str(gateway.config))
+    assert result.returncode == 78
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"{gateway.pipeline_file}:4:11: error: unknown stage type 'auht' (did you mean 'auth'?); registered: auth",
+        f"{gateway.pipeline_file}:8:7: error: stage 'second' (auth): unknown config key 'key_fil' (did you mean 'key_file'?); "
+        "valid keys: allow_unlisted, certificate_file, key_file",
+    ]
+
+
+def test_validate_reports_gateway_yaml_mistakes(tmp_path, pki, csms_port):
+    gateway = Gateway(tmp_path, pki, csms_port)
+    gateway.config.write_text(gateway.config.read_text().replace("security_profile: 3", "security_profil: 3"))
+    result = run("validate", "--config", str(gateway.config))
+    assert result.returncode == 78
+    assert f"{gateway.config}:" in result.stderr
+    assert "unknown config key 'security_profil' (did you mean 'security_profile'?)" in result.stderr
+    assert "missing required key 'security_profile'" in result.stderr
+
+
+def test_stages_lists_registered_types():
+    result = run("stages")
+    assert result.returncode == 0
+    assert result.stdout.startswith("auth ")
+
+
+def test_a_hashed_password_lets_the_charger_in(tmp_path, pki, csms_port):
+    hashed = run("hash-password", stdin=PASSWORD + "\n")
+    assert hashed.returncode == 0 and hashed.stdout.startswith("pbkdf2-sha256$210000$")
+    assert PASSWORD not in hashed.stdout
+    gateway = Gateway(tmp_path, pki, csms_port)
+    gateway.config.write_text(
+        gateway.config.read_text().replace(f'password: "{PASSWORD}"', f'password_hash: "{hashed.stdout.strip()}"')
+    )
+
+    async def scenario():
+        csms = CSMS(pki, csms_port)
+        await csms.start()
+        gateway.start()
+        charger, connection, task = await connect_charger(gateway)
+        boot = await charger.call(call.BootNotification(charge_point_model="LC-22", charge_point_vendor="LegacyCo"))
+        assert boot.status == "Accepted"
+        await connection.close()
+        task.cancel()
+        with pytest.raises(websockets.exceptions.InvalidStatus):
+            await connect_charger(gateway, password="wrong")
+        csms.server.close()
+
+    try:
+        asyncio.run(scenario())
+        assert "plain 'password'" not in gateway.log()
+    finally:
+        gateway.stop()
