@@ -57,7 +57,13 @@ struct Run: AsyncParsableCommand {
             return handler
         }
         let prometheus = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: prometheus))
+        var metricsFactory = PrometheusMetricsFactory(registry: prometheus)
+        // A stage takes microseconds; the default buckets start at 5 ms and would hide everything.
+        metricsFactory.durationHistogramBuckets["ocpp_gateway_stage_duration_seconds"] = [
+            .microseconds(1), .microseconds(5), .microseconds(10), .microseconds(50), .microseconds(100),
+            .microseconds(500), .milliseconds(1), .milliseconds(5), .milliseconds(25),
+        ]
+        MetricsSystem.bootstrap(metricsFactory)
         let logger = Logger(label: "ocpp-gateway")
 
         let configuration = try loadConfiguration(config)
