@@ -255,7 +255,9 @@ public final class GatewayRuntime: Sendable {
             logger.warning("charger reconnected; closing its previous session", metadata: ["charger": "\(chargerId)"])
             replaced.close(reason: "replaced by a new connection of the same charger")
         }
-        let link = SessionLink(chargerId: chargerId, south: south, north: north, eventLoop: loop)
+        let link = SessionLink(chargerId: chargerId, south: south, north: north, eventLoop: loop) { [self] credentials in
+            connectNorth(chargerId: chargerId, credentials: credentials, on: loop)
+        }
         let limits = SessionLimits(chargerCallTimeout: configuration.southCallTimeout,
                                    chargerMaxQueuedCalls: configuration.southMaxQueuedCalls,
                                    csmsCallTimeout: configuration.northCallTimeout,

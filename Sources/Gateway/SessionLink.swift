@@ -11,26 +11,34 @@ import Transport
 final class SessionLink: SessionDriver {
     let chargerId: String
     let south: WebSocketConnection
-    let north: WebSocketConnection
+    private(set) var north: WebSocketConnection
     let eventLoop: any EventLoop
     var session: Session?
     var onEnded: ((_ closedSide: Side, _ reason: String) -> Void)?
+    /// Opens a north link with given credentials on this loop (the runtime's TLS and URL rules).
+    let connectNorth: (NorthCredentials) -> EventLoopFuture<WebSocketConnection>
 
-    init(chargerId: String, south: WebSocketConnection, north: WebSocketConnection, eventLoop: any EventLoop) {
+    init(chargerId: String, south: WebSocketConnection, north: WebSocketConnection, eventLoop: any EventLoop,
+         connectNorth: @escaping (NorthCredentials) -> EventLoopFuture<WebSocketConnection>) {
         self.chargerId = chargerId
         self.south = south
         self.north = north
         self.eventLoop = eventLoop
+        self.connectNorth = connectNorth
     }
 
     /// Starts relaying; must run on `eventLoop`.
     func activate(_ session: Session) {
         self.session = session
         south.onClose = { [weak self] reason in self?.linkClosed(.charger, reason: reason) }
-        north.onClose = { [weak self] reason in self?.linkClosed(.csms, reason: reason) }
         session.start()
         south.onText = { [weak session] bytes in session?.receive(bytes, from: .charger) }
-        north.onText = { [weak session] bytes in session?.receive(bytes, from: .csms) }
+        attachNorth(north)
+    }
+
+    private func attachNorth(_ link: WebSocketConnection) {
+        link.onClose = { [weak self] reason in self?.linkClosed(.csms, reason: reason) }
+        link.onText = { [weak session] bytes in session?.receive(bytes, from: .csms) }
     }
 
     private func linkClosed(_ side: Side, reason: String) {
@@ -64,6 +72,58 @@ final class SessionLink: SessionDriver {
         return ScheduledTask(task: task)
     }
 
+    func execute(_ body: @escaping @Sendable () -> Void) {
+        eventLoop.execute(body)
+    }
+
+    func relinkNorth(with credentials: NorthCredentials, isIdle: @escaping () -> Bool,
+                     completion: @escaping (Result<Void, any Error>) -> Void) {
+        let loop = eventLoop.assumeIsolated()
+        connectNorth(credentials).assumeIsolated().whenComplete { [weak self] result in
+            switch result {
+            case .failure(let error):
+                completion(.failure(error))
+            case .success(let replacement):
+                guard let self, self.session != nil else {
+                    replacement.close(code: .normalClosure, reason: "session ended during the re-link")
+                    completion(.failure(SessionEndedError()))
+                    return
+                }
+                self.swapNorth(to: replacement, isIdle: isIdle, deadline: .now() + .seconds(30), loop: loop, completion: completion)
+            }
+        }
+    }
+
+    /// Moves the session to `replacement` once no CALL is in flight either way, so no answer
+    /// can arrive on the link being retired.
+    private func swapNorth(to replacement: WebSocketConnection, isIdle: @escaping () -> Bool, deadline: NIODeadline,
+                           loop: NIOIsolatedEventLoop, completion: @escaping (Result<Void, any Error>) -> Void) {
+        guard session != nil else {
+            replacement.close(code: .normalClosure, reason: "session ended during the re-link")
+            completion(.failure(SessionEndedError()))
+            return
+        }
+        guard isIdle() else {
+            guard NIODeadline.now() < deadline else {
+                replacement.close(code: .normalClosure, reason: "the session never became idle")
+                completion(.failure(RelinkError("no moment without a CALL in flight within 30 s")))
+                return
+            }
+            loop.scheduleTask(in: .milliseconds(10)) { [weak self] in
+                self?.swapNorth(to: replacement, isIdle: isIdle, deadline: deadline, loop: loop, completion: completion)
+            }
+            return
+        }
+        let retired = north
+        retired.onClose = nil
+        retired.onText = nil
+        north = replacement
+        attachNorth(replacement)
+        retired.close(code: .normalClosure, reason: "replaced by a link with new credentials")
+        session?.logger.info("north link replaced")
+        completion(.success(()))
+    }
+
     var now: Duration { .nanoseconds(Int64(clamping: NIODeadline.now().uptimeNanoseconds)) }
     var wallTime: Double { Date().timeIntervalSince1970 }
 }
@@ -81,4 +141,9 @@ extension Duration {
     }
 
     var timeAmount: TimeAmount { .nanoseconds(nanosecondsClamped) }
+}
+
+struct RelinkError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

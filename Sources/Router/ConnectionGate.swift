@@ -20,7 +20,11 @@ public enum ConnectionGate {
             return .reject(status: 403, reason: "no stage of the pipeline accepted the charger (is the 'auth' stage in \(pipeline.file)?)")
         }
         switch decision.kind {
-        case .accept(let credentials): return .accept(credentials, decidedBy: stageId)
+        case .accept(let proposed):
+            let credentials = pipeline.stages.reduce(proposed) { credentials, stage in
+                stage.instance.amendNorthCredentials(credentials, for: request.chargerId)
+            }
+            return .accept(credentials, decidedBy: stageId)
         case .reject(let status, let reason): return .reject(status: status, reason: "stage '\(stageId)': \(reason)")
         case .noOpinion: preconditionFailure("firstOpinion returned no opinion")
         }

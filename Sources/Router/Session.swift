@@ -66,6 +66,38 @@ public final class Session: SessionContext {
         pump(towards: side)
     }
 
+    @discardableResult
+    public func schedule(after delay: Duration, _ body: @escaping () -> Void) -> any ScheduledWork {
+        guard let driver, !isEnded else { return NoWork() }
+        return driver.schedule(after: delay) { [weak self] in
+            guard let self, !self.isEnded else { return }
+            body()
+        }
+    }
+
+    public var handle: SessionHandle {
+        let session = UncheckedSession(self)
+        let driver = UncheckedDriver(self.driver)
+        return SessionHandle(chargerId: chargerId) { body in
+            driver.value?.execute {
+                // On the session's loop again: the only place the session is touched.
+                guard let live = session.value, !live.isEnded else { return }
+                body(live)
+            }
+        }
+    }
+
+    public func relinkNorth(with credentials: NorthCredentials, completion: @escaping (Result<Void, any Error>) -> Void) {
+        guard let driver, !isEnded else {
+            completion(.failure(SessionEndedError()))
+            return
+        }
+        driver.relinkNorth(with: credentials, isIdle: { [weak self] in
+            guard let self else { return true }
+            return self.towardsCharger.inFlight == nil && self.towardsCSMS.inFlight == nil
+        }, completion: completion)
+    }
+
     // MARK: Lifecycle
 
     /// Both links are up: tell the stages.
@@ -255,4 +287,24 @@ extension Duration {
         let (seconds, attoseconds) = components
         return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
+}
+
+/// Lets a `SessionHandle` carry the session to its own event loop; it is only dereferenced there.
+private struct UncheckedSession: @unchecked Sendable {
+    weak var value: Session?
+    init(_ value: Session) { self.value = value }
+}
+
+private struct UncheckedDriver: @unchecked Sendable {
+    weak var value: (any SessionDriver)?
+    init(_ value: (any SessionDriver)?) { self.value = value }
+}
+
+private struct NoWork: ScheduledWork {
+    func cancel() {}
+}
+
+public struct SessionEndedError: Error, CustomStringConvertible {
+    public init() {}
+    public var description: String { "the session has ended" }
 }

@@ -13,12 +13,13 @@ public protocol SessionDriver: AnyObject {
     var now: Duration { get }
     /// Seconds since 1970 (UTC).
     var wallTime: Double { get }
+    /// Runs `body` on the session's event loop, from any thread.
+    func execute(_ body: @escaping @Sendable () -> Void)
+    /// Opens a new north link with `credentials` and moves the session onto it between frames.
+    func relinkNorth(with credentials: NorthCredentials, isIdle: @escaping () -> Bool,
+                     completion: @escaping (Result<Void, any Error>) -> Void)
 }
 
-/// A timer that can be cancelled.
-public protocol ScheduledWork {
-    func cancel()
-}
 
 /// Limits of the CALL queues of a session.
 public struct SessionLimits: Sendable {

@@ -43,4 +43,35 @@ public protocol SessionContext: AnyObject {
 
     /// Per-charger state for stages.
     subscript<Key: SessionStateKey>(key: Key.Type) -> Key.Value? { get set }
+
+    /// Runs `body` on the session's event loop after `delay` (the harness's fake clock in tests).
+    @discardableResult
+    func schedule(after delay: Duration, _ body: @escaping () -> Void) -> any ScheduledWork
+
+    /// A `Sendable` way back to this session from a task doing slow work (disk, key generation).
+    var handle: SessionHandle { get }
+
+    /// Opens a new north link with other credentials (a new client certificate, a higher security
+    /// profile) and moves the session onto it when no CALL is in flight, then closes the old link.
+    /// The charger stays connected. On failure the old link stays in service.
+    func relinkNorth(with credentials: NorthCredentials, completion: @escaping (Result<Void, any Error>) -> Void)
+}
+
+/// A timer that can be cancelled.
+public protocol ScheduledWork {
+    func cancel()
+}
+
+/// Comes back to a session's event loop from any thread. If the session has ended by then,
+/// `body` does not run.
+public struct SessionHandle: Sendable {
+    public let chargerId: String
+    private let enqueue: @Sendable (@escaping @Sendable (any SessionContext) -> Void) -> Void
+
+    public init(chargerId: String, enqueue: @escaping @Sendable (@escaping @Sendable (any SessionContext) -> Void) -> Void) {
+        self.chargerId = chargerId
+        self.enqueue = enqueue
+    }
+
+    public func run(_ body: @escaping @Sendable (any SessionContext) -> Void) { enqueue(body) }
 }

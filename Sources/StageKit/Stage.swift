@@ -31,6 +31,10 @@ public protocol Stage: Sendable {
     /// The first stage with an opinion decides; if none has one, the charger is refused.
     func chargerConnecting(_ request: ChargerConnectRequest) async -> ConnectDecision
 
+    /// Once a charger is accepted, every stage in turn may adjust what is presented north
+    /// (the certificate stage swaps in the charger's current identity and security profile).
+    func amendNorthCredentials(_ credentials: NorthCredentials, for chargerId: String) -> NorthCredentials
+
     /// The charger's session has started (both links are up).
     func sessionStarted(_ session: any SessionContext)
     /// The session is over; gateway calls still pending have already been answered `.connectionClosed`.
@@ -42,6 +46,7 @@ public protocol Stage: Sendable {
 
 extension Stage {
     public func chargerConnecting(_ request: ChargerConnectRequest) async -> ConnectDecision { .noOpinion }
+    public func amendNorthCredentials(_ credentials: NorthCredentials, for chargerId: String) -> NorthCredentials { credentials }
     public func sessionStarted(_ session: any SessionContext) {}
     public func sessionEnded(_ session: any SessionContext) {}
     public func shutdown() async {}

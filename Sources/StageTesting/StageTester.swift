@@ -2,6 +2,7 @@ public import Logging
 public import OCPP
 public import Router
 public import StageKit
+import Synchronization
 import Yams
 
 /// Drives stages with frames, with a fake clock and no sockets, through the real router session
@@ -68,8 +69,35 @@ public final class StageTester {
         set { driver.wallTime = newValue }
     }
 
-    /// Moves the fake clock forward, firing due timers in order.
-    public func advance(by duration: Duration) { driver.advance(by: duration) }
+    /// Moves the fake clock forward, firing due timers in order (after work handed back from tasks).
+    public func advance(by duration: Duration) {
+        driver.runHandedBackWork()
+        driver.advance(by: duration)
+    }
+
+    /// Waits until work a stage handed to a task comes back to the session (`SessionHandle.run`),
+    /// and runs it; returns false if none came within `timeout`.
+    @discardableResult
+    public func settle(timeout: Duration = .seconds(5)) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if driver.runHandedBackWork() > 0 { return true }
+            try? await Task.sleep(for: .milliseconds(2))
+        }
+        return false
+    }
+
+    // MARK: North re-link
+
+    /// The credentials of a north re-link a stage asked for and the test has not settled yet.
+    public var requestedNorthRelink: NorthCredentials? { driver.relink?.credentials }
+
+    /// Ends the pending north re-link as the transport would: success moves the session over.
+    public func completeNorthRelink(succeeded: Bool) {
+        guard let relink = driver.relink else { return }
+        driver.relink = nil
+        relink.completion(succeeded ? .success(()) : .failure(TestRelinkError()))
+    }
 
     // MARK: Sending
 
@@ -147,6 +175,8 @@ final class FakeDriver: SessionDriver {
     }
 
     var now: Duration = .zero
+    var relink: (credentials: NorthCredentials, completion: (Result<Void, any Error>) -> Void)?
+    private let handedBack = Mutex<[@Sendable () -> Void]>([])
     var wallTime: Double = 1_767_225_600  // 2026-01-01T00:00:00Z
     var closeReason: String?
     private var timers: [Timer] = []
@@ -161,6 +191,25 @@ final class FakeDriver: SessionDriver {
     }
 
     func closeSession(reason: String) { closeReason = reason }
+
+    func execute(_ body: @escaping @Sendable () -> Void) {
+        handedBack.withLock { $0.append(body) }
+    }
+
+    @discardableResult
+    func runHandedBackWork() -> Int {
+        let work = handedBack.withLock { queue in
+            defer { queue = [] }
+            return queue
+        }
+        for body in work { body() }
+        return work.count
+    }
+
+    func relinkNorth(with credentials: NorthCredentials, isIdle: @escaping () -> Bool,
+                     completion: @escaping (Result<Void, any Error>) -> Void) {
+        relink = (credentials, completion)
+    }
 
     func schedule(after delay: Duration, _ body: @escaping () -> Void) -> any ScheduledWork {
         let timer = Timer(deadline: now + delay, body: body)
@@ -189,4 +238,8 @@ final class FakeDriver: SessionDriver {
         defer { outbox[side] = [] }
         return outbox[side] ?? []
     }
+}
+
+struct TestRelinkError: Error, CustomStringConvertible {
+    var description: String { "the test failed the north re-link" }
 }
