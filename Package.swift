@@ -113,10 +113,24 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        .target(
+            name: "CertsStage",
+            dependencies: [
+                "OCPP", "StageKit",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Plugins/CertsStage",
+            swiftSettings: swiftSettings
+        ),
+
         // Wires the stage modules into a registry; the one line a stage author adds lives here.
         .target(
             name: "GatewayStages",
-            dependencies: ["StageKit", "Router", "AuthStage"],
+            dependencies: ["StageKit", "Router", "AuthStage", "CertsStage"],
             swiftSettings: swiftSettings
         ),
 
@@ -160,6 +174,16 @@ let package = Package(
 
         .testTarget(name: "OCPPTests", dependencies: ["OCPP"], swiftSettings: swiftSettings),
         .testTarget(name: "RouterTests", dependencies: ["Router", "StageKit", "StageTesting", "OCPP"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "CertsStageTests",
+            dependencies: [
+                "CertsStage", "StageTesting", "StageKit", "OCPP", "Router", "DevPKI",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "AuthStageTests", dependencies: ["AuthStage", "StageTesting", "StageKit", "OCPP"], swiftSettings: swiftSettings),
         .testTarget(
             name: "TransportTests",

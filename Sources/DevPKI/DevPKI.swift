@@ -73,6 +73,23 @@ public struct DevPKI {
         return (chargerCertificate(chargerId), chargerKey(chargerId))
     }
 
+    /// Signs a charger's CSR (PEM) as the CPO's CA would; returns the certificate as PEM.
+    public func sign(csrPEM: String, validFrom: Date = Date().addingTimeInterval(-60), validFor: TimeInterval = 365 * 86400) throws -> String {
+        let request = try CertificateSigningRequest(pemEncoded: csrPEM)
+        guard request.publicKey.isValidSignature(request.signature, for: request) else { throw DevPKIError("the CSR's signature is invalid") }
+        let certificate = try Certificate(
+            version: .v3, serialNumber: .init(), publicKey: request.publicKey,
+            notValidBefore: validFrom, notValidAfter: validFrom.addingTimeInterval(validFor),
+            issuer: caName, subject: request.subject, signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.notCertificateAuthority)
+                Critical(KeyUsage(digitalSignature: true, keyAgreement: true))
+                try ExtendedKeyUsage([.clientAuth])
+            },
+            issuerPrivateKey: .init(caPrivateKey))
+        return try Self.pem(certificate)
+    }
+
     private func issue(subject: DistinguishedName, publicKey: P256.Signing.PublicKey, usage: ExtendedKeyUsage.Usage,
                        alternativeNames: [GeneralName], validFor: TimeInterval = 365 * 86400) throws -> Certificate {
         let now = Date()
@@ -108,4 +125,9 @@ public struct DevPKI {
         if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
         try FileManager.default.moveItem(atPath: temporary, toPath: path)
     }
+}
+
+public struct DevPKIError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
 }

@@ -72,6 +72,8 @@ final class SessionLink: SessionDriver {
         return ScheduledTask(task: task)
     }
 
+    var northPeerCertificate: [UInt8]? { north.peerCertificateDER }
+
     func execute(_ body: @escaping @Sendable () -> Void) {
         eventLoop.execute(body)
     }

@@ -1,4 +1,5 @@
 import AuthStage
+import CertsStage
 public import Router
 
 /// Every stage type this build of the gateway knows. Adding a stage module to the gateway is
@@ -6,5 +7,6 @@ public import Router
 public func makeStageRegistry() -> StageRegistry {
     var registry = StageRegistry()
     registry.register(AuthStage.self)
+    registry.register(CertsStage.self)
     return registry
 }

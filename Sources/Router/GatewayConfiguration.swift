@@ -108,7 +108,7 @@ public struct ResolvedGatewayConfiguration: Sendable {
     public var warnings: [String]
 
     public var southSettings: SouthSettings { SouthSettings(securityProfile: southSecurityProfile, chargers: chargers) }
-    public var northSettings: NorthSettings { NorthSettings(securityProfile: northSecurityProfile) }
+    public var northSettings: NorthSettings { NorthSettings(securityProfile: northSecurityProfile, caFile: northCAFile) }
 
     /// Reads and checks `gateway.yaml`; every problem is reported as `file:line:col: error: …`.
     public static func load(file: String) throws(ConfigurationError) -> ResolvedGatewayConfiguration {

@@ -43,6 +43,7 @@ public final class Session: SessionContext {
 
     public var now: Duration { driver?.now ?? .zero }
     public var wallTime: Double { driver?.wallTime ?? 0 }
+    public var northPeerCertificate: [UInt8]? { driver?.northPeerCertificate }
 
     public subscript<Key: SessionStateKey>(key: Key.Type) -> Key.Value? {
         get { stageState[ObjectIdentifier(key)] as? Key.Value }

@@ -13,6 +13,8 @@ public protocol SessionDriver: AnyObject {
     var now: Duration { get }
     /// Seconds since 1970 (UTC).
     var wallTime: Double { get }
+    /// The CSMS's certificate (DER) on the current north link.
+    var northPeerCertificate: [UInt8]? { get }
     /// Runs `body` on the session's event loop, from any thread.
     func execute(_ body: @escaping @Sendable () -> Void)
     /// Opens a new north link with `credentials` and moves the session onto it between frames.

@@ -44,6 +44,9 @@ public protocol SessionContext: AnyObject {
     /// Per-charger state for stages.
     subscript<Key: SessionStateKey>(key: Key.Type) -> Key.Value? { get set }
 
+    /// The CSMS's certificate (DER) on the current north link; nil without TLS.
+    var northPeerCertificate: [UInt8]? { get }
+
     /// Runs `body` on the session's event loop after `delay` (the harness's fake clock in tests).
     @discardableResult
     func schedule(after delay: Duration, _ body: @escaping () -> Void) -> any ScheduledWork

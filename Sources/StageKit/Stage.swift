@@ -116,5 +116,10 @@ public struct ChargerCredentials: Sendable, Equatable {
 public struct NorthSettings: Sendable {
     /// 2 (TLS + Basic auth) or 3 (mutual TLS); 0/1 only with `allow_insecure`.
     public var securityProfile: Int
-    public init(securityProfile: Int) { self.securityProfile = securityProfile }
+    /// The operator's CA file for the CSMS certificate (`north.ca_file`), absolute; nil = system roots.
+    public var caFile: String?
+    public init(securityProfile: Int, caFile: String? = nil) {
+        self.securityProfile = securityProfile
+        self.caFile = caFile
+    }
 }

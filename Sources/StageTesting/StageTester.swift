@@ -21,12 +21,15 @@ public final class StageTester {
     private var nextId = 0
 
     /// Tests a whole pipeline of already-built stages (listed in file order).
+    /// - Parameter wallTime: the fake wall clock when the session starts (seconds since 1970).
     public init(stages: [(id: String, stage: any Stage)], chargerId: String = "CP001", limits: SessionLimits = SessionLimits(),
+                wallTime: Double? = nil,
                 logger: Logger = Logger(label: "stage-test", factory: { _ in SwiftLogNoOpLogHandler() })) {
         self.chargerId = chargerId
         let loaded = stages.map { LoadedStage.forTesting(id: $0.id, instance: $0.stage) }
         pipeline = Pipeline(stages: loaded, file: "<test>")
         driver = FakeDriver()
+        if let wallTime { driver.wallTime = wallTime }
         session = Session(chargerId: chargerId, pipelines: PipelineHolder(pipeline), limits: limits, metrics: RouterMetrics(),
                           driver: driver, logger: logger)
         session.start()
@@ -37,9 +40,10 @@ public final class StageTester {
                                       south: SouthSettings = SouthSettings(securityProfile: 1, chargers: [:]),
                                       north: NorthSettings = NorthSettings(securityProfile: 3),
                                       stateDirectory: String = "/tmp/ocpp-gateway-test-state",
-                                      limits: SessionLimits = SessionLimits()) throws {
+                                      limits: SessionLimits = SessionLimits(), wallTime: Double? = nil,
+                                      logger: Logger = Logger(label: "stage-test", factory: { _ in SwiftLogNoOpLogHandler() })) throws {
         let stage = try Self.build(type, config: yaml, south: south, north: north, stateDirectory: stateDirectory)
-        self.init(stages: [(S.type, stage)], chargerId: chargerId, limits: limits)
+        self.init(stages: [(S.type, stage)], chargerId: chargerId, limits: limits, wallTime: wallTime, logger: logger)
     }
 
     /// Builds a stage from YAML config text; errors are `ConfigurationError`s with positions in "<config>".
@@ -88,6 +92,12 @@ public final class StageTester {
     }
 
     // MARK: North re-link
+
+    /// The CSMS certificate (DER) the session reports for its north link.
+    public var northPeerCertificate: [UInt8]? {
+        get { driver.northPeerCertificate }
+        set { driver.northPeerCertificate = newValue }
+    }
 
     /// The credentials of a north re-link a stage asked for and the test has not settled yet.
     public var requestedNorthRelink: NorthCredentials? { driver.relink?.credentials }
@@ -144,6 +154,11 @@ public final class StageTester {
     public func takeSentToCharger() -> [Frame] { driver.take(.charger) }
     /// Frames written to the CSMS since the last call, parsed.
     public func takeSentToCSMS() -> [Frame] { driver.take(.csms) }
+    /// Takes only the frames written to the charger that match, leaving the others for later.
+    public func takeSentToCharger(where matches: (Frame) -> Bool) -> [Frame] { driver.take(.charger, where: matches) }
+    /// Takes only the frames written to the CSMS that match, leaving the others for later.
+    public func takeSentToCSMS(where matches: (Frame) -> Bool) -> [Frame] { driver.take(.csms, where: matches) }
+
     /// Set once the session asked to close both links.
     public var closeReason: String? { driver.closeReason }
 
@@ -175,6 +190,7 @@ final class FakeDriver: SessionDriver {
     }
 
     var now: Duration = .zero
+    var northPeerCertificate: [UInt8]?
     var relink: (credentials: NorthCredentials, completion: (Result<Void, any Error>) -> Void)?
     private let handedBack = Mutex<[@Sendable () -> Void]>([])
     var wallTime: Double = 1_767_225_600  // 2026-01-01T00:00:00Z
@@ -234,9 +250,10 @@ final class FakeDriver: SessionDriver {
         timers.removeAll { $0.cancelled }
     }
 
-    func take(_ side: Side) -> [Frame] {
-        defer { outbox[side] = [] }
-        return outbox[side] ?? []
+    func take(_ side: Side, where matches: (Frame) -> Bool = { _ in true }) -> [Frame] {
+        let frames = outbox[side] ?? []
+        outbox[side] = frames.filter { !matches($0) }
+        return frames.filter(matches)
     }
 }
 

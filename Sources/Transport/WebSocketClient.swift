@@ -99,6 +99,8 @@ public enum WebSocketClient {
                             let connection = try WebSocketConnection.install(on: channel, isClient: true,
                                                                              maxMessageBytes: options.maxMessageBytes,
                                                                              pingInterval: options.pingInterval)
+                            connection.peerCertificateDER = try? channel.pipeline.syncOperations
+                                .handler(type: NIOSSLClientHandler.self).peerCertificate?.toDERBytes()
                             promise.succeed(connection)
                         }
                     }

@@ -34,6 +34,9 @@ public final class WebSocketConnection: ChannelInboundHandler, RemovableChannelH
             for message in buffered { onText(message) }
         }
     }
+    /// The TLS peer's certificate (DER), for a client connection over TLS.
+    public internal(set) var peerCertificateDER: [UInt8]?
+
     /// True once something consumes this connection's messages.
     public var isRelaying: Bool { onText != nil }
 
