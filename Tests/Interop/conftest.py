@@ -33,6 +33,7 @@ from ocpp.v16.enums import (
 REPO = Path(__file__).resolve().parents[2]
 GATEWAY_BIN = Path(os.environ.get("OCPP_GATEWAY_BIN", REPO / ".build" / "debug" / "ocpp-gateway"))
 PASSWORD = "0123456789abcdef0123"
+NORTH_PASSWORD = "00112233445566778899aabbccddeeff"
 
 
 def free_port() -> int:
@@ -127,14 +128,33 @@ class PKI:
         (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         self._write_key(folder / "key.pem", key)
 
-    def server_context(self) -> ssl.SSLContext:
-        """What a Security Profile 3 CSMS does: TLS 1.2+, client certificate required."""
+    def server_context(self, verify_mode=ssl.CERT_REQUIRED) -> ssl.SSLContext:
+        """What a Security Profile 3 CSMS does: TLS 1.2+, client certificate required
+        (CERT_OPTIONAL for a CSMS that also serves Security Profile 2)."""
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self.server_cert, self.server_key)
         context.load_verify_locations(self.ca_file)
-        context.verify_mode = ssl.CERT_REQUIRED
+        context.verify_mode = verify_mode
         return context
+
+    def sign_csr(self, csr_pem: str, days=30):
+        """The CPO's CA signs a charger's CSR."""
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+        assert csr.is_signature_valid
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(csr.subject)
+            .issuer_name(self.ca_name)
+            .public_key(csr.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(self.ca_key, hashes.SHA256())
+        )
+        return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,13 +202,27 @@ class CSMSChargePoint(ChargePoint):
     def on_stop(self, **_):
         return call_result.StopTransaction(id_tag_info={"status": AuthorizationStatus.accepted})
 
+    @on(Action.sign_certificate)
+    def on_sign_certificate(self, csr, **_):
+        self.csms.csrs.append(csr)
+        return call_result.SignCertificate(status="Accepted")
+
+    @on(Action.security_event_notification)
+    def on_security_event(self, type, **_):
+        self.csms.security_events.append(type)
+        return call_result.SecurityEventNotification()
+
 
 class CSMS:
     """A Security Profile 3 CSMS built on the `ocpp` package."""
 
-    def __init__(self, pki: PKI, port: int):
+    def __init__(self, pki: PKI, port: int, verify_mode=ssl.CERT_REQUIRED):
         self.pki = pki
         self.port = port
+        self.verify_mode = verify_mode
+        self.csrs = []
+        self.security_events = []
+        self.authorization_headers = []
         self.received = []  # (charger id, raw frame) in arrival order
         self.charge_points = {}
         self.client_subjects = []
@@ -197,11 +231,13 @@ class CSMS:
 
     async def start(self):
         self.server = await websockets.serve(
-            self._on_connect, "127.0.0.1", self.port, subprotocols=["ocpp1.6"], ssl=self.pki.server_context()
+            self._on_connect, "127.0.0.1", self.port, subprotocols=["ocpp1.6"],
+            ssl=self.pki.server_context(self.verify_mode),
         )
 
     async def _on_connect(self, connection):
         charger_id = connection.request.path.rsplit("/", 1)[-1]
+        self.authorization_headers.append(connection.request.headers.get("Authorization"))
         peer = connection.transport.get_extra_info("peercert") or {}
         self.client_subjects.append(dict(x[0] for x in peer.get("subject", ())))
         cp = CSMSChargePoint(charger_id, connection, self)
@@ -233,6 +269,11 @@ class LegacyCharger(ChargePoint):
     def __init__(self, charge_point_id, connection):
         super().__init__(charge_point_id, connection, response_timeout=10)
         self.sent = []
+        self.received = []
+
+    async def route_message(self, raw_msg):
+        self.received.append(raw_msg)
+        await super().route_message(raw_msg)
 
     async def _send(self, message):
         self.sent.append(message)
@@ -280,16 +321,20 @@ async def connect_charger(gateway, charger_id="CP001", password=PASSWORD, **kwar
 
 
 class Gateway:
-    def __init__(self, folder: Path, pki: PKI, north_port: int, chargers=("CP001",), pipeline=None, north_extra=""):
+    def __init__(self, folder: Path, pki: PKI, north_port: int, chargers=("CP001",), pipeline=None, north_extra="",
+                 north_profile=3, issue_certificates=True):
         self.folder = folder
         self.south_port = free_port()
         self.admin_port = free_port()
         self.state = folder / "state"
         for charger_id in chargers:
-            pki.issue_charger(self.state, charger_id)
+            if issue_certificates:
+                pki.issue_charger(self.state, charger_id)
         self.pipeline_file = folder / "pipeline.yaml"
         self.pipeline_file.write_text(pipeline or "version: 1\nstages:\n  - id: identity\n    type: auth\n")
-        charger_lines = "".join(f'    {c}: {{ password: "{PASSWORD}" }}\n' for c in chargers)
+        charger_lines = "".join(
+            f'    {c}: {{ password: "{PASSWORD}", north_password: "{NORTH_PASSWORD}" }}\n' for c in chargers
+        )
         self.config = folder / "gateway.yaml"
         self.config.write_text(
             f"""south:
@@ -299,7 +344,7 @@ class Gateway:
   chargers:
 {charger_lines}north:
   url: "wss://127.0.0.1:{north_port}/ocpp"
-  security_profile: 3
+  security_profile: {north_profile}
   ca_file: "{pki.ca_file}"
   server_name: "localhost"
   reconnect: {{ initial_delay: 0.2, max_delay: 1 }}
