@@ -137,7 +137,7 @@ let package = Package(
         .executableTarget(
             name: "ocpp-gateway",
             dependencies: [
-                "OCPP", "StageKit", "Router", "Transport", "Gateway", "GatewayStages", "AuthStage",
+                "OCPP", "StageKit", "Router", "Transport", "Gateway", "GatewayStages", "AuthStage", "CertsStage",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

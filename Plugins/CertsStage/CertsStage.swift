@@ -116,6 +116,19 @@ public struct CertsStage: Stage {
         return amended
     }
 
+    public func northConnectionFailed(chargerId: String, failure: NorthFailure) {
+        let event: SecurityEvent
+        switch failure.kind {
+        case .untrustedCentralSystemCertificate: event = .invalidCentralSystemCertificate
+        case .tlsVersion: event = .invalidTLSVersion
+        case .other: return
+        }
+        let events = self.events
+        let now = Date().timeIntervalSince1970
+        // Disk work off whichever thread reported the failure.
+        Task.detached { events.record(event, techInfo: failure.detail, chargerId: chargerId, at: now) }
+    }
+
     public func sessionStarted(_ session: any SessionContext) {
         events.flush(in: session)
         if session[StartupReported.self] == nil {

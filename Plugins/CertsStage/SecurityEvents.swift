@@ -8,6 +8,7 @@ enum SecurityEvent: String {
     case startupOfTheDevice = "StartupOfTheDevice"
     case invalidChargePointCertificate = "InvalidChargePointCertificate"
     case invalidCentralSystemCertificate = "InvalidCentralSystemCertificate"
+    case invalidTLSVersion = "InvalidTLSVersion"
     case reconfigurationOfSecurityParameters = "ReconfigurationOfSecurityParameters"
 
     /// Critical events must reach the CSMS even across an outage, so they are kept on disk until acknowledged.
@@ -44,6 +45,16 @@ struct SecurityEventOutbox: Sendable {
         let entry = Pending(type: event.rawValue, timestamp: isoTimestamp(session.wallTime), techInfo: techInfo.map { String($0.prefix(255)) })
         if event.isCritical { save(session.chargerId, pending(session.chargerId) + [entry]) }
         send(entry, in: session)
+    }
+
+    /// Keeps an event for a charger with no session (its north link failed); sent when one starts.
+    func record(_ event: SecurityEvent, techInfo: String, chargerId: String, at seconds: Double) {
+        let entry = Pending(type: event.rawValue, timestamp: isoTimestamp(seconds), techInfo: String(techInfo.prefix(255)))
+        var events = pending(chargerId)
+        // One of a kind is enough while the link stays down: a charger retrying every few seconds must not fill the disk.
+        guard !events.contains(where: { $0.type == entry.type }) else { return }
+        events.append(entry)
+        save(chargerId, events)
     }
 
     /// Delivers what an outage held back.

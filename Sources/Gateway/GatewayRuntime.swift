@@ -179,6 +179,8 @@ public final class GatewayRuntime: Sendable {
             north = try await connectNorth(chargerId: chargerId, credentials: credentials, on: southChannel.eventLoop).get()
         } catch {
             northConnectFailures.increment()
+            let failure = NorthFailure(kind: Self.classify(error), detail: "\(error)")
+            for stage in pipelines.pipeline.stages { stage.instance.northConnectionFailed(chargerId: chargerId, failure: failure) }
             let delay = backoff.recordFailure(for: chargerId, now: NIODeadline.now().uptimeNanoseconds)
             logger.error("north connection failed; charger refused with 502", metadata: [
                 "charger": "\(chargerId)", "north": "\(northURL(for: chargerId).absoluteString)", "error": "\(error)",
@@ -195,6 +197,15 @@ public final class GatewayRuntime: Sendable {
         return .accept(subprotocol: OCPPVersion.v16.subprotocol, onUpgrade: { [self] south in
             startSession(chargerId: chargerId, south: south, north: north, profile: credentials.securityProfile)
         })
+    }
+
+    static func classify(_ error: any Error) -> NorthFailure.Kind {
+        let text = "\(error)"
+        if text.contains("CERTIFICATE_VERIFY_FAILED") || text.contains("not trusted") || text.contains("hostname") {
+            return .untrustedCentralSystemCertificate
+        }
+        if text.contains("UNSUPPORTED_PROTOCOL") || text.contains("WRONG_VERSION") { return .tlsVersion }
+        return .other
     }
 
     /// The charge point id from `<south.path>/<id>`, percent-decoded; nil if the path does not fit.

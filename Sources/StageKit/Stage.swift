@@ -35,6 +35,9 @@ public protocol Stage: Sendable {
     /// (the certificate stage swaps in the charger's current identity and security profile).
     func amendNorthCredentials(_ credentials: NorthCredentials, for chargerId: String) -> NorthCredentials
 
+    /// A north connection for a charger could not be made (the charger was refused with 502).
+    func northConnectionFailed(chargerId: String, failure: NorthFailure)
+
     /// The charger's session has started (both links are up).
     func sessionStarted(_ session: any SessionContext)
     /// The session is over; gateway calls still pending have already been answered `.connectionClosed`.
@@ -47,6 +50,7 @@ public protocol Stage: Sendable {
 extension Stage {
     public func chargerConnecting(_ request: ChargerConnectRequest) async -> ConnectDecision { .noOpinion }
     public func amendNorthCredentials(_ credentials: NorthCredentials, for chargerId: String) -> NorthCredentials { credentials }
+    public func northConnectionFailed(chargerId: String, failure: NorthFailure) {}
     public func sessionStarted(_ session: any SessionContext) {}
     public func sessionEnded(_ session: any SessionContext) {}
     public func shutdown() async {}
@@ -121,5 +125,24 @@ public struct NorthSettings: Sendable {
     public init(securityProfile: Int, caFile: String? = nil) {
         self.securityProfile = securityProfile
         self.caFile = caFile
+    }
+}
+
+/// Why a north connection failed, as far as the Security Whitepaper's events care.
+public struct NorthFailure: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
+        /// The CSMS certificate did not verify (chain, name or validity): InvalidCentralSystemCertificate.
+        case untrustedCentralSystemCertificate
+        /// The CSMS offered only an older TLS version: InvalidTLSVersion.
+        case tlsVersion
+        /// Anything else (refused, unreachable, timed out).
+        case other
+    }
+    public var kind: Kind
+    public var detail: String
+
+    public init(kind: Kind, detail: String) {
+        self.kind = kind
+        self.detail = detail
     }
 }

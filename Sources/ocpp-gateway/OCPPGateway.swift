@@ -1,5 +1,6 @@
 import ArgumentParser
 import AuthStage
+import CertsStage
 import Foundation
 import Gateway
 import GatewayStages
@@ -20,7 +21,7 @@ struct OCPPGateway: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ocpp-gateway",
         abstract: "Edge security gateway for legacy OCPP 1.6J chargers: ws:// (SP0/SP1) in, wss:// mutual TLS (SP3) out.",
-        subcommands: [Run.self, Validate.self, Stages.self, HashPassword.self]
+        subcommands: [Run.self, Validate.self, Stages.self, HashPassword.self, Certs.self]
     )
 }
 
@@ -159,3 +160,87 @@ struct HashPassword: ParsableCommand {
     }
 }
 
+
+struct Certs: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Inspect and manage the chargers' certificates in state_dir.",
+        subcommands: [List.self, CSR.self, Import.self, Roots.self])
+
+    struct Options: ParsableArguments {
+        @Option(name: .long, help: "Path to gateway.yaml.")
+        var config: String
+
+        func inventory() throws -> CertificateInventory {
+            let configuration = try loadConfiguration(config)
+            return CertificateInventory(stateDirectory: configuration.stateDirectory,
+                                        northSecurityProfile: configuration.northSecurityProfile, caFile: configuration.northCAFile)
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Each charger's certificate: subject, issuer, expiry, key type, profile.")
+        @OptionGroup var options: Options
+
+        func run() throws {
+            let inventory = try options.inventory()
+            let now = Date()
+            print(["CHARGER", "PROFILE", "KEY", "NOT AFTER", "DAYS LEFT", "SUBJECT", "ISSUER"].joined(separator: "\t"))
+            for id in inventory.chargerIds {
+                let entry = inventory.entry(id)
+                let days = entry.notAfter.map { String(Int($0.timeIntervalSince(now) / 86400)) } ?? "-"
+                print([id, "SP\(entry.securityProfile)", entry.keyType ?? "-",
+                       entry.notAfter.map { $0.formatted(.iso8601) } ?? "(no certificate)", days,
+                       entry.subject ?? "-", entry.issuer ?? "-"].joined(separator: "\t")
+                      + (entry.hasPendingKey ? "\t(CSR pending)" : ""))
+            }
+        }
+    }
+
+    struct CSR: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Make a new key pair for a charger and print its CSR (manual enrolment).")
+        @OptionGroup var options: Options
+        @Argument(help: "Charge point id.") var chargerId: String
+        @Option(name: .long, help: "The O of the subject (CpoName).") var cpoName: String
+        @Option(name: .long, help: "The CN of the subject; defaults to the charge point id.") var commonName: String?
+        @Option(name: .long, help: "ec-p256, ec-p384, rsa-2048 or rsa-3072.") var keyType: String = "ec-p256"
+
+        func run() throws {
+            guard let type = KeyType(rawValue: keyType) else {
+                throw ValidationError("unknown key type '\(keyType)'; use \(KeyType.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            print(try options.inventory().makeCSR(chargerId: chargerId, cpoName: cpoName, commonName: commonName, keyType: type))
+        }
+    }
+
+    struct Import: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Install a signed certificate; only one that matches the charger's key.")
+        @OptionGroup var options: Options
+        @Argument(help: "Charge point id.") var chargerId: String
+        @Option(name: .long, help: "PEM file with the certificate (and its chain).") var cert: String
+
+        func run() throws {
+            guard let pem = try? String(contentsOfFile: cert, encoding: .utf8) else { throw ValidationError("cannot read \(cert)") }
+            do {
+                print("\(chargerId): " + (try options.inventory().importCertificate(chargerId: chargerId, pem: pem)))
+            } catch {
+                FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+                throw ExitCode.failure
+            }
+        }
+    }
+
+    struct Roots: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The root certificates each charger trusts (north.ca_file and installed ones).")
+        @OptionGroup var options: Options
+
+        func run() throws {
+            let inventory = try options.inventory()
+            for id in inventory.chargerIds {
+                for root in inventory.roots(id) {
+                    print([id, root.type, root.provisioned ? "north.ca_file" : "installed", root.notAfter.formatted(.iso8601),
+                           root.serialNumber, root.subject].joined(separator: "\t"))
+                }
+            }
+        }
+    }
+}

@@ -263,4 +263,39 @@ struct CertsStageTests {
         #expect(await rig.tester.settle())
         #expect(rig.tester.takeSentToCSMS().contains { $0.action == "SignCertificate" })
     }
+
+    @Test func aCSMSCertificateFailureIsKeptAndDeliveredWithTheNextSession() async throws {
+        let rig = try CertsRig()
+        let stage = try #require(rig.tester.pipeline.stages.first?.instance)
+        stage.northConnectionFailed(chargerId: "CP001", failure: NorthFailure(kind: .untrustedCentralSystemCertificate, detail: "bad chain"))
+        stage.northConnectionFailed(chargerId: "CP001", failure: NorthFailure(kind: .untrustedCentralSystemCertificate, detail: "again"))
+        stage.northConnectionFailed(chargerId: "CP001", failure: NorthFailure(kind: .other, detail: "refused"))
+        let file = rig.chargerFolder + "/pending-events.json"
+        let deadline = ContinuousClock.now + .seconds(5)
+        while !FileManager.default.fileExists(atPath: file), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        try await Task.sleep(for: .milliseconds(50))
+        // The next session (the CSMS is back) delivers it, once, before anything else.
+        let next = StageTester(stages: [("certificates", stage)], wallTime: Date().timeIntervalSince1970)
+        var delivered: [String] = []
+        while let event = next.takeSentToCSMS(where: { $0.action == "SecurityEventNotification" }).first {
+            delivered.append(event.payload()["type"]?.stringValue ?? "?")
+            next.csmsAnswers(event.messageId)
+        }
+        #expect(delivered == ["InvalidCentralSystemCertificate", "StartupOfTheDevice"])
+        #expect(!FileManager.default.fileExists(atPath: file), "acknowledged events are removed")
+    }
+
+    @Test func withProfile3ANewCertificateTakesOverTheNorthLinkAtItsNotBefore() async throws {
+        let rig = try CertsRig(northProfile: 3)
+        let csr = try await rig.requestCSR()
+        let signed = try rig.pki.sign(csrPEM: csr, validFrom: Date(timeIntervalSince1970: rig.tester.wallTime + 60))
+        #expect(try rig.certificateSigned(signed)["status"] == "Accepted")
+        rig.tester.advance(by: .seconds(59))
+        #expect(rig.tester.requestedNorthRelink == nil, "not before its notBefore (A02.FR.08)")
+        rig.tester.advance(by: .seconds(2))
+        let relink = try #require(rig.tester.requestedNorthRelink)
+        #expect(relink.securityProfile == 3 && relink.privateKeyPath == rig.chargerFolder + "/key.pem")
+        rig.tester.completeNorthRelink(succeeded: true)
+        #expect(rig.tester.closeReason == nil, "the charger stays connected")
+    }
 }

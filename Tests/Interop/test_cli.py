@@ -84,3 +84,29 @@ def test_a_hashed_password_lets_the_charger_in(tmp_path, pki, csms_port):
         assert "plain 'password'" not in gateway.log()
     finally:
         gateway.stop()
+
+
+def test_certs_commands_enrol_a_charger_by_hand(tmp_path, pki, csms_port):
+    gateway = Gateway(tmp_path, pki, csms_port, chargers=("CP001", "CP002"), issue_certificates=False)
+    pki.issue_charger(gateway.state, "CP001")
+    csr = run("certs", "csr", "CP002", "--config", str(gateway.config), "--cpo-name", "Interop CPO")
+    assert csr.returncode == 0 and csr.stdout.startswith("-----BEGIN CERTIFICATE REQUEST-----")
+    key = gateway.state / "chargers" / "CP002" / "pending-key.pem"
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+
+    foreign = tmp_path / "foreign.pem"
+    foreign.write_text((gateway.state / "chargers" / "CP001" / "cert.pem").read_text())
+    refused = run("certs", "import", "CP002", "--config", str(gateway.config), "--cert", str(foreign))
+    assert refused.returncode != 0 and "does not match" in refused.stderr
+
+    signed = tmp_path / "signed.pem"
+    signed.write_text(pki.sign_csr(csr.stdout))
+    imported = run("certs", "import", "CP002", "--config", str(gateway.config), "--cert", str(signed))
+    assert imported.returncode == 0, imported.stderr
+    listing = run("certs", "list", "--config", str(gateway.config)).stdout.splitlines()
+    assert listing[0].split("\t")[:5] == ["CHARGER", "PROFILE", "KEY", "NOT AFTER", "DAYS LEFT"]
+    rows = {line.split("\t")[0]: line.split("\t") for line in listing[1:]}
+    assert rows["CP002"][1:3] == ["SP3", "EC P-256"] and rows["CP002"][4] in ("29", "30")
+    assert "CN=CP002" in rows["CP002"][5]
+    roots = run("certs", "roots", "--config", str(gateway.config)).stdout
+    assert "CentralSystemRootCertificate\tnorth.ca_file" in roots
