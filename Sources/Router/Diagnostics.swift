@@ -1,3 +1,4 @@
+import Foundation
 public import Yams
 
 /// One problem in a configuration file, printed the way compilers do: `file:line:col: error: message`.
@@ -45,6 +46,22 @@ extension Diagnostic {
             }
         }
         return Diagnostic(file: file, line: 1, column: 1, message: "invalid YAML: \(error)")
+    }
+}
+
+/// Reads a YAML file into nodes that remember their line and column; an unreadable file or a
+/// syntax error becomes a diagnostic.
+func composeYAML(file: String) throws(ConfigurationError) -> Node? {
+    let text: String
+    do {
+        text = try String(contentsOfFile: file, encoding: .utf8)
+    } catch {
+        throw ConfigurationError([Diagnostic(file: file, line: 1, column: 1, message: "cannot read the file: \(error.localizedDescription)")])
+    }
+    do {
+        return try Yams.compose(yaml: text)
+    } catch {
+        throw ConfigurationError([Diagnostic.from(yamlError: error, file: file)])
     }
 }
 

@@ -112,19 +112,7 @@ public struct ResolvedGatewayConfiguration: Sendable {
 
     /// Reads and checks `gateway.yaml`; every problem is reported as `file:line:col: error: …`.
     public static func load(file: String) throws(ConfigurationError) -> ResolvedGatewayConfiguration {
-        let text: String
-        do {
-            text = try String(contentsOfFile: file, encoding: .utf8)
-        } catch {
-            throw ConfigurationError([Diagnostic(file: file, line: 1, column: 1, message: "cannot read the file: \(error.localizedDescription)")])
-        }
-        let node: Node?
-        do {
-            node = try Yams.compose(yaml: text)
-        } catch {
-            throw ConfigurationError([Diagnostic.from(yamlError: error, file: file)])
-        }
-        let raw = try NodeDecoder(file: file).decode(GatewayConfiguration.self, from: node)
+        let raw = try NodeDecoder(file: file).decode(GatewayConfiguration.self, from: try composeYAML(file: file))
         return try resolve(raw, file: file)
     }
 

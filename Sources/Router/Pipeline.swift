@@ -93,18 +93,7 @@ public struct PipelineLoader: Sendable {
     /// Returns the stages that can be built and the problems found, so that `load` can report
     /// structural and configuration mistakes together. Throws only when the file cannot be read at all.
     func declarations(in file: String) throws(ConfigurationError) -> ([Declaration], [Diagnostic]) {
-        let text: String
-        do {
-            text = try String(contentsOfFile: file, encoding: .utf8)
-        } catch {
-            throw ConfigurationError([Diagnostic(file: file, line: 1, column: 1, message: "cannot read the pipeline: \(error.localizedDescription)")])
-        }
-        let root: Node?
-        do {
-            root = try Yams.compose(yaml: text)
-        } catch {
-            throw ConfigurationError([Diagnostic.from(yamlError: error, file: file)])
-        }
+        let root = try composeYAML(file: file)
         var diagnostics: [Diagnostic] = []
         func fail(_ node: Node?, _ message: String) { diagnostics.append(Diagnostic(file: file, mark: node?.mark, message: message)) }
 

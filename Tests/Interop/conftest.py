@@ -415,6 +415,20 @@ def gateway(tmp_path, pki, csms_port):
     instance.stop()
 
 
+async def start_csms_and_gateway(gateway, pki, csms_port, **csms_options):
+    """The usual opening: the CSMS listens, then the gateway starts."""
+    csms = CSMS(pki, csms_port, **csms_options)
+    await csms.start()
+    gateway.start()
+    return csms
+
+
+async def boot(charger):
+    from ocpp.v16 import call
+
+    return await charger.call(call.BootNotification(charge_point_model="LC-22", charge_point_vendor="LegacyCo"))
+
+
 async def wait_for(predicate, timeout=10.0, what="condition"):
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -5,7 +5,7 @@ import asyncio
 import ssl
 import stat
 
-from conftest import CSMS, NORTH_PASSWORD, Gateway, basic_auth, connect_charger, wait_for
+from conftest import Gateway, NORTH_PASSWORD, basic_auth, boot, connect_charger, start_csms_and_gateway, wait_for
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from ocpp.v16 import call
@@ -27,11 +27,9 @@ def test_security_profile_2_to_3_migration_is_invisible_to_the_charger(tmp_path,
     gateway = Gateway(tmp_path, pki, csms_port, pipeline=PIPELINE, north_profile=2, issue_certificates=False)
 
     async def scenario():
-        csms = CSMS(pki, csms_port, verify_mode=ssl.CERT_OPTIONAL)
-        await csms.start()
-        gateway.start()
+        csms = await start_csms_and_gateway(gateway, pki, csms_port, verify_mode=ssl.CERT_OPTIONAL)
         charger, connection, task = await connect_charger(gateway)
-        await charger.call(call.BootNotification(charge_point_model="LC-22", charge_point_vendor="LegacyCo"))
+        await boot(charger)
         # Security Profile 2: TLS with the charger's AuthorizationKey, no client certificate.
         assert csms.authorization_headers == [basic_auth("CP001", NORTH_PASSWORD)["Authorization"]]
         assert csms.client_subjects == [{}]
@@ -86,9 +84,7 @@ def test_security_profile_2_to_3_migration_is_invisible_to_the_charger(tmp_path,
     restarted = Gateway(tmp_path, pki, csms_port, pipeline=PIPELINE, north_profile=2, issue_certificates=False)
 
     async def after_restart():
-        csms = CSMS(pki, csms_port, verify_mode=ssl.CERT_OPTIONAL)
-        await csms.start()
-        restarted.start()
+        csms = await start_csms_and_gateway(restarted, pki, csms_port, verify_mode=ssl.CERT_OPTIONAL)
         charger, connection, task = await connect_charger(restarted)
         await charger.call(call.Heartbeat())
         assert csms.client_subjects == [{"commonName": "CP001", "organizationName": "Interop CPO"}]
@@ -106,11 +102,9 @@ def test_a_downgrade_request_is_refused_and_the_link_stays(tmp_path, pki, csms_p
     gateway = Gateway(tmp_path, pki, csms_port, pipeline=PIPELINE, north_profile=3)
 
     async def scenario():
-        csms = CSMS(pki, csms_port)
-        await csms.start()
-        gateway.start()
+        csms = await start_csms_and_gateway(gateway, pki, csms_port)
         charger, connection, task = await connect_charger(gateway)
-        await charger.call(call.BootNotification(charge_point_model="LC-22", charge_point_vendor="LegacyCo"))
+        await boot(charger)
         answer = await csms.charge_points["CP001"].call(call.ChangeConfiguration(key="SecurityProfile", value="2"))
         assert answer.status == "Rejected"
         await asyncio.sleep(0.3)

@@ -5,8 +5,7 @@ import subprocess
 
 import pytest
 import websockets
-from conftest import CSMS, GATEWAY_BIN, PASSWORD, Gateway, connect_charger
-from ocpp.v16 import call
+from conftest import GATEWAY_BIN, Gateway, PASSWORD, boot, connect_charger, start_csms_and_gateway
 
 
 def run(*args, stdin=None):
@@ -67,12 +66,10 @@ def test_a_hashed_password_lets_the_charger_in(tmp_path, pki, csms_port):
     )
 
     async def scenario():
-        csms = CSMS(pki, csms_port)
-        await csms.start()
-        gateway.start()
+        csms = await start_csms_and_gateway(gateway, pki, csms_port)
         charger, connection, task = await connect_charger(gateway)
-        boot = await charger.call(call.BootNotification(charge_point_model="LC-22", charge_point_vendor="LegacyCo"))
-        assert boot.status == "Accepted"
+        boot_answer = await boot(charger)
+        assert boot_answer.status == "Accepted"
         await connection.close()
         task.cancel()
         with pytest.raises(websockets.exceptions.InvalidStatus):

@@ -6,7 +6,7 @@ import os
 import socket
 import time
 
-from conftest import CSMS, PASSWORD, connect_charger, wait_for
+from conftest import PASSWORD, connect_charger, start_csms_and_gateway, wait_for
 from ocpp.v16 import call
 
 
@@ -38,9 +38,7 @@ def test_a_charger_that_stops_answering_pings_is_disconnected(gateway, pki, csms
     with_south_pings(gateway, 0.3)
 
     async def scenario():
-        csms = CSMS(pki, csms_port)
-        await csms.start()
-        gateway.start()
+        csms = await start_csms_and_gateway(gateway, pki, csms_port)
         sock, _ = await asyncio.to_thread(raw_handshake, gateway.south_port)
         await wait_for(lambda: "CP001" in csms.charge_points, what="the north link")
         # Never answer: after a missed pong the gateway closes the charger and, in mirror mode, the CSMS link.
@@ -64,9 +62,7 @@ def test_a_charger_that_answers_pings_stays_connected(gateway, pki, csms_port):
     with_south_pings(gateway, 0.2)
 
     async def scenario():
-        csms = CSMS(pki, csms_port)
-        await csms.start()
-        gateway.start()
+        csms = await start_csms_and_gateway(gateway, pki, csms_port)
         charger, connection, task = await connect_charger(gateway, ping_interval=None)
         started = time.time()
         await asyncio.sleep(1.2)  # six ping intervals, answered by the websockets library

@@ -5,8 +5,7 @@ import json
 
 import pytest
 import websockets
-from conftest import CSMS, PKI, PASSWORD, Gateway, connect_charger, free_port, wait_for
-from ocpp.v16 import call
+from conftest import CSMS, Gateway, PASSWORD, PKI, boot, connect_charger, start_csms_and_gateway, wait_for
 
 
 def refused_status(exc_info):
@@ -15,9 +14,7 @@ def refused_status(exc_info):
 
 def test_wrong_password_is_refused_with_401(gateway, pki, csms_port):
     async def scenario():
-        csms = CSMS(pki, csms_port)
-        await csms.start()
-        gateway.start()
+        csms = await start_csms_and_gateway(gateway, pki, csms_port)
         with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
             await connect_charger(gateway, password="not-the-password")
         assert refused_status(refused) == 401
@@ -30,9 +27,7 @@ def test_wrong_password_is_refused_with_401(gateway, pki, csms_port):
 
 def test_unknown_charger_is_refused(gateway, pki, csms_port):
     async def scenario():
-        csms = CSMS(pki, csms_port)
-        await csms.start()
-        gateway.start()
+        csms = await start_csms_and_gateway(gateway, pki, csms_port)
         with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
             await connect_charger(gateway, charger_id="INTRUDER", password=PASSWORD)
         assert refused_status(refused) == 401
@@ -45,9 +40,7 @@ def test_unknown_charger_is_refused(gateway, pki, csms_port):
 
 def test_malformed_json_from_either_side_gets_formation_violation_and_is_not_forwarded(gateway, pki, csms_port):
     async def scenario():
-        csms = CSMS(pki, csms_port)
-        await csms.start()
-        gateway.start()
+        csms = await start_csms_and_gateway(gateway, pki, csms_port)
         charger, connection, task = await connect_charger(gateway)
         task.cancel()  # read the socket ourselves
         await connection.send('[2,"bad-1","Heartbeat",{"broken": }]')
@@ -82,9 +75,7 @@ def test_malformed_json_from_either_side_gets_formation_violation_and_is_not_for
 
 def test_oversized_frame_is_refused(gateway, pki, csms_port):
     async def scenario():
-        csms = CSMS(pki, csms_port)
-        await csms.start()
-        gateway.start()
+        csms = await start_csms_and_gateway(gateway, pki, csms_port)
         charger, connection, task = await connect_charger(gateway)
         task.cancel()
         huge = json.dumps([2, "huge", "DataTransfer", {"vendorId": "x", "data": "A" * 70_000}])
@@ -125,11 +116,9 @@ def test_untrusted_csms_certificate_means_no_connection_and_a_clear_log_line(tmp
 
 def test_csms_killed_mid_session_disconnects_the_charger_then_serves_it_again(gateway, pki, csms_port):
     async def scenario():
-        csms = CSMS(pki, csms_port)
-        await csms.start()
-        gateway.start()
+        csms = await start_csms_and_gateway(gateway, pki, csms_port)
         charger, connection, task = await connect_charger(gateway)
-        await charger.call(call.BootNotification(charge_point_model="LC-22", charge_point_vendor="LegacyCo"))
+        await boot(charger)
 
         await csms.kill()
         # Mirror mode: the charger loses its link so its own offline queue takes over.
@@ -152,8 +141,8 @@ def test_csms_killed_mid_session_disconnects_the_charger_then_serves_it_again(ga
                 assert error.response.status_code == 502
                 assert asyncio.get_running_loop().time() < deadline, "charger never served again"
                 await asyncio.sleep(0.2)
-        boot = await charger.call(call.BootNotification(charge_point_model="LC-22", charge_point_vendor="LegacyCo"))
-        assert boot.status == "Accepted"
+        boot_answer = await boot(charger)
+        assert boot_answer.status == "Accepted"
         assert len(revived.frames_from("CP001")) == 1
         await connection.close()
         task.cancel()

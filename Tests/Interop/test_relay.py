@@ -3,20 +3,18 @@
 import asyncio
 import json
 
-from conftest import CSMS, connect_charger, now_iso, wait_for
+from conftest import boot, connect_charger, now_iso, start_csms_and_gateway, wait_for
 from ocpp.v16 import call
 from ocpp.v16.enums import AuthorizationStatus, RegistrationStatus, ResetType
 
 
 def test_charger_session_reaches_csms_byte_for_byte_over_mutual_tls(gateway, pki, csms_port):
     async def scenario():
-        csms = CSMS(pki, csms_port)
-        await csms.start()
-        gateway.start()
+        csms = await start_csms_and_gateway(gateway, pki, csms_port)
         charger, connection, task = await connect_charger(gateway)
 
-        boot = await charger.call(call.BootNotification(charge_point_model="LC-22", charge_point_vendor="LegacyCo"))
-        assert boot.status == RegistrationStatus.accepted
+        boot_answer = await boot(charger)
+        assert boot_answer.status == RegistrationStatus.accepted
         heartbeat = await charger.call(call.Heartbeat())
         assert heartbeat.current_time
         await charger.call(call.StatusNotification(connector_id=1, error_code="NoError", status="Available"))
@@ -78,11 +76,9 @@ def test_gateway_serialises_csms_calls_towards_the_charger(gateway, pki, csms_po
     """The CSMS may send CALLs back to back; the charger still sees one outstanding CALL at a time."""
 
     async def scenario():
-        csms = CSMS(pki, csms_port)
-        await csms.start()
-        gateway.start()
+        csms = await start_csms_and_gateway(gateway, pki, csms_port)
         charger, connection, task = await connect_charger(gateway)
-        await charger.call(call.BootNotification(charge_point_model="LC-22", charge_point_vendor="LegacyCo"))
+        await boot(charger)
         csms_connection = next(iter(csms.connections))
         # Three CALLs written at once, bypassing the library's own one-at-a-time lock.
         for n in range(3):

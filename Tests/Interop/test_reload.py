@@ -3,7 +3,7 @@
 import asyncio
 import signal
 
-from conftest import CSMS, connect_charger, wait_for
+from conftest import boot, connect_charger, start_csms_and_gateway, wait_for
 from ocpp.v16 import call
 
 VALID_CHANGED = """version: 1
@@ -22,11 +22,9 @@ stages:
 
 def test_sighup_with_valid_and_broken_pipelines_keeps_every_frame_and_connection(gateway, pki, csms_port):
     async def scenario():
-        csms = CSMS(pki, csms_port)
-        await csms.start()
-        gateway.start()
+        csms = await start_csms_and_gateway(gateway, pki, csms_port)
         charger, connection, task = await connect_charger(gateway)
-        await charger.call(call.BootNotification(charge_point_model="LC-22", charge_point_vendor="LegacyCo"))
+        await boot(charger)
 
         async def traffic(count):
             for _ in range(count):
