@@ -127,10 +127,21 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        .target(
+            name: "FirewallStage",
+            dependencies: [
+                "OCPP", "StageKit",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            path: "Plugins/FirewallStage",
+            swiftSettings: swiftSettings
+        ),
+
         // Wires the stage modules into a registry; the one line a stage author adds lives here.
         .target(
             name: "GatewayStages",
-            dependencies: ["StageKit", "Router", "AuthStage", "CertsStage"],
+            dependencies: ["StageKit", "Router", "AuthStage", "CertsStage", "FirewallStage"],
             swiftSettings: swiftSettings
         ),
 
@@ -182,6 +193,11 @@ let package = Package(
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "FirewallStageTests",
+            dependencies: ["FirewallStage", "StageTesting", "StageKit", "OCPP", "Router"],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "AuthStageTests", dependencies: ["AuthStage", "StageTesting", "StageKit", "OCPP"], swiftSettings: swiftSettings),

@@ -11,8 +11,9 @@ enum SecurityEvent: String {
     case invalidTLSVersion = "InvalidTLSVersion"
     case reconfigurationOfSecurityParameters = "ReconfigurationOfSecurityParameters"
 
-    /// Critical events must reach the CSMS even across an outage, so they are kept on disk until acknowledged.
-    var isCritical: Bool { true }
+    /// Critical events (whitepaper §8) must reach the CSMS even across an outage, so they are kept
+    /// on disk until acknowledged. Events raised while no link exists are kept the same way (`record`).
+    var isCritical: Bool { self == .startupOfTheDevice }
 }
 
 /// Sends `SecurityEventNotification`s north; critical ones are written to

@@ -1,5 +1,6 @@
 import AuthStage
 import CertsStage
+import FirewallStage
 public import Router
 
 /// Every stage type this build of the gateway knows. Adding a stage module to the gateway is
@@ -8,5 +9,6 @@ public func makeStageRegistry() -> StageRegistry {
     var registry = StageRegistry()
     registry.register(AuthStage.self)
     registry.register(CertsStage.self)
+    registry.register(FirewallStage.self)
     return registry
 }

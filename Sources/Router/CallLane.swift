@@ -19,6 +19,12 @@ struct CallLane {
 
     let timeout: Duration
     let limit: Int
+    /// Pacing set by a stage: CALLs at least this far apart, and none before `notBefore`.
+    var minimumInterval: Duration?
+    var notBefore: Duration?
+    var lastSentAt: Duration?
+    /// A pump is already scheduled for when pacing allows the next CALL.
+    var pacingTimerArmed = false
     private(set) var inFlight: Call?
     private var timer: (any ScheduledWork)?
     private var waiting: [Call] = []
@@ -36,6 +42,15 @@ struct CallLane {
         waiting.append(call)
         return true
     }
+
+    /// When pacing allows the next CALL, if later than `now`.
+    func pacedUntil(now: Duration) -> Duration? {
+        var earliest = notBefore ?? now
+        if let minimumInterval, let lastSentAt { earliest = max(earliest, lastSentAt + minimumInterval) }
+        return earliest > now ? earliest : nil
+    }
+
+    var hasWaiting: Bool { !waiting.isEmpty }
 
     /// The next CALL to send, if the lane is free; the caller sends it and arms `timer`.
     mutating func next() -> Call? {

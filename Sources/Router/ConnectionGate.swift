@@ -11,12 +11,19 @@ public enum ConnectionGate {
 
     /// The deciding stage's own decision (`.noOpinion` if none had one), as a stage test wants it.
     public static func decide(_ request: ChargerConnectRequest, pipeline: Pipeline) async -> ConnectDecision {
-        await firstOpinion(request, pipeline: pipeline)?.decision ?? .noOpinion
+        let decision = await firstOpinion(request, pipeline: pipeline)?.decision ?? .noOpinion
+        if case .reject(let status, _) = decision.kind { notifyRefused(request, status: status, pipeline: pipeline) }
+        return decision
+    }
+
+    private static func notifyRefused(_ request: ChargerConnectRequest, status: Int, pipeline: Pipeline) {
+        for stage in pipeline.stages { stage.instance.chargerRefused(request, status: status) }
     }
 
     /// The decision the gateway acts on, with the deciding stage named in the reason.
     public static func outcome(_ request: ChargerConnectRequest, pipeline: Pipeline) async -> Outcome {
         guard let (stageId, decision) = await firstOpinion(request, pipeline: pipeline) else {
+            notifyRefused(request, status: 403, pipeline: pipeline)
             return .reject(status: 403, reason: "no stage of the pipeline accepted the charger (is the 'auth' stage in \(pipeline.file)?)")
         }
         switch decision.kind {
@@ -25,7 +32,9 @@ public enum ConnectionGate {
                 stage.instance.amendNorthCredentials(credentials, for: request.chargerId)
             }
             return .accept(credentials, decidedBy: stageId)
-        case .reject(let status, let reason): return .reject(status: status, reason: "stage '\(stageId)': \(reason)")
+        case .reject(let status, let reason):
+            notifyRefused(request, status: status, pipeline: pipeline)
+            return .reject(status: status, reason: "stage '\(stageId)': \(reason)")
         case .noOpinion: preconditionFailure("firstOpinion returned no opinion")
         }
     }

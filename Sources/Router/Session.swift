@@ -243,8 +243,32 @@ public final class Session: SessionContext {
 
     // MARK: Queues
 
+    public func paceCalls(towards side: Side, minimumInterval: Duration?, holdUntil: Duration?) {
+        if side == .charger {
+            towardsCharger.minimumInterval = minimumInterval ?? towardsCharger.minimumInterval
+            towardsCharger.notBefore = holdUntil ?? towardsCharger.notBefore
+        } else {
+            towardsCSMS.minimumInterval = minimumInterval ?? towardsCSMS.minimumInterval
+            towardsCSMS.notBefore = holdUntil ?? towardsCSMS.notBefore
+        }
+        pump(towards: side)
+    }
+
     private func pump(towards side: Side) {
         guard let driver else { return }
+        let lane = side == .charger ? towardsCharger : towardsCSMS
+        guard lane.inFlight == nil, lane.hasWaiting else { return }
+        if let until = lane.pacedUntil(now: driver.now) {
+            guard !lane.pacingTimerArmed else { return }
+            if side == .charger { towardsCharger.pacingTimerArmed = true } else { towardsCSMS.pacingTimerArmed = true }
+            _ = driver.schedule(after: until - driver.now) { [weak self] in
+                guard let self else { return }
+                if side == .charger { self.towardsCharger.pacingTimerArmed = false } else { self.towardsCSMS.pacingTimerArmed = false }
+                self.pump(towards: side)
+            }
+            return
+        }
+        if side == .charger { towardsCharger.lastSentAt = driver.now } else { towardsCSMS.lastSentAt = driver.now }
         let next = side == .charger ? towardsCharger.next() : towardsCSMS.next()
         guard let call = next else { return }
         let timeout = side == .charger ? towardsCharger.timeout : towardsCSMS.timeout

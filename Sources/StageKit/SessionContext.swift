@@ -47,6 +47,10 @@ public protocol SessionContext: AnyObject {
     /// The CSMS's certificate (DER) on the current north link; nil without TLS.
     var northPeerCertificate: [UInt8]? { get }
 
+    /// Paces CALLs towards `side`: at least `minimumInterval` apart, and none before `holdUntil`
+    /// (session time). CALLs wait in the queue, in order; none is dropped (the queue's bound still applies).
+    func paceCalls(towards side: Side, minimumInterval: Duration?, holdUntil: Duration?)
+
     /// Runs `body` on the session's event loop after `delay` (the harness's fake clock in tests).
     @discardableResult
     func schedule(after delay: Duration, _ body: @escaping () -> Void) -> any ScheduledWork

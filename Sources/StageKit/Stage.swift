@@ -31,6 +31,9 @@ public protocol Stage: Sendable {
     /// The first stage with an opinion decides; if none has one, the charger is refused.
     func chargerConnecting(_ request: ChargerConnectRequest) async -> ConnectDecision
 
+    /// A charger's upgrade was refused (by any stage); the firewall counts failed logins here.
+    func chargerRefused(_ request: ChargerConnectRequest, status: Int)
+
     /// Once a charger is accepted, every stage in turn may adjust what is presented north
     /// (the certificate stage swaps in the charger's current identity and security profile).
     func amendNorthCredentials(_ credentials: NorthCredentials, for chargerId: String) -> NorthCredentials
@@ -50,6 +53,7 @@ public protocol Stage: Sendable {
 extension Stage {
     public func chargerConnecting(_ request: ChargerConnectRequest) async -> ConnectDecision { .noOpinion }
     public func amendNorthCredentials(_ credentials: NorthCredentials, for chargerId: String) -> NorthCredentials { credentials }
+    public func chargerRefused(_ request: ChargerConnectRequest, status: Int) {}
     public func northConnectionFailed(chargerId: String, failure: NorthFailure) {}
     public func sessionStarted(_ session: any SessionContext) {}
     public func sessionEnded(_ session: any SessionContext) {}

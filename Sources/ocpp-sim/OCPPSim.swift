@@ -12,7 +12,7 @@ struct OCPPSim: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ocpp-sim",
         abstract: "Development peers for ocpp-gateway: a PKI, a CSMS with mutual TLS, and legacy 1.6J chargers.",
-        subcommands: [PKI.self, CSMS.self, Charger.self]
+        subcommands: [PKI.self, CSMS.self, Charger.self, ValidatePayloads.self]
     )
 }
 
@@ -131,5 +131,38 @@ struct Charger: AsyncParsableCommand {
             _ = try await peer.call("Heartbeat", [:]).get()
         }
         peer.close()
+    }
+}
+
+struct ValidatePayloads: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "validate-payloads",
+        abstract: "Check OCPP 1.6J payloads against the gateway's validator: one JSON object a line on stdin "
+            + "({\"action\", \"response\", \"payload\"}), one verdict a line on stdout.")
+
+    func run() throws {
+        while let line = readLine(strippingNewline: true) {
+            guard !line.isEmpty else { continue }
+            let verdict: JSONValue
+            do {
+                let item = try JSONValue(parsing: line)
+                guard let action = item["action"]?.stringValue, let payload = item["payload"] else {
+                    throw SimulatorError("each line needs 'action' and 'payload'")
+                }
+                if let schema = PayloadSchema.ocpp16(action, response: item["response"]?.boolValue ?? false) {
+                    if let problem = schema.validate(payload) {
+                        verdict = ["valid": false, "code": .string(problem.code.rawValue), "path": .string(problem.path),
+                                   "reason": .string(problem.reason)]
+                    } else {
+                        verdict = ["valid": true]
+                    }
+                } else {
+                    verdict = ["valid": false, "code": "NotImplemented", "reason": .string("unknown action \(action)")]
+                }
+            } catch {
+                verdict = ["valid": false, "code": "FormationViolation", "reason": .string("\(error)")]
+            }
+            print(verdict.jsonText)
+        }
     }
 }

@@ -1,0 +1,286 @@
+import Foundation
+import Logging
+import Metrics
+public import OCPP
+public import StageKit
+import Synchronization
+
+/// The charger's firewall, in both directions.
+///
+/// Towards the gateway (south): connection attempts per source address are rate-limited, and
+/// repeated failed logins lock the source and the charger id out with growing back-off.
+/// Per frame: replayed message ids are dropped, unknown actions answered `NotImplemented`,
+/// actions from the wrong side refused, payloads checked against the OCPP 1.6J schemas, and
+/// every charger's CALLs rate-limited per action class. Towards the charger: a per-action policy
+/// for the CSMS, a `ChangeConfiguration` key deny-list and value length cap, a paced CALL rate and
+/// a quiet period after boot. Each decision is counted by rule, logged, and (for the events the
+/// Security Whitepaper defines) reported north, rate-limited.
+public struct FirewallStage: Stage {
+    public struct Configuration: Decodable, Sendable {
+        /// Token buckets for the charger's CALLs: `default`, or per action class
+        /// (`transaction`, `status`, `management`, `smart_charging`, `security`, `core`).
+        public var rateLimits: [String: Bucket]?
+        /// Seconds within which a message id seen again from the same side is a replay.
+        public var replayWindow: Double?
+        public var validatePayloads: Bool?
+        /// Check RFC 3339 timestamps (some chargers send them without a time zone).
+        public var checkTimestamps: Bool?
+        /// Which CSMS → charger actions pass: `allow` (if given, only these) and `deny`.
+        public var csmsActions: ActionPolicy?
+        public var changeConfiguration: ChangeConfigurationPolicy?
+        /// Seconds between CALLs towards the charger (queued, not dropped).
+        public var csmsCallInterval: Double?
+        /// Seconds after the charger's accepted BootNotification during which CSMS CALLs wait.
+        public var quietAfterBoot: Double?
+        /// At most one SecurityEventNotification of a type per charger in this many seconds.
+        public var securityEventInterval: Double?
+        public var connections: ConnectionPolicy?
+    }
+
+    public struct Bucket: Decodable, Sendable {
+        public var perSecond: Double
+        public var burst: Double
+    }
+
+    public struct ActionPolicy: Decodable, Sendable {
+        public var allow: [String]?
+        public var deny: [String]?
+    }
+
+    public struct ChangeConfigurationPolicy: Decodable, Sendable {
+        public var denyKeys: [String]?
+        public var maxValueLength: Int?
+    }
+
+    public struct ConnectionPolicy: Decodable, Sendable {
+        /// Upgrade requests per second per source address (token bucket with `attempts_burst`).
+        public var attemptsPerSecond: Double?
+        public var attemptsBurst: Double?
+        /// Failed logins (401) before a lockout of the source and the charger id.
+        public var maxFailedLogins: Int?
+        /// The first lockout in seconds; each further one doubles, up to `lockout_max`.
+        public var lockout: Double?
+        public var lockoutMax: Double?
+    }
+
+    public static let type = "ids"
+    public static let summary = "Firewall: connection and CALL rate limits, replay and direction checks, schema validation, CSMS action policy, paced CALLs to the charger."
+
+    let rateLimits: [String: Bucket]
+    let replayWindow: Duration
+    let validatePayloads: Bool
+    let checkTimestamps: Bool
+    let allowedCSMSActions: Set<String>?
+    let deniedCSMSActions: Set<String>
+    let deniedConfigurationKeys: Set<String>
+    let maxConfigurationValueLength: Int
+    let csmsCallInterval: Duration?
+    let quietAfterBoot: Duration?
+    let securityEventInterval: Duration
+    let connections: ConnectionGuard
+    let logger: Logger
+    let decisions: DecisionCounters
+
+    public init(configuration: Configuration, context: StageSetupContext) throws {
+        var limits = configuration.rateLimits ?? [:]
+        if limits["default"] == nil { limits["default"] = Bucket(perSecond: 10, burst: 30) }
+        let classes = Set(ActionClass.allCases.map(\.rawValue) + ["default"])
+        for (name, bucket) in limits {
+            guard classes.contains(name) else {
+                throw FirewallConfigurationError("unknown action class '\(name)' in 'rate_limits'; use \(classes.sorted().joined(separator: ", "))")
+            }
+            guard bucket.perSecond > 0, bucket.burst >= 1 else {
+                throw FirewallConfigurationError("'rate_limits.\(name)' needs per_second > 0 and burst ≥ 1")
+            }
+        }
+        rateLimits = limits
+        for action in (configuration.csmsActions?.allow ?? []) + (configuration.csmsActions?.deny ?? [])
+        where MessageCatalogue.descriptor(for: action)?.sender.contains(.centralSystem) != true {
+            throw FirewallConfigurationError("'csms_actions' names '\(action)', which is not an OCPP 1.6J action the CSMS sends")
+        }
+        func seconds(_ value: Double?, _ fallback: Double?, _ name: String) throws -> Duration? {
+            guard let value = value ?? fallback else { return nil }
+            guard value >= 0 else { throw FirewallConfigurationError("'\(name)' must not be negative") }
+            return value == 0 ? nil : .milliseconds(Int64(value * 1000))
+        }
+        replayWindow = try seconds(configuration.replayWindow, 300, "replay_window") ?? .zero
+        validatePayloads = configuration.validatePayloads ?? true
+        checkTimestamps = configuration.checkTimestamps ?? true
+        allowedCSMSActions = configuration.csmsActions?.allow.map(Set.init)
+        deniedCSMSActions = Set(configuration.csmsActions?.deny ?? [])
+        deniedConfigurationKeys = Set(configuration.changeConfiguration?.denyKeys ?? [])
+        maxConfigurationValueLength = configuration.changeConfiguration?.maxValueLength ?? 500
+        csmsCallInterval = try seconds(configuration.csmsCallInterval, nil, "csms_call_interval")
+        quietAfterBoot = try seconds(configuration.quietAfterBoot, nil, "quiet_after_boot")
+        securityEventInterval = try seconds(configuration.securityEventInterval, 60, "security_event_interval") ?? .seconds(60)
+        let policy = configuration.connections
+        connections = ConnectionGuard(
+            attemptsPerSecond: policy?.attemptsPerSecond ?? 5, attemptsBurst: policy?.attemptsBurst ?? 10,
+            maxFailedLogins: policy?.maxFailedLogins ?? 5, lockout: policy?.lockout ?? 30, lockoutMax: policy?.lockoutMax ?? 3600)
+        logger = context.logger
+        decisions = DecisionCounters()
+    }
+
+    // MARK: Per-session state
+
+    struct SessionState {
+        var buckets: [String: TokenBucket] = [:]
+        /// Message ids seen per side, with when; pruned as the window slides.
+        var seen: [Side: [String: Duration]] = [.charger: [:], .csms: [:]]
+        var lastPrune: Duration = .zero
+        var lastEvent: [String: Duration] = [:]
+    }
+
+    enum State: SessionStateKey { typealias Value = SessionState }
+
+    public func sessionStarted(_ session: any SessionContext) {
+        session[State.self] = SessionState()
+        if let csmsCallInterval { session.paceCalls(towards: .charger, minimumInterval: csmsCallInterval, holdUntil: nil) }
+    }
+
+    // MARK: Frames
+
+    public func process(_ envelope: Envelope, in session: any SessionContext) -> Verdict {
+        var state = session[State.self] ?? SessionState()
+        defer { session[State.self] = state }
+        let side: Side = envelope.direction == .fromCSMS ? .csms : .charger
+        let action = envelope.action ?? ""
+
+        guard envelope.isCall else {
+            if envelope.messageType == .callResult {
+                if side == .csms, action == "BootNotification", let quietAfterBoot,
+                   envelope.payload()["status"]?.stringValue == "Accepted" {
+                    // Fragile chargers hang when CALLs arrive too soon after boot: hold them back.
+                    session.paceCalls(towards: .charger, minimumInterval: nil, holdUntil: session.now + quietAfterBoot)
+                }
+                if validatePayloads, let schema = PayloadSchema.ocpp16(action, response: true),
+                   let problem = schema.validate(envelope.payload(), checkFormats: checkTimestamps) {
+                    // A CALLRESULT cannot be answered with a CALLERROR; the caller's timeout will tell it.
+                    return refuse(.drop(reason: "invalid \(action) result: \(problem)"), rule: "invalid_payload", side: side,
+                                  event: "InvalidMessages", state: &state, session: session)
+                }
+            }
+            return .forward
+        }
+
+        if replayWindow > .zero {
+            prune(&state, now: session.now)
+            if state.seen[side]?[envelope.messageId] != nil {
+                return refuse(.drop(reason: "message id \(envelope.messageId) seen again within the replay window"), rule: "replay",
+                              side: side, event: "AttemptedReplayAttacks", state: &state, session: session)
+            }
+            state.seen[side, default: [:]][envelope.messageId] = session.now
+        }
+        guard let descriptor = MessageCatalogue.descriptor(for: action) else {
+            return refuse(.answerError(.notImplemented, "unknown action '\(action.prefix(40))'"), rule: "unknown_action", side: side,
+                          event: nil, state: &state, session: session)
+        }
+        guard MessageCatalogue.isAllowed(action, from: envelope.direction) else {
+            return refuse(.answerError(.notSupported, "\(action) is not sent by the \(side == .charger ? "charge point" : "central system")"),
+                          rule: "wrong_direction", side: side, event: "InvalidMessages", state: &state, session: session)
+        }
+        if side == .charger {
+            let name = rateLimits[descriptor.actionClass.rawValue] != nil ? descriptor.actionClass.rawValue : "default"
+            let limit = rateLimits[name]!
+            var bucket = state.buckets[name] ?? TokenBucket(rate: limit.perSecond, burst: limit.burst, now: session.now)
+            let allowed = bucket.take(now: session.now)
+            state.buckets[name] = bucket
+            guard allowed else {
+                return refuse(.answerError(.genericError, "rate limit for \(name) CALLs exceeded; slow down"), rule: "rate_limit", side: side,
+                              event: nil, state: &state, session: session)
+            }
+        } else {
+            let permitted = (allowedCSMSActions?.contains(action) ?? true) && !deniedCSMSActions.contains(action)
+            if !permitted {
+                return refuse(.answerError(.securityError, "\(action) is not allowed towards this charger by the gateway's policy"),
+                              rule: "csms_policy", side: side, event: nil, state: &state, session: session)
+            }
+        }
+        if validatePayloads, let schema = PayloadSchema.ocpp16(action, response: false),
+           let problem = schema.validate(envelope.payload(), checkFormats: checkTimestamps) {
+            let code = problem.code == .formationViolation ? OCPPErrorCode.formatViolation(for: session.version) : problem.code
+            return refuse(.answerError(code, "\(action): \(problem)"), rule: "invalid_payload", side: side,
+                          event: "InvalidMessages", state: &state, session: session)
+        }
+        if side == .csms, action == "ChangeConfiguration" {
+            let payload = envelope.payload()
+            let key = payload["key"]?.stringValue ?? ""
+            if deniedConfigurationKeys.contains(key) {
+                return refuse(.answer(["status": "Rejected"]), rule: "configuration_key", side: side, event: nil, state: &state, session: session)
+            }
+            if (payload["value"]?.stringValue?.count ?? 0) > maxConfigurationValueLength {
+                return refuse(.answer(["status": "Rejected"]), rule: "configuration_value_length", side: side, event: nil, state: &state,
+                              session: session)
+            }
+        }
+        return .forward
+    }
+
+    private func prune(_ state: inout SessionState, now: Duration) {
+        guard now - state.lastPrune > replayWindow / 4 || (state.seen[.charger]?.count ?? 0) + (state.seen[.csms]?.count ?? 0) > 4096 else { return }
+        state.lastPrune = now
+        for side in [Side.charger, .csms] {
+            state.seen[side] = state.seen[side]?.filter { now - $0.value < replayWindow }
+        }
+    }
+
+    /// Counts, logs and (rate-limited) reports a refusal.
+    private func refuse(_ verdict: Verdict, rule: String, side: Side, event: String?, state: inout SessionState,
+                        session: any SessionContext) -> Verdict {
+        decisions.count(rule: rule)
+        session.logger.warning("firewall", metadata: ["rule": "\(rule)", "from": "\(side)", "verdict": "\(verdict.label)"])
+        if let event {
+            let last = state.lastEvent[event]
+            if last == nil || session.now - last! >= securityEventInterval {
+                state.lastEvent[event] = session.now
+                session.sendCall("SecurityEventNotification", payload: [
+                    "type": .string(event), "timestamp": .string(Date(timeIntervalSince1970: session.wallTime).formatted(.iso8601)),
+                    "techInfo": .string("ocpp-gateway firewall rule \(rule), from the \(side == .charger ? "charger" : "CSMS")"),
+                ], to: .csms) { _ in }
+            }
+        }
+        return verdict
+    }
+
+    // MARK: Connections
+
+    public func chargerConnecting(_ request: ChargerConnectRequest) async -> ConnectDecision {
+        if let refusal = connections.admit(source: request.remoteAddress ?? "?", chargerId: request.chargerId) {
+            decisions.count(rule: refusal.rule)
+            logger.warning("firewall", metadata: ["rule": "\(refusal.rule)", "charger": "\(request.chargerId)",
+                                                   "source": "\(request.remoteAddress ?? "?")"])
+            return .reject(status: 429, reason: refusal.reason)
+        }
+        return .noOpinion
+    }
+
+    public func chargerRefused(_ request: ChargerConnectRequest, status: Int) {
+        guard status == 401 else { return }
+        if connections.recordFailedLogin(source: request.remoteAddress ?? "?", chargerId: request.chargerId) {
+            decisions.count(rule: "login_lockout")
+            logger.warning("firewall: locking out after repeated failed logins", metadata: [
+                "charger": "\(request.chargerId)", "source": "\(request.remoteAddress ?? "?")",
+            ])
+        }
+    }
+}
+
+/// `ocpp_gateway_firewall_decisions_total{rule}`, one counter per rule, made once.
+final class DecisionCounters: Sendable {
+    private let counters = Mutex<[String: Counter]>([:])
+
+    func count(rule: String) {
+        let counter = counters.withLock { counters in
+            if let existing = counters[rule] { return existing }
+            let counter = Counter(label: "ocpp_gateway_firewall_decisions_total", dimensions: [("rule", rule)])
+            counters[rule] = counter
+            return counter
+        }
+        counter.increment()
+    }
+}
+
+struct FirewallConfigurationError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
