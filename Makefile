@@ -1,6 +1,8 @@
 # ocpp-gateway — the two commands a newcomer needs are `make run` and `make test`.
 # Both install what is missing (Debian packages, the Python venv for the interop peers) first.
 
+SHELL      := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 SWIFT      ?= swift
 BUILD_DIR  ?= .build
 CONFIG     ?= gateway.yaml
@@ -14,7 +16,13 @@ VENV_STAMP := $(VENV)/.installed
 # when the MQTT tap lands.)
 APT_PACKAGES := curl ca-certificates python3-venv
 
-.PHONY: all build test test-swift test-interop run validate stages clean deps venv help
+# Fuzzing: `make fuzz SECONDS=600`. LeakSanitizer is off: Swift keeps its lazily built global
+# tables behind tagged pointers that LSan cannot follow, so every static reads as a leak.
+SECONDS    ?= 600
+FUZZ_DIR   := .build-fuzz
+FUZZ_FLAGS := -detect_leaks=0 -max_len=16384
+
+.PHONY: all build test test-swift test-interop test-fuzz fuzz fuzz-build schemas run validate stages clean deps venv help
 
 all: build
 
@@ -22,6 +30,7 @@ help:
 	@echo "make run       build, create a development PKI, start CSMS + gateway + a legacy charger"
 	@echo "make test      build and run every test (Swift unit/end-to-end, Python interop)"
 	@echo "make validate  check $(CONFIG) and its pipeline"
+	@echo "make fuzz      fuzz the frame parser and validator for SECONDS (default 600)"
 	@echo "make clean     remove build output and state/"
 
 ## Install missing Debian packages (runs apt-get update once).
@@ -46,13 +55,32 @@ $(VENV_STAMP): Tests/Interop/requirements.txt | $(APT_STAMP)
 build: $(APT_STAMP)
 	$(SWIFT) build --build-tests
 
-test: test-swift test-interop
+test: test-swift test-fuzz test-interop
 
 test-swift: build
 	$(SWIFT) test --skip-build
 
 test-interop: build venv
 	OCPP_GATEWAY_BIN=$(CURDIR)/$(BIN)/ocpp-gateway $(VENV)/bin/pytest -q Tests/Interop
+
+## The libFuzzer harness over frame parsing, the envelope and payload validation (Tests/Fuzz).
+fuzz-build: $(APT_STAMP)
+	$(SWIFT) build --package-path Tests/Fuzz --scratch-path $(FUZZ_DIR) -c debug -Xswiftc -sanitize=fuzzer,address
+
+fuzz: fuzz-build
+	@mkdir -p $(FUZZ_DIR)/corpus
+	SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 $(FUZZ_DIR)/debug/ocpp-fuzz $(FUZZ_FLAGS) -max_total_time=$(SECONDS) \
+		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus Tests/Fuzz/corpus
+
+## A short fuzz run as part of `make test`: any crash fails the build.
+test-fuzz: fuzz-build
+	@mkdir -p $(FUZZ_DIR)/corpus
+	SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 $(FUZZ_DIR)/debug/ocpp-fuzz $(FUZZ_FLAGS) -max_total_time=15 \
+		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus Tests/Fuzz/corpus 2>&1 | tail -n 3
+
+## Regenerates Sources/OCPP/Validation/Schemas16.generated.swift from the OCA schemas.
+schemas: venv
+	$(VENV)/bin/python scripts/generate-schemas.py
 
 validate: build
 	$(BIN)/ocpp-sim pki --state state --charger CP001 >/dev/null

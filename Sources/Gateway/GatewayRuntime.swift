@@ -26,6 +26,8 @@ public final class GatewayRuntime: Sendable {
     private let northConnects = Counter(label: "ocpp_gateway_north_connects_total", dimensions: [("result", "ok")])
     private let northConnectFailures = Counter(label: "ocpp_gateway_north_connects_total", dimensions: [("result", "failed")])
     private let refusedChargers = Counter(label: "ocpp_gateway_south_refused_total")
+    /// Open south connections per source address (`south.max_connections_per_source`).
+    private let connectionsPerSource = Mutex<[String: Int]>([:])
 
     /// A session in service, reachable from any thread through its event loop.
     private struct ActiveSession: Sendable {
@@ -130,6 +132,24 @@ public final class GatewayRuntime: Sendable {
     func decide(_ request: UpgradeRequest, channel: any Channel) -> EventLoopFuture<UpgradeAnswer> {
         let loop = channel.eventLoop
         let remote = request.remoteAddress.map { "\($0)" } ?? "?"
+        if let source = request.remoteAddress?.ipAddress {
+            let open = connectionsPerSource.withLock { counts in
+                counts[source, default: 0] += 1
+                return counts[source]!
+            }
+            channel.closeFuture.whenComplete { [self] _ in
+                connectionsPerSource.withLock { counts in
+                    counts[source] = (counts[source] ?? 1) > 1 ? counts[source]! - 1 : nil
+                }
+            }
+            guard open <= configuration.southMaxConnectionsPerSource else {
+                refusedChargers.increment()
+                logger.warning("upgrade refused: too many connections from one source", metadata: [
+                    "source": "\(source)", "open": "\(open - 1)", "limit": "\(configuration.southMaxConnectionsPerSource)",
+                ])
+                return loop.makeSucceededFuture(.reject(.tooManyRequests))
+            }
+        }
         guard let chargerId = chargerId(fromURI: request.uri) else {
             refusedChargers.increment()
             logger.warning("upgrade refused: path is not \(configuration.southPath)/<chargeId>", metadata: ["uri": "\(request.uri)", "remote": "\(remote)"])

@@ -28,6 +28,8 @@ public struct GatewayConfiguration: Decodable, Sendable {
         public var maxQueuedCalls: Int?
         /// Seconds between WebSocket pings to the charger (0 turns them off).
         public var pingInterval: Double?
+        /// Open connections (and upgrades in progress) allowed from one source address.
+        public var maxConnectionsPerSource: Int?
     }
 
     public struct Charger: Decodable, Sendable, Equatable {
@@ -85,6 +87,7 @@ public struct ResolvedGatewayConfiguration: Sendable {
     public var southCallTimeout: Duration
     public var southMaxQueuedCalls: Int
     public var southPingInterval: Duration?
+    public var southMaxConnectionsPerSource: Int
 
     public var northURL: URL
     public var northSecurityProfile: Int
@@ -213,6 +216,7 @@ public struct ResolvedGatewayConfiguration: Sendable {
             southCallTimeout: positive(south.callTimeout, "call_timeout", default: 30),
             southMaxQueuedCalls: south.maxQueuedCalls ?? 32,
             southPingInterval: (south.pingInterval ?? 30) > 0 ? positive(south.pingInterval, "ping_interval", default: 30) : nil,
+            southMaxConnectionsPerSource: south.maxConnectionsPerSource ?? 8,
             northURL: northURL,
             northSecurityProfile: north.securityProfile.value,
             northCAFile: caFile,

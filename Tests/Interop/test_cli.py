@@ -33,7 +33,7 @@ stages:
     assert result.returncode == 78
     lines = result.stderr.strip().splitlines()
     assert lines == [
-        f"{gateway.pipeline_file}:4:11: error: unknown stage type 'auht' (did you mean 'auth'?); registered: auth, certs",
+        f"{gateway.pipeline_file}:4:11: error: unknown stage type 'auht' (did you mean 'auth'?); registered: auth, certs, ids",
         f"{gateway.pipeline_file}:8:7: error: stage 'second' (auth): unknown config key 'key_fil' (did you mean 'key_file'?); "
         "valid keys: allow_unlisted, certificate_file, key_file",
     ]
@@ -53,7 +53,7 @@ def test_stages_lists_registered_types():
     result = run("stages")
     assert result.returncode == 0
     assert result.stdout.startswith("auth ")
-    assert "\ncerts " in result.stdout
+    assert "\ncerts " in result.stdout and "\nids " in result.stdout
 
 
 def test_a_hashed_password_lets_the_charger_in(tmp_path, pki, csms_port):
