@@ -22,7 +22,7 @@ SECONDS    ?= 600
 FUZZ_DIR   := .build-fuzz
 FUZZ_FLAGS := -detect_leaks=0 -max_len=16384
 
-.PHONY: all build test test-swift test-interop test-fuzz fuzz fuzz-build schemas run validate stages clean deps venv help
+.PHONY: all build test test-swift test-interop test-fuzz fuzz fuzz-build schemas bench bench-full bench-deps run validate stages clean deps venv help
 
 all: build
 
@@ -31,6 +31,7 @@ help:
 	@echo "make test      build and run every test (Swift unit/end-to-end, Python interop)"
 	@echo "make validate  check $(CONFIG) and its pipeline"
 	@echo "make fuzz      fuzz the frame parser and validator for SECONDS (default 600)"
+	@echo "make bench     latency, throughput, memory, scale vs nginx (writes docs/benchmarks.md)"
 	@echo "make clean     remove build output and state/"
 
 ## Install missing Debian packages (runs apt-get update once).
@@ -77,6 +78,23 @@ test-fuzz: fuzz-build
 	@mkdir -p $(FUZZ_DIR)/corpus
 	SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 $(FUZZ_DIR)/debug/ocpp-fuzz $(FUZZ_FLAGS) -max_total_time=15 \
 		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus Tests/Fuzz/corpus 2>&1 | tail -n 3
+
+## Benchmarks (release build): the gateway side by side with no proxy and with nginx.
+## Writes bench/results/latest.json and docs/benchmarks.md.
+bench-deps: $(APT_STAMP)
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+		if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; fi; \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q nginx; }
+
+bench: bench-deps
+	$(SWIFT) build -c release --product ocpp-gateway
+	$(SWIFT) build -c release --product ocpp-bench
+	ulimit -n 65536 2>/dev/null || true; $(BUILD_DIR)/release/ocpp-bench --gateway $(BUILD_DIR)/release/ocpp-gateway
+
+bench-full: bench-deps
+	$(SWIFT) build -c release --product ocpp-gateway
+	$(SWIFT) build -c release --product ocpp-bench
+	ulimit -n 65536 2>/dev/null || true; $(BUILD_DIR)/release/ocpp-bench --full --gateway $(BUILD_DIR)/release/ocpp-gateway
 
 ## Regenerates Sources/OCPP/Validation/Schemas16.generated.swift from the OCA schemas.
 schemas: venv

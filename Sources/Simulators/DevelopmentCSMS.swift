@@ -38,8 +38,12 @@ public final class DevelopmentCSMS: Sendable {
     /// Prints the flow; nil keeps quiet.
     public let trace: (@Sendable (String) -> Void)?
 
-    public init(options: Options, trace: (@Sendable (String) -> Void)? = nil) {
+    /// Keep every received frame for `receivedFrames` (tests); benchmarks turn it off.
+    let recordFrames: Bool
+
+    public init(options: Options, recordFrames: Bool = true, trace: (@Sendable (String) -> Void)? = nil) {
         self.options = options
+        self.recordFrames = recordFrames
         self.trace = trace
     }
 
@@ -90,9 +94,11 @@ public final class DevelopmentCSMS: Sendable {
         guard request.offeredSubprotocols.contains("ocpp1.6") else { return .reject(.badRequest) }
         return .accept(subprotocol: "ocpp1.6", onUpgrade: { [self] connection in
             let peer = OCPPPeer(connection: connection, name: "csms")
-            peer.onTrace = { [self] outgoing, text in
-                if !outgoing { received.withLock { $0.append((id, text)) } }
-                trace?("\(outgoing ? "CSMS → \(id)" : "CSMS ← \(id)")  \(text)")
+            if recordFrames || trace != nil {
+                peer.onTrace = { [self] outgoing, text in
+                    if !outgoing, recordFrames { received.withLock { $0.append((id, text)) } }
+                    trace?("\(outgoing ? "CSMS → \(id)" : "CSMS ← \(id)")  \(text)")
+                }
             }
             peer.onCall = { [self] action, payload in
                 if action == "BootNotification", options.askConfigurationAfterBoot {

@@ -1,0 +1,79 @@
+import ArgumentParser
+import DevPKI
+import Foundation
+import Histogram
+import NIOCore
+import NIOPosix
+import NIOSSL
+import OCPP
+import Simulators
+import Synchronization
+import Transport
+
+/// `make bench`: the same load through four paths, in one run so the ratios are fair —
+/// (A) charger → CSMS directly, (B) through nginx as a ws → wss mTLS proxy, (C) through the gateway
+/// with a minimal pipeline, (D) through the gateway with the full default pipeline.
+@main
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ocpp-bench", abstract: "Latency, throughput, memory and scale, side by side with nginx.")
+
+    @Flag(name: .long, help: "The long version (minutes per scenario).") var full = false
+    @Flag(name: .long, help: "A few seconds per scenario, to check the harness itself.") var smoke = false
+    @Option(name: .long, help: "Where the gateway binary is.") var gateway = ".build/release/ocpp-gateway"
+    @Option(name: .long, help: "Results file.") var out = "bench/results/latest.json"
+    @Option(name: .long, help: "Markdown report.") var report = "docs/benchmarks.md"
+    @Option(name: .long, help: "Scratch folder (PKI, configurations, logs).") var work = ".build-bench/work"
+
+    func run() async throws {
+        let plan = smoke ? Plan.smoke : full ? Plan.full : Plan.quick
+        try? FileManager.default.removeItem(atPath: work)
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        let work = URL(fileURLWithPath: self.work).standardizedFileURL.path
+        let pki = try DevPKI(directory: work, reuse: false)
+        let chargerIds = (1...plan.scaleChargers).map { String(format: "BENCH%04d", $0) }
+        log("issuing \(chargerIds.count) charger certificates")
+        for id in chargerIds { try pki.issueChargerCertificate(id) }
+
+        var options = DevelopmentCSMS.Options(certificateFile: pki.serverCertificate, keyFile: pki.serverKey, clientCAFile: pki.caCertificate)
+        options.port = 0
+        let csms = DevelopmentCSMS(options: options, recordFrames: false)
+        let csmsPort = try await csms.start(group: MultiThreadedEventLoopGroup.singleton)
+        log("development CSMS on \(csmsPort)")
+
+        var results: [ScenarioResult] = []
+        // A: no proxy at all.
+        let pkiFolder = pki.directory
+        let caFile = pki.caCertificate
+        results.append(try await measure("A", "direct (no proxy)", plan: plan, process: nil, chargerIds: chargerIds) { id in
+            .direct(url: "wss://127.0.0.1:\(csmsPort)/ocpp/\(id)", certificate: "\(pkiFolder)/chargers/\(id)/cert.pem",
+                    key: "\(pkiFolder)/chargers/\(id)/key.pem", ca: caFile)
+        })
+        // B: nginx, ws in, wss + client certificate out.
+        let nginx = try Nginx(work: work, csmsPort: csmsPort, pki: pki)
+        try nginx.start()
+        let nginxPort = nginx.port
+        results.append(try await measure("B", "nginx ws→wss mTLS proxy", plan: plan, process: nginx.process, chargerIds: chargerIds) { id in
+            .plain(url: "ws://127.0.0.1:\(nginxPort)/ocpp/\(id)", password: nil)
+        })
+        nginx.stop()
+        // C and D: the gateway.
+        for (name, label, pipeline) in [("C", "gateway, minimal pipeline (auth)", Pipelines.minimal),
+                                         ("D", "gateway, full pipeline (ids, auth, certs)", Pipelines.full)] {
+            let gateway = try GatewayProcess(binary: self.gateway, work: work, name: name, csmsPort: csmsPort, pki: pki,
+                                             chargers: chargerIds, pipeline: pipeline)
+            try await gateway.start()
+            let gatewayPort = gateway.port
+            results.append(try await measure(name, label, plan: plan, process: gateway.process, chargerIds: chargerIds) { id in
+                .plain(url: "ws://127.0.0.1:\(gatewayPort)/ocpp/\(id)", password: "bench-\(id)")
+            })
+            gateway.stop()
+        }
+        await csms.stop()
+        try Report(results: results, plan: plan, out: out, markdown: report).write()
+        log("wrote \(out) and \(report)")
+    }
+}
+
+func log(_ text: String) {
+    FileHandle.standardError.write(Data("[bench] \(text)\n".utf8))
+}

@@ -1,0 +1,203 @@
+import DevPKI
+import Foundation
+import Histogram
+import NIOCore
+import NIOPosix
+import NIOSSL
+import OCPP
+import Simulators
+import Synchronization
+import Transport
+
+/// How big each part of a run is.
+struct Plan: Sendable {
+    var latencyChargers: Int
+    var ratePerCharger: Double
+    var latencySeconds: Double
+    var saturationSeconds: Double
+    var scaleChargers: Int
+
+    static let quick = Plan(latencyChargers: 50, ratePerCharger: 10, latencySeconds: 15, saturationSeconds: 10, scaleChargers: 1000)
+    static let smoke = Plan(latencyChargers: 5, ratePerCharger: 10, latencySeconds: 2, saturationSeconds: 2, scaleChargers: 50)
+    static let full = Plan(latencyChargers: 100, ratePerCharger: 10, latencySeconds: 120, saturationSeconds: 60, scaleChargers: 1000)
+}
+
+/// How a simulated charger reaches the CSMS in a scenario.
+enum Target: Sendable {
+    /// wss:// with the charger's own client certificate: what the charger would do if it could.
+    case direct(url: String, certificate: String, key: String, ca: String)
+    /// ws://, through a proxy, with Basic auth when a password is given.
+    case plain(url: String, password: String?)
+}
+
+func connect(_ target: Target, chargerId: String, group: any EventLoopGroup) async throws -> OCPPPeer {
+    let options: WebSocketClientOptions
+    switch target {
+    case .direct(let url, let certificate, let key, let ca):
+        options = WebSocketClientOptions(url: URL(string: url)!, tls: try NorthTLS.clientConfiguration(caFile: ca, certificateFile: certificate, keyFile: key),
+                                         serverName: "localhost", connectTimeout: .seconds(30))
+    case .plain(let url, let password):
+        options = WebSocketClientOptions(url: URL(string: url)!, basicAuth: password.map { (chargerId, $0) }, connectTimeout: .seconds(30))
+    }
+    let connection = try await WebSocketClient.connect(options, on: group.next()).get()
+    return OCPPPeer(connection: connection, name: chargerId)
+}
+
+/// Round-trip times in microseconds, and how many CALLs completed.
+final class Recorder: Sendable {
+    let histogram = Mutex(Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three))
+    let completed = Mutex(0)
+    let failed = Mutex(0)
+
+    func record(since start: NIODeadline) {
+        let micros = UInt64(max(1, (NIODeadline.now() - start).nanoseconds / 1000))
+        histogram.withLock { _ = $0.record(micros) }
+        completed.withLock { $0 += 1 }
+    }
+}
+
+/// Drives chargers with CALLs: paced (`interval`) or as fast as answers come (closed loop).
+func drive(_ peers: [OCPPPeer], interval: TimeAmount?, seconds: Double, recorder: Recorder) async {
+    let deadline = NIODeadline.now() + .milliseconds(Int64(seconds * 1000))
+    for (index, peer) in peers.enumerated() {
+        // Spread the paced chargers over the interval so they do not all fire at once.
+        let offset = interval.map { TimeAmount.nanoseconds($0.nanoseconds * Int64(index) / Int64(max(1, peers.count))) } ?? .zero
+        peer.eventLoop.scheduleTask(in: offset) { step(peer, n: 0, deadline: deadline, interval: interval, recorder: recorder) }
+    }
+    try? await Task.sleep(for: .milliseconds(Int64(seconds * 1000) + 1500))
+}
+
+private func step(_ peer: OCPPPeer, n: Int, deadline: NIODeadline, interval: TimeAmount?, recorder: Recorder) {
+    let start = NIODeadline.now()
+    guard start < deadline else { return }
+    let (action, payload) = LoadProfile.message(n, chargerId: peer.name)
+    peer.call(action, payload, timeout: .seconds(10)).whenComplete { result in
+        switch result {
+        case .success: recorder.record(since: start)
+        case .failure: recorder.failed.withLock { $0 += 1 }
+        }
+        guard let interval else {
+            step(peer, n: n + 1, deadline: deadline, interval: nil, recorder: recorder)
+            return
+        }
+        let next = start + interval
+        let wait = next - NIODeadline.now()
+        peer.eventLoop.scheduleTask(in: wait > .zero ? wait : .zero) {
+            step(peer, n: n + 1, deadline: deadline, interval: interval, recorder: recorder)
+        }
+    }
+}
+
+/// CPU time and memory of a process (and its children, for nginx's workers), from /proc.
+struct ProcessStats {
+    let pid: Int32
+
+    private func family() -> [Int32] {
+        var pids = [pid]
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        for entry in entries {
+            guard let child = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8) else { continue }
+            let fields = stat.split(separator: ")").last?.split(separator: " ") ?? []
+            if fields.count > 2, Int32(fields[1]) == pid { pids.append(child) }
+        }
+        return pids
+    }
+
+    /// User + system CPU seconds.
+    var cpuSeconds: Double {
+        family().reduce(0) { total, pid in
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let fields = stat.split(separator: ")").last?.split(separator: " "), fields.count > 13,
+                  let user = Double(fields[11]), let system = Double(fields[12])
+            else { return total }
+            return total + (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+        }
+    }
+
+    /// Resident memory in KiB.
+    var rssKiB: Int {
+        family().reduce(0) { total, pid in
+            guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+                  let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+                  let value = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
+            else { return total }
+            return total + value
+        }
+    }
+}
+
+struct ScenarioResult: Codable {
+    var name: String
+    var label: String
+    var p50Micros: UInt64
+    var p99Micros: UInt64
+    var p999Micros: UInt64
+    var latencyCalls: Int
+    var failedCalls: Int
+    var framesPerSecond: Double
+    var cpuSecondsPer100kFrames: Double?
+    var rssIdleKiB: Int?
+    var rssLoadedKiB: Int?
+    var connectSeconds: Double
+    var connectedChargers: Int
+    /// (percentile, microseconds) for the CDF picture.
+    var cdf: [[Double]]
+}
+
+func measure(_ name: String, _ label: String, plan: Plan, process: Process?, chargerIds: [String],
+             target: @escaping @Sendable (String) -> Target) async throws -> ScenarioResult {
+    let group = MultiThreadedEventLoopGroup.singleton
+    let stats = process.map { ProcessStats(pid: $0.processIdentifier) }
+    let rssIdle = stats?.rssKiB
+    log("\(name): \(label): latency with \(plan.latencyChargers) chargers at \(plan.ratePerCharger) CALL/s each")
+
+    var peers: [OCPPPeer] = []
+    for id in chargerIds.prefix(plan.latencyChargers) {
+        let peer = try await connect(target(id), chargerId: id, group: group)
+        _ = try await peer.call("BootNotification", LoadProfile.bootNotification).get()
+        peers.append(peer)
+    }
+    let paced = Recorder()
+    await drive(peers, interval: .nanoseconds(Int64(1e9 / plan.ratePerCharger)), seconds: plan.latencySeconds, recorder: paced)
+
+    log("\(name): saturation, closed loop, \(plan.saturationSeconds) s")
+    let saturated = Recorder()
+    let cpuBefore = stats?.cpuSeconds
+    let started = Date()
+    await drive(peers, interval: nil, seconds: plan.saturationSeconds, recorder: saturated)
+    let elapsed = min(Date().timeIntervalSince(started), plan.saturationSeconds)
+    let cpuAfter = stats?.cpuSeconds
+    // Every CALL is two frames through the proxy: the CALL and its answer.
+    let frames = Double(saturated.completed.withLock { $0 }) * 2
+    for peer in peers { peer.close() }
+    try? await Task.sleep(for: .milliseconds(500))
+
+    log("\(name): \(plan.scaleChargers) chargers connecting at once")
+    let connectStart = Date()
+    let connected = try await withThrowingTaskGroup(of: OCPPPeer?.self) { tasks in
+        for id in chargerIds.prefix(plan.scaleChargers) {
+            tasks.addTask { try? await connect(target(id), chargerId: id, group: group) }
+        }
+        var all: [OCPPPeer] = []
+        for try await peer in tasks { if let peer { all.append(peer) } }
+        return all
+    }
+    let connectSeconds = Date().timeIntervalSince(connectStart)
+    try? await Task.sleep(for: .seconds(1))
+    let rssLoaded = stats?.rssKiB
+    for peer in connected { peer.close() }
+    try? await Task.sleep(for: .seconds(1))
+
+    let histogram = paced.histogram.withLock { $0 }
+    let percentiles: [Double] = [0, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 100]
+    return ScenarioResult(
+        name: name, label: label,
+        p50Micros: histogram.valueAtPercentile(50), p99Micros: histogram.valueAtPercentile(99),
+        p999Micros: histogram.valueAtPercentile(99.9), latencyCalls: paced.completed.withLock { $0 },
+        failedCalls: paced.failed.withLock { $0 } + saturated.failed.withLock { $0 },
+        framesPerSecond: frames / max(elapsed, 0.001),
+        cpuSecondsPer100kFrames: cpuBefore.flatMap { before in cpuAfter.map { ($0 - before) / max(frames, 1) * 100_000 } },
+        rssIdleKiB: rssIdle, rssLoadedKiB: rssLoaded,
+        connectSeconds: connectSeconds, connectedChargers: connected.count,
+        cdf: percentiles.map { [$0, Double(histogram.valueAtPercentile($0))] })
+}
