@@ -123,7 +123,9 @@ public struct FirewallStage: Stage {
 
     // MARK: Per-session state
 
-    struct SessionState {
+    /// A class, so that a frame's checks mutate it in place: a struct read out of the session
+    /// and written back would copy its replay table on every frame.
+    final class SessionState {
         var buckets: [String: TokenBucket] = [:]
         /// Message ids seen per side, with when; pruned as the window slides.
         var seen: [Side: [String: Duration]] = [.charger: [:], .csms: [:]]
@@ -141,8 +143,13 @@ public struct FirewallStage: Stage {
     // MARK: Frames
 
     public func process(_ envelope: Envelope, in session: any SessionContext) -> Verdict {
-        var state = session[State.self] ?? SessionState()
-        defer { session[State.self] = state }
+        let state: SessionState
+        if let existing = session[State.self] {
+            state = existing
+        } else {
+            state = SessionState()
+            session[State.self] = state
+        }
         let side: Side = envelope.direction == .fromCSMS ? .csms : .charger
         let action = envelope.action ?? ""
 
@@ -157,27 +164,27 @@ public struct FirewallStage: Stage {
                    let problem = schema.validate(envelope.payload(), checkFormats: checkTimestamps) {
                     // A CALLRESULT cannot be answered with a CALLERROR; the caller's timeout will tell it.
                     return refuse(.drop(reason: "invalid \(action) result: \(problem)"), rule: "invalid_payload", side: side,
-                                  event: "InvalidMessages", state: &state, session: session)
+                                  event: "InvalidMessages", state: state, session: session)
                 }
             }
             return .forward
         }
 
         if replayWindow > .zero {
-            prune(&state, now: session.now)
+            prune(state, now: session.now)
             if state.seen[side]?[envelope.messageId] != nil {
                 return refuse(.drop(reason: "message id \(envelope.messageId) seen again within the replay window"), rule: "replay",
-                              side: side, event: "AttemptedReplayAttacks", state: &state, session: session)
+                              side: side, event: "AttemptedReplayAttacks", state: state, session: session)
             }
             state.seen[side, default: [:]][envelope.messageId] = session.now
         }
         guard let descriptor = MessageCatalogue.descriptor(for: action) else {
             return refuse(.answerError(.notImplemented, "unknown action '\(action.prefix(40))'"), rule: "unknown_action", side: side,
-                          event: nil, state: &state, session: session)
+                          event: nil, state: state, session: session)
         }
         guard MessageCatalogue.isAllowed(action, from: envelope.direction) else {
             return refuse(.answerError(.notSupported, "\(action) is not sent by the \(side == .charger ? "charge point" : "central system")"),
-                          rule: "wrong_direction", side: side, event: "InvalidMessages", state: &state, session: session)
+                          rule: "wrong_direction", side: side, event: "InvalidMessages", state: state, session: session)
         }
         if side == .charger {
             let name = rateLimits[descriptor.actionClass.rawValue] != nil ? descriptor.actionClass.rawValue : "default"
@@ -187,36 +194,36 @@ public struct FirewallStage: Stage {
             state.buckets[name] = bucket
             guard allowed else {
                 return refuse(.answerError(.genericError, "rate limit for \(name) CALLs exceeded; slow down"), rule: "rate_limit", side: side,
-                              event: nil, state: &state, session: session)
+                              event: nil, state: state, session: session)
             }
         } else {
             let permitted = (allowedCSMSActions?.contains(action) ?? true) && !deniedCSMSActions.contains(action)
             if !permitted {
                 return refuse(.answerError(.securityError, "\(action) is not allowed towards this charger by the gateway's policy"),
-                              rule: "csms_policy", side: side, event: nil, state: &state, session: session)
+                              rule: "csms_policy", side: side, event: nil, state: state, session: session)
             }
         }
         if validatePayloads, let schema = PayloadSchema.ocpp16(action, response: false),
            let problem = schema.validate(envelope.payload(), checkFormats: checkTimestamps) {
             let code = problem.code == .formationViolation ? OCPPErrorCode.formatViolation(for: session.version) : problem.code
             return refuse(.answerError(code, "\(action): \(problem)"), rule: "invalid_payload", side: side,
-                          event: "InvalidMessages", state: &state, session: session)
+                          event: "InvalidMessages", state: state, session: session)
         }
         if side == .csms, action == "ChangeConfiguration" {
             let payload = envelope.payload()
             let key = payload["key"]?.stringValue ?? ""
             if deniedConfigurationKeys.contains(key) {
-                return refuse(.answer(["status": "Rejected"]), rule: "configuration_key", side: side, event: nil, state: &state, session: session)
+                return refuse(.answer(["status": "Rejected"]), rule: "configuration_key", side: side, event: nil, state: state, session: session)
             }
             if (payload["value"]?.stringValue?.count ?? 0) > maxConfigurationValueLength {
-                return refuse(.answer(["status": "Rejected"]), rule: "configuration_value_length", side: side, event: nil, state: &state,
+                return refuse(.answer(["status": "Rejected"]), rule: "configuration_value_length", side: side, event: nil, state: state,
                               session: session)
             }
         }
         return .forward
     }
 
-    private func prune(_ state: inout SessionState, now: Duration) {
+    private func prune(_ state: SessionState, now: Duration) {
         guard now - state.lastPrune > replayWindow / 4 || (state.seen[.charger]?.count ?? 0) + (state.seen[.csms]?.count ?? 0) > 4096 else { return }
         state.lastPrune = now
         for side in [Side.charger, .csms] {
@@ -225,7 +232,7 @@ public struct FirewallStage: Stage {
     }
 
     /// Counts, logs and (rate-limited) reports a refusal.
-    private func refuse(_ verdict: Verdict, rule: String, side: Side, event: String?, state: inout SessionState,
+    private func refuse(_ verdict: Verdict, rule: String, side: Side, event: String?, state: SessionState,
                         session: any SessionContext) -> Verdict {
         decisions.count(rule: rule)
         session.logger.warning("firewall", metadata: ["rule": "\(rule)", "from": "\(side)", "verdict": "\(verdict.label)"])
