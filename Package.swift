@@ -190,6 +190,7 @@ let package = Package(
             dependencies: [
                 "Simulators", "DevPKI", "OCPP", "Transport",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

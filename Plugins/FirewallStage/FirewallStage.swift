@@ -131,6 +131,7 @@ public struct FirewallStage: Stage {
         var seen: [Side: [String: Duration]] = [.charger: [:], .csms: [:]]
         var lastPrune: Duration = .zero
         var lastEvent: [String: Duration] = [:]
+        var logs: [String: LogThrottle] = [:]
     }
 
     enum State: SessionStateKey { typealias Value = SessionState }
@@ -235,7 +236,13 @@ public struct FirewallStage: Stage {
     private func refuse(_ verdict: Verdict, rule: String, side: Side, event: String?, state: SessionState,
                         session: any SessionContext) -> Verdict {
         decisions.count(rule: rule)
-        session.logger.warning("firewall", metadata: ["rule": "\(rule)", "from": "\(side)", "verdict": "\(verdict.label)"])
+        let (log, suppressed) = state.logs[rule, default: LogThrottle()].admit(now: session.now)
+        if log {
+            session.logger.warning("firewall", metadata: [
+                "rule": "\(rule)", "from": "\(side)", "verdict": "\(verdict.label)",
+                "similar_lines_left_out": "\(suppressed)",
+            ])
+        }
         if let event {
             let last = state.lastEvent[event]
             if last == nil || session.now - last! >= securityEventInterval {

@@ -23,6 +23,8 @@ public final class Session: SessionContext {
     private var towardsCharger: CallLane
     private var towardsCSMS: CallLane
     private var stageState: [ObjectIdentifier: Any] = [:]
+    /// Per-frame log lines an attacker can provoke, throttled per message.
+    private var logThrottles: [String: LogThrottle] = [:]
     public private(set) var isEnded = false
 
     public init(chargerId: String, version: OCPPVersion = .v16, pipelines: PipelineHolder, limits: SessionLimits,
@@ -143,7 +145,7 @@ public final class Session: SessionContext {
 
     private func rejectMalformed(_ bytes: [UInt8], error: FrameError, from side: Side, direction: Direction) {
         let code = error.errorCode(for: version)
-        logger.warning("malformed frame refused", metadata: [
+        throttledLog(.warning, "malformed frame refused", [
             "from": "\(side)", "error": "\(error.detail)", "code": "\(code)", "bytes": "\(bytes.count)",
         ])
         metrics.countFrame(direction, action: nil, verdict: "malformed")
@@ -162,14 +164,14 @@ public final class Session: SessionContext {
             let call = CallLane.Call(id: frame.messageId, action: action, bytes: result.frame.bytes, origin: .relayed)
             let accepted = target == .charger ? towardsCharger.enqueue(call) : towardsCSMS.enqueue(call)
             guard accepted else {
-                logger.warning("CALL refused: queue full", metadata: ["action": "\(action)", "towards": "\(target)"])
+                throttledLog(.warning, "CALL refused: queue full", ["action": "\(action)", "towards": "\(target)"])
                 send(FrameEncoder.callError(id: frame.messageId, code: OCPPErrorCode.genericError.rawValue,
                                             description: "the gateway's queue towards the \(target) is full; retry later"), to: side)
                 return
             }
             pump(towards: target)
         case .drop(let reason):
-            logger.info("CALL dropped", metadata: ["action": "\(action)", "stage": "\(decidedBy ?? "")", "reason": "\(reason)"])
+            throttledLog(.info, "CALL dropped", ["action": "\(action)", "stage": "\(decidedBy ?? "")", "reason": "\(reason)"])
         case .answer(let payload):
             send(FrameEncoder.callResult(id: frame.messageId, payload: payload), to: side)
         case .answerError(let code, let description, let details):
@@ -181,7 +183,7 @@ public final class Session: SessionContext {
         // An answer from `side` settles the CALL that travelled towards `side`.
         let completed = side == .charger ? towardsCharger.complete(id: frame.messageId) : towardsCSMS.complete(id: frame.messageId)
         guard let call = completed else {
-            logger.warning("answer to no outstanding CALL dropped", metadata: ["from": "\(side)", "id": "\(frame.messageId)"])
+            throttledLog(.warning, "answer to no outstanding CALL dropped", ["from": "\(side)", "id": "\(frame.messageId)"])
             metrics.countFrame(direction, action: nil, verdict: "unmatched")
             return
         }
@@ -203,7 +205,7 @@ public final class Session: SessionContext {
             case .forward, .forwardModified:
                 send(result.frame.bytes, to: side.other)
             case .drop(let reason):
-                logger.info("answer dropped", metadata: ["action": "\(call.action)", "stage": "\(decidedBy ?? "")", "reason": "\(reason)"])
+                throttledLog(.info, "answer dropped", ["action": "\(call.action)", "stage": "\(decidedBy ?? "")", "reason": "\(reason)"])
             case .answer, .answerError:
                 logger.error("a stage answered an answer; dropped", metadata: ["action": "\(call.action)", "stage": "\(decidedBy ?? "")"])
             }
@@ -291,6 +293,14 @@ public final class Session: SessionContext {
                                         description: "no answer from the \(side) within \(timeout)"), to: side.other)
         }
         pump(towards: side)
+    }
+
+    private func throttledLog(_ level: Logger.Level, _ message: String, _ metadata: Logger.Metadata) {
+        let (log, suppressed) = logThrottles[message, default: LogThrottle()].admit(now: now)
+        guard log else { return }
+        var metadata = metadata
+        if suppressed > 0 { metadata["similar_lines_left_out"] = "\(suppressed)" }
+        logger.log(level: level, "\(message)", metadata: metadata)
     }
 
     private func send(_ bytes: [UInt8], to side: Side) {

@@ -23,6 +23,7 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .long, help: "Results file.") var out = "bench/results/latest.json"
     @Option(name: .long, help: "Markdown report.") var report = "docs/benchmarks.md"
     @Option(name: .long, help: "Scratch folder (PKI, configurations, logs).") var work = ".build-bench/work"
+    @Option(name: .long, help: "Which scenarios to run, e.g. ABCDE or C (for profiling one).") var scenarios = "ABCDE"
 
     func run() async throws {
         let plan = smoke ? Plan.smoke : full ? Plan.full : Plan.quick
@@ -44,21 +45,25 @@ struct Bench: AsyncParsableCommand {
         // A: no proxy at all.
         let pkiFolder = pki.directory
         let caFile = pki.caCertificate
-        results.append(try await measure("A", "direct (no proxy)", plan: plan, process: nil, chargerIds: chargerIds) { id in
-            .direct(url: "wss://127.0.0.1:\(csmsPort)/ocpp/\(id)", certificate: "\(pkiFolder)/chargers/\(id)/cert.pem",
-                    key: "\(pkiFolder)/chargers/\(id)/key.pem", ca: caFile)
-        })
+        if scenarios.contains("A") {
+            results.append(try await measure("A", "direct (no proxy)", plan: plan, process: nil, chargerIds: chargerIds) { id in
+                .direct(url: "wss://127.0.0.1:\(csmsPort)/ocpp/\(id)", certificate: "\(pkiFolder)/chargers/\(id)/cert.pem",
+                        key: "\(pkiFolder)/chargers/\(id)/key.pem", ca: caFile)
+            })
+        }
         // B: nginx, ws in, wss + client certificate out.
-        let nginx = try Nginx(work: work, csmsPort: csmsPort, pki: pki)
-        try nginx.start()
-        let nginxPort = nginx.port
-        results.append(try await measure("B", "nginx ws→wss mTLS proxy", plan: plan, process: nginx.process, chargerIds: chargerIds) { id in
-            .plain(url: "ws://127.0.0.1:\(nginxPort)/ocpp/\(id)", password: nil)
-        })
-        nginx.stop()
+        if scenarios.contains("B") {
+            let nginx = try Nginx(work: work, csmsPort: csmsPort, pki: pki)
+            try nginx.start()
+            let nginxPort = nginx.port
+            results.append(try await measure("B", "nginx ws→wss mTLS proxy", plan: plan, process: nginx.process, chargerIds: chargerIds) { id in
+                .plain(url: "ws://127.0.0.1:\(nginxPort)/ocpp/\(id)", password: nil)
+            })
+            nginx.stop()
+        }
         // C and D: the gateway.
         for (name, label, pipeline) in [("C", "gateway, minimal pipeline (auth)", Pipelines.minimal),
-                                         ("D", "gateway, full pipeline (ids, auth, certs)", Pipelines.full)] {
+                                         ("D", "gateway, full pipeline (ids, auth, certs)", Pipelines.full)] where scenarios.contains(name) {
             let gateway = try GatewayProcess(binary: self.gateway, work: work, name: name, csmsPort: csmsPort, pki: pki,
                                              chargers: chargerIds, pipeline: pipeline)
             try await gateway.start()
@@ -68,8 +73,18 @@ struct Bench: AsyncParsableCommand {
             })
             gateway.stop()
         }
+        // E: the firewall under a flood from one source.
+        var flood: FloodResult?
+        if scenarios.contains("E") {
+            let gateway = try GatewayProcess(binary: self.gateway, work: work, name: "E", csmsPort: csmsPort, pki: pki,
+                                             chargers: chargerIds, pipeline: Pipelines.firewall)
+            try await gateway.start()
+            flood = try await measureFlood(gatewayPort: gateway.port, seconds: plan.latencySeconds / 1.5,
+                                           badFramesPerSecond: 20_000, attemptsPerSecond: 500)
+            gateway.stop()
+        }
         await csms.stop()
-        try Report(results: results, plan: plan, out: out, markdown: report).write()
+        try Report(results: results, flood: flood, plan: plan, out: out, markdown: report).write()
         log("wrote \(out) and \(report)")
     }
 }

@@ -115,6 +115,18 @@ enum Pipelines {
         """
 }
 
+extension Pipelines {
+    /// The firewall with its default limits, in front of auth: what a site would run.
+    static let firewall = """
+        version: 1
+        stages:
+          - id: guard
+            type: ids
+          - id: identity
+            type: auth
+        """
+}
+
 /// The gateway under test, as its own process.
 final class GatewayProcess {
     let port: Int

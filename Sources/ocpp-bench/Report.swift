@@ -3,6 +3,7 @@ import Foundation
 /// Writes the results as JSON, a Markdown page and a latency CDF picture (SVG).
 struct Report {
     let results: [ScenarioResult]
+    let flood: FloodResult?
     let plan: Plan
     let out: String
     let markdown: String
@@ -14,6 +15,7 @@ struct Report {
         var mode: String
         var plan: [String: Double]
         var scenarios: [ScenarioResult]
+        var flood: FloodResult?
     }
 
     func write() throws {
@@ -28,7 +30,7 @@ struct Report {
             plan: ["latency_chargers": Double(plan.latencyChargers), "calls_per_second_per_charger": plan.ratePerCharger,
                    "latency_seconds": plan.latencySeconds, "saturation_seconds": plan.saturationSeconds,
                    "scale_chargers": Double(plan.scaleChargers)],
-            scenarios: results)
+            scenarios: results, flood: flood)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try FileManager.default.createDirectory(atPath: (out as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
@@ -83,6 +85,7 @@ struct Report {
             \(rows.joined(separator: "\n"))
 
             ![latency CDF](benchmarks-latency-cdf.svg)
+            \(floodSection)
 
             ## Method
 
@@ -104,6 +107,29 @@ struct Report {
               handshake north. The time is until the last upgrade completed.
             - Everything runs on one machine, so the load generator and the CSMS take CPU from the proxy under test;
               the comparison between paths is fair, the absolute numbers are pessimistic.
+
+            """
+    }
+
+    private var floodSection: String {
+        guard let flood else { return "" }
+        let ratio = Double(flood.floodP99Micros) / Double(max(flood.idleP99Micros, 1))
+        return """
+
+            ## Under attack (E)
+
+            The gateway with the `ids` stage at its defaults, in front of `auth`. One source sends
+            \(Int(flood.badFramesPerSecond)) bad frames/s (malformed JSON, invalid payloads, unknown and wrong-direction
+            actions) on one connection and makes \(Int(flood.connectionAttemptsPerSecond)) connection attempts/s with a wrong
+            password, while a legitimate charger sends an Authorize every 100 ms.
+
+            | Authorize | p50 (ms) | p99 (ms) |
+            |---|---|---|
+            | idle | \(ms(flood.idleP50Micros)) | \(ms(flood.idleP99Micros)) |
+            | under the flood | \(ms(flood.floodP50Micros)) | \(ms(flood.floodP99Micros)) |
+
+            p99 under the flood is \(String(format: "%.2f", ratio))× the idle p99 (goal: at most 2×); \(flood.legitimateFailures) of the legitimate
+            charger's CALLs failed.
 
             """
     }
