@@ -59,7 +59,11 @@ let package = Package(
         ),
 
         // Drives a stage (or a whole pipeline) with envelopes and a fake clock; no sockets.
-        .target(name: "StageTesting", dependencies: ["OCPP", "StageKit", "Router"], swiftSettings: swiftSettings),
+        .target(
+            name: "StageTesting",
+            dependencies: ["OCPP", "StageKit", "Router", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
 
         // SwiftNIO WebSocket server (south), client (north), TLS, admin HTTP.
         .target(

@@ -7,24 +7,8 @@ import Router
 import StageKit
 import StageTesting
 import SwiftASN1
-import Synchronization
 import Testing
 import X509
-
-/// Collects log lines so tests can prove no key material is ever logged.
-final class LogCapture: LogHandler, @unchecked Sendable {
-    let lines = Mutex<[String]>([])
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .trace
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-    func log(event: LogEvent) {
-        let all = metadata.merging(event.metadata ?? [:]) { $1 }
-        lines.withLock { $0.append("\(event.message) \(all)") }
-    }
-}
 
 /// A state directory, a CPO CA (also the CSMS root, as in many deployments) and a tester.
 struct CertsRig {
@@ -97,7 +81,7 @@ struct CertsStageTests {
         #expect(!FileManager.default.fileExists(atPath: rig.chargerFolder + "/pending-key.pem"))
         let installed = try Certificate(pemEncoded: String(contentsOfFile: rig.chargerFolder + "/cert.pem", encoding: .utf8))
         #expect(installed.publicKey == request.publicKey)
-        let logged = rig.logs.lines.withLock { $0.joined(separator: "\n") }
+        let logged = rig.logs.text
         #expect(!logged.contains("PRIVATE KEY"))
         #expect(!logged.contains(try String(contentsOfFile: rig.chargerFolder + "/key.pem", encoding: .utf8).split(separator: "\n")[1]))
     }
@@ -226,7 +210,7 @@ struct CertsStageTests {
         let secret = "00112233445566778899aabbccddeeff00112233"
         let change = tester.csmsSends(call: "ChangeConfiguration", payload: ["key": "AuthorizationKey", "value": .string(secret)])
         #expect(tester.takeSentToCSMS().first { $0.messageId == change }?.payload()["status"] == "Accepted")
-        #expect(!rig.logs.lines.withLock { $0.joined() }.contains(secret))
+        #expect(!rig.logs.text.contains(secret))
         let stage = try #require(tester.pipeline.stages.first?.instance)
         #expect(stage.amendNorthCredentials(NorthCredentials(securityProfile: 2), for: "CP001").basicAuth?.password == secret)
         let attributes = try FileManager.default.attributesOfItem(atPath: rig.chargerFolder + "/settings.json")
