@@ -58,6 +58,9 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // Charging-profile arithmetic for the smart-charging stage: composite schedules, TOU, compiling for a charger.
+        .target(name: "ChargingSchedules", dependencies: ["OCPP"], swiftSettings: swiftSettings),
+
         // Drives a stage (or a whole pipeline) with envelopes and a fake clock; no sockets.
         .target(
             name: "StageTesting",
@@ -203,6 +206,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        .testTarget(name: "ChargingSchedulesTests", dependencies: ["ChargingSchedules", "OCPP"], swiftSettings: swiftSettings),
         .testTarget(name: "OCPPTests", dependencies: ["OCPP"], swiftSettings: swiftSettings),
         .testTarget(name: "RouterTests", dependencies: ["Router", "StageKit", "StageTesting", "OCPP"], swiftSettings: swiftSettings),
         .testTarget(
