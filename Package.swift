@@ -146,10 +146,17 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        .target(
+            name: "SmartChargingStage",
+            dependencies: ["OCPP", "StageKit", "ChargingSchedules", .product(name: "Logging", package: "swift-log")],
+            path: "Plugins/SmartChargingStage",
+            swiftSettings: swiftSettings
+        ),
+
         // Wires the stage modules into a registry; the one line a stage author adds lives here.
         .target(
             name: "GatewayStages",
-            dependencies: ["StageKit", "Router", "AuthStage", "CertsStage", "FirewallStage"],
+            dependencies: ["StageKit", "Router", "AuthStage", "CertsStage", "FirewallStage", "SmartChargingStage"],
             swiftSettings: swiftSettings
         ),
 
@@ -206,6 +213,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        .testTarget(
+            name: "SmartChargingStageTests",
+            dependencies: ["SmartChargingStage", "ChargingSchedules", "StageTesting", "StageKit", "OCPP", "Router"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "ChargingSchedulesTests", dependencies: ["ChargingSchedules", "OCPP"], swiftSettings: swiftSettings),
         .testTarget(name: "OCPPTests", dependencies: ["OCPP"], swiftSettings: swiftSettings),
         .testTarget(name: "RouterTests", dependencies: ["Router", "StageKit", "StageTesting", "OCPP"], swiftSettings: swiftSettings),

@@ -1,6 +1,7 @@
 import AuthStage
 import CertsStage
 import FirewallStage
+import SmartChargingStage
 public import Router
 
 /// Every stage type this build of the gateway knows. Adding a stage module to the gateway is
@@ -10,5 +11,6 @@ public func makeStageRegistry() -> StageRegistry {
     registry.register(AuthStage.self)
     registry.register(CertsStage.self)
     registry.register(FirewallStage.self)
+    registry.register(SmartChargingStage.self)
     return registry
 }

@@ -1,0 +1,124 @@
+import Foundation
+import OCPP
+import SmartChargingStage
+import StageKit
+import StageTesting
+import Testing
+
+@Suite("smart_charging stage")
+struct SmartChargingStageTests {
+    /// A day-ahead curve as a CSMS sends it: 48 half-hour periods in watts.
+    func dayAhead(startingAt start: Double) -> JSONValue {
+        let watts: [Double] = [11_000, 7_360, 2_760, 22_080]
+        let periods: [JSONValue] = (0..<48).map { index in
+            ["startPeriod": .number(index * 1800), "limit": .number(watts[index % 4])]
+        }
+        return ["connectorId": 1, "csChargingProfiles": [
+            "chargingProfileId": 17, "stackLevel": 3, "chargingProfilePurpose": "TxDefaultProfile", "chargingProfileKind": "Absolute",
+            "chargingSchedule": ["startSchedule": .string(Date(timeIntervalSince1970: start).formatted(.iso8601)),
+                                 "chargingRateUnit": "W", "chargingSchedulePeriod": .array(periods)],
+        ]]
+    }
+
+    func limit(_ frame: Frame?) -> Double? {
+        frame?.payload()["csChargingProfiles"]?["chargingSchedule"]?["chargingSchedulePeriod"]?.arrayValue?.first?["limit"]?.doubleValue
+    }
+
+    @Test func aOnePeriodChargerFollowsA48PeriodCurveAndTheCSMSGetsTheChargersAnswer() throws {
+        let tester = try StageTester(SmartChargingStage.self, config: "discover: false")
+        let id = tester.csmsSends(call: "SetChargingProfile", payload: dayAhead(startingAt: tester.wallTime))
+        let sent = try #require(tester.takeSentToCharger().first)
+        #expect(sent.messageId == id, "the CSMS's own CALL, compiled")
+        let profile = try #require(sent.payload()["csChargingProfiles"])
+        #expect(profile["stackLevel"] == 0 && profile["chargingProfilePurpose"] == "TxDefaultProfile" && profile["chargingProfileId"] == 9001)
+        #expect(profile["chargingSchedule"]?["chargingRateUnit"] == "A")
+        #expect(profile["chargingSchedule"]?["chargingSchedulePeriod"]?.arrayValue?.count == 1)
+        #expect(limit(sent) == 15.9)
+        tester.chargerAnswers(id, payload: ["status": "Accepted"])
+        #expect(tester.takeSentToCSMS().map { $0.payload()["status"] } == ["Accepted"], "truthful: the charger's answer")
+
+        var limits: [Double?] = []
+        for _ in 0..<3 {
+            tester.advance(by: .seconds(1800))
+            let next = tester.takeSentToCharger().first
+            #expect(next?.action == "SetChargingProfile")
+            limits.append(limit(next))
+            if let next { tester.chargerAnswers(next.messageId, payload: ["status": "Accepted"]) }
+        }
+        #expect(limits == [10.6, 0, 32], "7.36 kW, then 2.76 kW (under 6 A: pause), then 22 kW (the 32 A maximum)")
+        #expect(tester.takeSentToCSMS().isEmpty, "the charger's answers to the gateway's re-sends are not forwarded")
+    }
+
+    @Test func aRejectionByTheChargerReachesTheCSMS() throws {
+        let tester = try StageTester(SmartChargingStage.self, config: "discover: false")
+        let id = tester.csmsSends(call: "SetChargingProfile", payload: dayAhead(startingAt: tester.wallTime))
+        tester.chargerAnswers(id, payload: ["status": "Rejected"])
+        #expect(tester.takeSentToCSMS().map { $0.payload()["status"] } == ["Rejected"])
+    }
+
+    @Test func capabilitiesAreReadFromTheChargerAfterBoot() throws {
+        let tester = try StageTester(SmartChargingStage.self)
+        let boot = tester.chargerSends(call: "BootNotification", payload: ["chargePointVendor": "V", "chargePointModel": "M"])
+        tester.csmsAnswers(boot, payload: ["status": "Accepted", "currentTime": "2026-01-01T00:00:00Z", "interval": 300])
+        let ask = try #require(tester.takeSentToCharger { $0.action == "GetConfiguration" }.first)
+        tester.chargerAnswers(ask.messageId, payload: ["configurationKey": [
+            ["key": "ChargingScheduleMaxPeriods", "readonly": true, "value": "3"],
+            ["key": "ChargeProfileMaxStackLevel", "readonly": true, "value": "5"],
+            ["key": "ChargingScheduleAllowedChargingRateUnit", "readonly": true, "value": "Current,Power"],
+        ]])
+        _ = tester.takeSentToCharger()
+        tester.csmsSends(call: "SetChargingProfile", payload: dayAhead(startingAt: tester.wallTime))
+        let sent = try #require(tester.takeSentToCharger().first)
+        #expect(sent.payload()["csChargingProfiles"]?["chargingSchedule"]?["chargingSchedulePeriod"]?.arrayValue?.count == 3)
+        #expect(sent.payload()["csChargingProfiles"]?["stackLevel"] == 5, "the highest level it honours, above any stale profile")
+    }
+
+    @Test func compositeScheduleAndClearAnswerWithWhatTheGatewayEnforces() throws {
+        let tester = try StageTester(SmartChargingStage.self, config: "discover: false")
+        let set = tester.csmsSends(call: "SetChargingProfile", payload: dayAhead(startingAt: tester.wallTime))
+        tester.chargerAnswers(set, payload: ["status": "Accepted"])
+        _ = tester.takeSentToCSMS()
+        _ = tester.takeSentToCharger()
+        let ask = tester.csmsSends(call: "GetCompositeSchedule", payload: ["connectorId": 1, "duration": 3600])
+        let composite = try #require(tester.takeSentToCSMS { $0.messageId == ask }.first).payload()
+        #expect(composite["status"] == "Accepted")
+        #expect(composite["chargingSchedule"]?["chargingSchedulePeriod"]?.arrayValue?.compactMap { $0["limit"]?.doubleValue } == [15.9, 10.6])
+        #expect(tester.takeSentToCharger().isEmpty, "answered by the gateway")
+
+        let clear = tester.csmsSends(call: "ClearChargingProfile", payload: ["id": 17])
+        #expect(tester.takeSentToCSMS { $0.messageId == clear }.first?.payload()["status"] == "Accepted")
+        tester.advance(by: .zero)
+        let removal = try #require(tester.takeSentToCharger().first)
+        #expect(removal.action == "ClearChargingProfile" && removal.payload()["id"] == 9001)
+        tester.chargerAnswers(removal.messageId, payload: ["status": "Accepted"])
+        tester.advance(by: .seconds(3600))
+        #expect(tester.takeSentToCharger().isEmpty, "no more re-sends once cleared")
+        let unknown = tester.csmsSends(call: "ClearChargingProfile", payload: ["id": 17])
+        #expect(tester.takeSentToCSMS { $0.messageId == unknown }.first?.payload()["status"] == "Unknown")
+    }
+
+    @Test func aTxProfileTakesOverWhenTheTransactionStarts() throws {
+        let tester = try StageTester(SmartChargingStage.self, config: "discover: false")
+        let set = tester.csmsSends(call: "SetChargingProfile", payload: dayAhead(startingAt: tester.wallTime))
+        tester.chargerAnswers(set, payload: ["status": "Accepted"])
+        _ = tester.takeSentToCharger()
+        let txProfile: JSONValue = ["connectorId": 1, "csChargingProfiles": [
+            "chargingProfileId": 18, "stackLevel": 0, "chargingProfilePurpose": "TxProfile", "chargingProfileKind": "Relative",
+            "transactionId": 5, "chargingSchedule": ["chargingRateUnit": "A", "chargingSchedulePeriod": [["startPeriod": 0, "limit": 8]]],
+        ]]
+        let txSet = tester.csmsSends(call: "SetChargingProfile", payload: txProfile)
+        #expect(limit(tester.takeSentToCharger { $0.messageId == txSet }.first) == 15.9, "no transaction yet: the default applies")
+        tester.chargerAnswers(txSet, payload: ["status": "Accepted"])
+        let start = tester.chargerSends(call: "StartTransaction", payload: [
+            "connectorId": 1, "idTag": "t", "meterStart": 0, "timestamp": .string(Date(timeIntervalSince1970: tester.wallTime).formatted(.iso8601)),
+        ])
+        tester.csmsAnswers(start, payload: ["transactionId": 5, "idTagInfo": ["status": "Accepted"]])
+        #expect(limit(tester.takeSentToCharger { $0.action == "SetChargingProfile" }.first) == 8)
+    }
+
+    @Test func configurationMistakes() {
+        #expect(throws: (any Error).self) { try StageTester.build(SmartChargingStage.self, config: "charger: { units: [kW] }") }
+        #expect(throws: (any Error).self) { try StageTester.build(SmartChargingStage.self, config: "charger: { purpose: TxProfile }") }
+        #expect(throws: (any Error).self) { try StageTester.build(SmartChargingStage.self, config: "charger: { minimum_amps: 40 }") }
+    }
+}
