@@ -1,6 +1,7 @@
 import ChargingSchedules
 import Foundation
 import Logging
+import Synchronization
 public import OCPP
 public import StageKit
 
@@ -22,6 +23,33 @@ public struct SmartChargingStage: Stage {
         public var discover: Bool?
         /// How far ahead the composite schedule is computed, in hours.
         public var horizonHours: Double?
+        /// Where OCPP 2.0.1 charging profiles arrive until a 2.0.1 north link exists.
+        public var dataTransfer: DataTransferSettings?
+        /// The operator's time-of-use policy.
+        public var timeOfUse: TimeOfUseSettings?
+        /// A limit in amps per phase shared by every charger behind this gateway, divided among those charging.
+        public var siteLimitAmps: Double?
+    }
+
+    public struct DataTransferSettings: Decodable, Sendable {
+        public var vendorId: String?
+        public var messageId: String?
+    }
+
+    public struct TimeOfUseSettings: Decodable, Sendable {
+        public var timeZone: String
+        public var windows: [WindowSettings]
+    }
+
+    public struct WindowSettings: Decodable, Sendable {
+        /// mon, tue, wed, thu, fri, sat, sun.
+        public var days: [String]
+        /// "HH:MM" local time; `to` may be "24:00".
+        public var from: String
+        public var to: String
+        public var amps: Double?
+        /// Kilowatts for the whole charger, converted with its voltage and phases.
+        public var kw: Double?
     }
 
     public struct ChargerSettings: Decodable, Sendable {
@@ -43,6 +71,10 @@ public struct SmartChargingStage: Stage {
     let defaults: ChargerCapabilities
     let discover: Bool
     let horizon: TimeInterval
+    let dataTransferVendor: String
+    let dataTransferMessage: String
+    let timeOfUse: TimeOfUsePolicy?
+    let site: SiteLimit?
     /// The id of the profile the gateway installs on the charger (one per connector).
     static let compiledProfileIdBase = 9000
 
@@ -66,6 +98,41 @@ public struct SmartChargingStage: Stage {
         guard defaults.minimumAmps < defaults.maximumAmps else { throw SmartChargingError("'minimum_amps' must be below 'maximum_amps'") }
         discover = configuration.discover ?? true
         horizon = (configuration.horizonHours ?? 48) * 3600
+        dataTransferVendor = configuration.dataTransfer?.vendorId ?? "ocpp-gateway"
+        dataTransferMessage = configuration.dataTransfer?.messageId ?? "SetChargingProfile201"
+        let supply = defaults.supply
+        timeOfUse = try configuration.timeOfUse.map { try Self.policy($0, supply: supply) }
+        site = try configuration.siteLimitAmps.map { limit in
+            guard limit > 0 else { throw SmartChargingError("'site_limit_amps' must be positive") }
+            return SiteLimit(amps: limit)
+        }
+    }
+
+    static func policy(_ settings: TimeOfUseSettings, supply: ElectricalSupply) throws -> TimeOfUsePolicy {
+        guard let zone = TimeZone(identifier: settings.timeZone) else {
+            throw SmartChargingError("unknown time zone '\(settings.timeZone)'; use an IANA name such as Europe/Berlin")
+        }
+        let days = ["sun": 1, "mon": 2, "tue": 3, "wed": 4, "thu": 5, "fri": 6, "sat": 7]
+        func minutes(_ text: String) throws -> Int {
+            let parts = text.split(separator: ":").compactMap { Int($0) }
+            guard parts.count == 2, (0...24).contains(parts[0]), (0..<60).contains(parts[1]), parts[0] * 60 + parts[1] <= 1440 else {
+                throw SmartChargingError("'\(text)' is not a time of day (HH:MM)")
+            }
+            return parts[0] * 60 + parts[1]
+        }
+        let windows = try settings.windows.map { window in
+            let weekdays = try Set(window.days.map { day in
+                guard let number = days[day.lowercased()] else { throw SmartChargingError("'\(day)' is not a day; use mon … sun") }
+                return number
+            })
+            let start = try minutes(window.from), end = try minutes(window.to)
+            guard start < end else { throw SmartChargingError("a window must end after it starts (\(window.from)–\(window.to))") }
+            guard let amps = window.amps ?? window.kw.map({ $0 * 1000 / (supply.voltage * Double(supply.phases)) }) else {
+                throw SmartChargingError("each window needs 'amps' or 'kw'")
+            }
+            return TimeOfUsePolicy.Window(weekdays: weekdays, start: start, end: end, amps: amps)
+        }
+        return TimeOfUsePolicy(timeZone: zone, windows: windows)
     }
 
     // MARK: Per-charger state
@@ -99,6 +166,11 @@ public struct SmartChargingStage: Stage {
             return compositeSchedule(envelope.payload(), state, session)
         case (.fromCSMS, .call, "ClearChargingProfile"):
             return clearChargingProfile(envelope.payload(), state, session)
+        case (.fromCSMS, .call, "DataTransfer"):
+            let payload = envelope.payload()
+            if payload["vendorId"]?.stringValue == dataTransferVendor, payload["messageId"]?.stringValue == dataTransferMessage {
+                return profileFromDataTransfer(payload, messageId: envelope.messageId, state, session)
+            }
         case (.fromCharger, .call, "StartTransaction"):
             state.pendingStart[envelope.messageId] = envelope.payload()["timestamp"]?.stringValue.flatMap(parseTimestamp)
                 ?? Date(timeIntervalSince1970: session.wallTime)
@@ -106,12 +178,18 @@ public struct SmartChargingStage: Stage {
             if let id = envelope.payload()["transactionId"]?.intValue {
                 let start = state.pendingStart.removeValue(forKey: envelope.messageId) ?? Date(timeIntervalSince1970: session.wallTime)
                 state.transaction = TransactionContext(id: id, start: start)
+                site?.setCharging(session.chargerId, true)
                 pushAll(state, session, reason: "transaction \(id) started")
+                rebalanceOthers(session)
             }
         case (.fromCharger, .call, "StopTransaction"):
             state.transaction = nil
+            site?.setCharging(session.chargerId, false)
+            rebalanceOthers(session)
         case (.fromCSMS, .callResult, "BootNotification"):
-            if discover, envelope.payload()["status"]?.stringValue == "Accepted" { discoverCapabilities(state, session) }
+            if envelope.payload()["status"]?.stringValue == "Accepted" {
+                if discover { discoverCapabilities(state, session) } else { pushAll(state, session, reason: "boot") }
+            }
         default:
             break
         }
@@ -142,10 +220,11 @@ public struct SmartChargingStage: Stage {
 
     func compile(_ connector: Int, _ state: State, _ session: any SessionContext) -> CompiledProfile? {
         let profiles = (state.profiles[connector] ?? []) + (connector == 0 ? [] : state.profiles[0] ?? [])
-        guard !profiles.isEmpty else { return nil }
         let now = Date(timeIntervalSince1970: session.wallTime)
+        let constraints = self.constraints(for: session.chargerId, from: now)
+        guard !profiles.isEmpty || !constraints.isEmpty else { return nil }
         let segments = CompositeSchedule.compute(profiles: profiles, from: now, until: now + horizon, transaction: state.transaction,
-                                                 supply: state.capabilities.supply)
+                                                 supply: state.capabilities.supply, constraints: constraints)
         // The highest stack level the charger honours, so a stale profile left on it cannot cap ours.
         return ProfileCompiler.compile(segments, now: now, capabilities: state.capabilities,
                                        profileId: Self.compiledProfileIdBase + connector, stackLevel: state.capabilities.maxStackLevel)
@@ -172,9 +251,68 @@ public struct SmartChargingStage: Stage {
     }
 
     private func pushAll(_ state: State, _ session: any SessionContext, reason: String) {
-        for connector in state.profiles.keys.sorted() where !(state.profiles[connector] ?? []).isEmpty {
-            push(connector, state, session, reason: reason)
+        var connectors = state.profiles.keys.filter { !(state.profiles[$0] ?? []).isEmpty }
+        // Time-of-use and site limits apply to the whole charger even when the CSMS sent nothing.
+        if connectors.isEmpty, timeOfUse != nil || site != nil { connectors = [0] }
+        for connector in connectors.sorted() { push(connector, state, session, reason: reason) }
+    }
+
+    /// The operator's caps for a charger: its time-of-use windows and its share of the site limit.
+    func constraints(for chargerId: String, from now: Date) -> [[LimitSegment]] {
+        var constraints: [[LimitSegment]] = []
+        if let timeOfUse { constraints.append(timeOfUse.segments(from: now, until: now + horizon)) }
+        if let share = site?.share(for: chargerId) { constraints.append([LimitSegment(start: now, end: now + horizon, amps: share)]) }
+        return constraints
+    }
+
+    /// Other chargers' shares of the site limit changed: each re-compiles on its own event loop.
+    private func rebalanceOthers(_ session: any SessionContext) {
+        guard let site else { return }
+        for handle in site.handles(except: session.chargerId) {
+            handle.run { other in
+                guard let state = other[Key.self] else { return }
+                pushAll(state, other, reason: "site limit re-divided")
+            }
         }
+    }
+
+    public func sessionStarted(_ session: any SessionContext) {
+        site?.join(session.chargerId, handle: session.handle)
+    }
+
+    public func sessionEnded(_ session: any SessionContext) {
+        guard let site else { return }
+        let wasCharging = site.leave(session.chargerId)
+        if wasCharging { rebalanceOthers(session) }
+    }
+
+    /// A 2.0.1 profile inside DataTransfer: compiled like a 1.6 one, installed with a gateway CALL,
+    /// and the DataTransfer answered with the charger's verdict.
+    private func profileFromDataTransfer(_ payload: JSONValue, messageId: String, _ state: State, _ session: any SessionContext) -> Verdict {
+        let request: JSONValue
+        let profile: ChargingProfile
+        do {
+            guard let data = payload["data"]?.stringValue else { throw ProfileError("'data' must hold the request as JSON text") }
+            request = try JSONValue(parsing: data)
+            guard let json = request["chargingProfile"] else { throw ProfileError("'data' needs evseId and chargingProfile") }
+            profile = try ChargingProfile(ocpp201: json)
+        } catch {
+            return .answer(["status": "Rejected", "data": .string("\(error)")])
+        }
+        let connector = request["evseId"]?.intValue ?? 0
+        var profiles = state.profiles[connector] ?? []
+        profiles.removeAll { $0.id == profile.id }
+        profiles.append(profile)
+        state.profiles[connector] = profiles
+        guard let compiled = compile(connector, state, session) else { return .answer(["status": "Rejected"]) }
+        schedulePush(connector, at: compiled.resendAt, state, session)
+        session.sendCall("SetChargingProfile", payload: ["connectorId": .number(connector), "csChargingProfiles": compiled.profile],
+                         to: .charger) { outcome in
+            let accepted: Bool
+            if case .result(let answer) = outcome { accepted = answer["status"]?.stringValue == "Accepted" } else { accepted = false }
+            session.answer(messageId, to: .csms, with: ["status": .string(accepted ? "Accepted" : "Rejected")], error: nil)
+        }
+        return .answerLater
     }
 
     private func compositeSchedule(_ payload: JSONValue, _ state: State, _ session: any SessionContext) -> Verdict {
@@ -233,7 +371,10 @@ public struct SmartChargingStage: Stage {
     private func discoverCapabilities(_ state: State, _ session: any SessionContext) {
         let keys: [JSONValue] = ["ChargeProfileMaxStackLevel", "ChargingScheduleAllowedChargingRateUnit", "ChargingScheduleMaxPeriods"]
         session.sendCall("GetConfiguration", payload: ["key": .array(keys)], to: .charger) { outcome in
-            guard case .result(let answer) = outcome else { return }
+            guard case .result(let answer) = outcome else {
+                pushAll(state, session, reason: "boot")
+                return
+            }
             for entry in answer["configurationKey"]?.arrayValue ?? [] {
                 guard let key = entry["key"]?.stringValue, let value = entry["value"]?.stringValue else { continue }
                 switch key {
@@ -251,6 +392,7 @@ public struct SmartChargingStage: Stage {
                 default: break
                 }
             }
+            pushAll(state, session, reason: "boot")
             session.logger.info("charger smart-charging capabilities", metadata: [
                 "max_periods": "\(state.capabilities.maxPeriods)", "max_stack_level": "\(state.capabilities.maxStackLevel)",
                 "units": "\(state.capabilities.units.map(\.rawValue).sorted())",
@@ -270,4 +412,43 @@ func parseTimestamp(_ text: String) -> Date? {
 struct SmartChargingError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+/// The site limit's bookkeeping, shared by every session of one stage instance.
+final class SiteLimit: Sendable {
+    let amps: Double
+    private struct Member {
+        var handle: SessionHandle
+        var charging: Bool
+    }
+    private let members = Mutex<[String: Member]>([:])
+
+    init(amps: Double) { self.amps = amps }
+
+    func join(_ chargerId: String, handle: SessionHandle) {
+        members.withLock { $0[chargerId] = Member(handle: handle, charging: false) }
+    }
+
+    /// Removes a charger; true if it was charging (the others' shares grow).
+    func leave(_ chargerId: String) -> Bool {
+        members.withLock { $0.removeValue(forKey: chargerId)?.charging ?? false }
+    }
+
+    func setCharging(_ chargerId: String, _ charging: Bool) {
+        members.withLock { $0[chargerId]?.charging = charging }
+    }
+
+    /// Equal shares among the chargers charging; one that is not yet charging is counted in, so
+    /// that starting cannot overshoot the site before the re-division reaches the others.
+    func share(for chargerId: String) -> Double {
+        members.withLock { members in
+            let charging = members.values.filter(\.charging).count
+            let counted = charging + (members[chargerId]?.charging == true ? 0 : 1)
+            return (amps / Double(max(1, counted)) * 10).rounded(.down) / 10
+        }
+    }
+
+    func handles(except chargerId: String) -> [SessionHandle] {
+        members.withLock { $0.filter { $0.key != chargerId }.map(\.value.handle) }
+    }
 }

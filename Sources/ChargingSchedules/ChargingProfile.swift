@@ -85,7 +85,7 @@ public struct ChargingProfile: Sendable, Equatable {
 /// Why a profile could not be read.
 public struct ProfileError: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String
-    init(_ description: String) { self.description = description }
+    public init(_ description: String) { self.description = description }
 }
 
 extension ChargingProfile {
@@ -133,4 +133,32 @@ func parseDate(_ text: String) -> Date? {
     if let date = formatter.date(from: text) { return date }
     formatter.formatOptions = [.withInternetDateTime]
     return formatter.date(from: text)
+}
+
+extension ChargingProfile {
+    /// Reads an OCPP 2.0.1 `ChargingProfileType` (part 2 §2.10). Of up to three schedules (ISO 15118
+    /// offers), the first is used; ChargingStationMaxProfile and ChargingStationExternalConstraints
+    /// both cap the station, as ChargePointMaxProfile does in 1.6.
+    public init(ocpp201 json: JSONValue) throws(ProfileError) {
+        guard let id = json["id"]?.intValue, let stackLevel = json["stackLevel"]?.intValue,
+              let purposeName = json["chargingProfilePurpose"]?.stringValue, json["chargingProfileKind"]?.stringValue != nil,
+              let schedule = json["chargingSchedule"]?.arrayValue?.first
+        else { throw ProfileError("a 2.0.1 charging profile needs id, stackLevel, chargingProfilePurpose, chargingProfileKind and chargingSchedule") }
+        let purpose: ProfilePurpose
+        switch purposeName {
+        case "ChargingStationMaxProfile", "ChargingStationExternalConstraints": purpose = .chargePointMax
+        case "TxDefaultProfile": purpose = .txDefault
+        case "TxProfile": purpose = .tx
+        default: throw ProfileError("unknown chargingProfilePurpose '\(purposeName)'")
+        }
+        // The 1.6 reader knows the rest of the shape; 2.0.1 renames only the id and wraps the schedule in a list.
+        var legacy = json
+        legacy["chargingProfileId"] = .number(id)
+        legacy["chargingProfilePurpose"] = .string(ProfilePurpose.txDefault.rawValue)
+        legacy["chargingSchedule"] = schedule
+        legacy["transactionId"] = json["transactionId"]?.stringValue.flatMap(Int.init).map { .number($0) }
+        try self.init(ocpp16: legacy)
+        self.stackLevel = stackLevel
+        self.purpose = purpose
+    }
 }

@@ -176,6 +176,17 @@ public final class Session: SessionContext {
             send(FrameEncoder.callResult(id: frame.messageId, payload: payload), to: side)
         case .answerError(let code, let description, let details):
             send(FrameEncoder.callError(id: frame.messageId, code: code.rawValue, description: description, details: details), to: side)
+        case .answerLater:
+            break
+        }
+    }
+
+    public func answer(_ messageId: String, to side: Side, with payload: JSONValue, error: (code: OCPPErrorCode, description: String)?) {
+        guard !isEnded else { return }
+        if let error {
+            send(FrameEncoder.callError(id: messageId, code: error.code.rawValue, description: error.description), to: side)
+        } else {
+            send(FrameEncoder.callResult(id: messageId, payload: payload), to: side)
         }
     }
 
@@ -206,7 +217,7 @@ public final class Session: SessionContext {
                 send(result.frame.bytes, to: side.other)
             case .drop(let reason):
                 throttledLog(.info, "answer dropped", ["action": "\(call.action)", "stage": "\(decidedBy ?? "")", "reason": "\(reason)"])
-            case .answer, .answerError:
+            case .answer, .answerError, .answerLater:
                 logger.error("a stage answered an answer; dropped", metadata: ["action": "\(call.action)", "stage": "\(decidedBy ?? "")"])
             }
         }

@@ -11,6 +11,7 @@ public struct Verdict: Sendable {
         case drop(reason: String)
         case answer(JSONValue)
         case answerError(code: OCPPErrorCode, description: String, details: JSONValue)
+        case answerLater
     }
 
     package let kind: Kind
@@ -32,6 +33,10 @@ public struct Verdict: Sendable {
         Verdict(kind: .answerError(code: code, description: description, details: details))
     }
 
+    /// Hold the CALL: the stage answers it later with `SessionContext.answer(_:to:with:)`, e.g. once
+    /// the charger has accepted what the stage made of it. The frame goes no further.
+    public static let answerLater = Verdict(kind: .answerLater)
+
     /// A short name for metrics and logs: forward, modify, drop, answer, error.
     public var label: String {
         switch kind {
@@ -40,6 +45,7 @@ public struct Verdict: Sendable {
         case .drop: "drop"
         case .answer: "answer"
         case .answerError: "error"
+        case .answerLater: "held"
         }
     }
 }

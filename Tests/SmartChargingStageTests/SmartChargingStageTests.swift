@@ -121,4 +121,70 @@ struct SmartChargingStageTests {
         #expect(throws: (any Error).self) { try StageTester.build(SmartChargingStage.self, config: "charger: { purpose: TxProfile }") }
         #expect(throws: (any Error).self) { try StageTester.build(SmartChargingStage.self, config: "charger: { minimum_amps: 40 }") }
     }
+
+    @Test func a201ProfileInDataTransferIsAnsweredWithTheChargersVerdict() throws {
+        let tester = try StageTester(SmartChargingStage.self, config: "discover: false")
+        let profile201 = #"{"evseId":1,"chargingProfile":{"id":5,"stackLevel":1,"chargingProfilePurpose":"ChargingStationMaxProfile","chargingProfileKind":"Absolute","chargingSchedule":[{"id":1,"startSchedule":"2026-01-01T00:00:00Z","chargingRateUnit":"W","chargingSchedulePeriod":[{"startPeriod":0,"limit":6900.0}]}]}}"#
+        let id = tester.csmsSends(call: "DataTransfer", payload: ["vendorId": "ocpp-gateway", "messageId": "SetChargingProfile201", "data": .string(profile201)])
+        #expect(tester.takeSentToCSMS().isEmpty, "held until the charger answers")
+        let install = try #require(tester.takeSentToCharger().first)
+        #expect(install.action == "SetChargingProfile" && install.messageId != id)
+        #expect(limit(install) == 10)
+        tester.chargerAnswers(install.messageId, payload: ["status": "Accepted"])
+        let answer = try #require(tester.takeSentToCSMS().first)
+        #expect(answer.messageId == id && answer.payload()["status"] == "Accepted")
+
+        let broken = tester.csmsSends(call: "DataTransfer", payload: ["vendorId": "ocpp-gateway", "messageId": "SetChargingProfile201", "data": "{}"])
+        #expect(tester.takeSentToCSMS { $0.messageId == broken }.first?.payload()["status"] == "Rejected")
+        let other = tester.csmsSends(call: "DataTransfer", payload: ["vendorId": "acme", "messageId": "x"])
+        #expect(tester.takeSentToCharger().map(\.messageId) == [other], "other vendors' DataTransfer passes")
+    }
+
+    @Test func aTimeOfUsePolicyIsInstalledAfterBootAndFollowedAcrossItsWindows() throws {
+        // 2026-01-01T00:00Z is 01:00 in Berlin, inside a 00:00–06:00 window.
+        let tester = try StageTester(SmartChargingStage.self, config: """
+            discover: false
+            time_of_use:
+              time_zone: Europe/Berlin
+              windows:
+                - { days: [mon, tue, wed, thu, fri, sat, sun], from: "00:00", to: "06:00", amps: 10 }
+                - { days: [thu], from: "17:00", to: "21:00", kw: 4.14 }
+            """)
+        let boot = tester.chargerSends(call: "BootNotification", payload: ["chargePointVendor": "V", "chargePointModel": "M"])
+        tester.csmsAnswers(boot, payload: ["status": "Accepted", "currentTime": "2026-01-01T00:00:00Z", "interval": 300])
+        let first = try #require(tester.takeSentToCharger { $0.action == "SetChargingProfile" }.first)
+        #expect(limit(first) == 10 && first.payload()["connectorId"] == 0)
+        #expect(first.payload()["csChargingProfiles"]?["chargingSchedule"]?["duration"]?.intValue == 5 * 3600)
+        tester.chargerAnswers(first.messageId, payload: ["status": "Accepted"])
+        tester.advance(by: .seconds(5 * 3600))
+        let second = try #require(tester.takeSentToCharger { $0.action == "SetChargingProfile" }.first)
+        #expect(limit(second) == 32, "outside the window: the charger's maximum")
+        tester.chargerAnswers(second.messageId, payload: ["status": "Accepted"])
+        tester.advance(by: .seconds(11 * 3600))
+        #expect(limit(tester.takeSentToCharger { $0.action == "SetChargingProfile" }.first) == 6, "4.14 kW on three phases at 230 V")
+        #expect(throws: (any Error).self) { try StageTester.build(SmartChargingStage.self, config: "time_of_use: { time_zone: Mars/Olympus, windows: [] }") }
+    }
+
+    @Test func aSiteLimitIsDividedAmongTheChargersCharging() throws {
+        let stage = try StageTester.build(SmartChargingStage.self, config: "discover: false\nsite_limit_amps: 32")
+        let a = StageTester(stages: [("smart", stage)], chargerId: "CP-A")
+        let b = StageTester(stages: [("smart", stage)], chargerId: "CP-B")
+        func start(_ tester: StageTester, transaction: Int) {
+            let id = tester.chargerSends(call: "StartTransaction", payload: ["connectorId": 1, "idTag": "t", "meterStart": 0, "timestamp": "2026-01-01T00:00:00Z"])
+            tester.csmsAnswers(id, payload: ["transactionId": .number(transaction), "idTagInfo": ["status": "Accepted"]])
+        }
+        func latest(_ tester: StageTester) -> Double? {
+            tester.advance(by: .zero)  // runs what another session handed over
+            let frames = tester.takeSentToCharger { $0.action == "SetChargingProfile" }
+            for frame in frames { tester.chargerAnswers(frame.messageId, payload: ["status": "Accepted"]) }
+            return limit(frames.last)
+        }
+        start(a, transaction: 1)
+        #expect(latest(a) == 32, "alone: the whole site")
+        start(b, transaction: 2)
+        #expect(latest(b) == 16)
+        #expect(latest(a) == 16, "re-divided when the second starts")
+        b.chargerSends(call: "StopTransaction", payload: ["transactionId": 2, "meterStop": 10, "timestamp": "2026-01-01T01:00:00Z"])
+        #expect(latest(a) == 32, "the one left gets it all back")
+    }
 }
