@@ -218,9 +218,11 @@ public struct SmartChargingStage: Stage {
         return .forward(modifiedPayload: ["connectorId": .number(connector), "csChargingProfiles": compiled.profile])
     }
 
-    func compile(_ connector: Int, _ state: State, _ session: any SessionContext) -> CompiledProfile? {
+    /// - Parameter notBefore: a boundary the caller is acting on; a timer may fire a moment early,
+    ///   and compiling before the boundary would send the period that is ending again.
+    func compile(_ connector: Int, _ state: State, _ session: any SessionContext, notBefore: Date? = nil) -> CompiledProfile? {
         let profiles = (state.profiles[connector] ?? []) + (connector == 0 ? [] : state.profiles[0] ?? [])
-        let now = Date(timeIntervalSince1970: session.wallTime)
+        let now = max(Date(timeIntervalSince1970: session.wallTime), notBefore ?? .distantPast)
         let constraints = self.constraints(for: session.chargerId, from: now)
         guard !profiles.isEmpty || !constraints.isEmpty else { return nil }
         let segments = CompositeSchedule.compute(profiles: profiles, from: now, until: now + horizon, transaction: state.transaction,
@@ -235,13 +237,13 @@ public struct SmartChargingStage: Stage {
         state.resend.removeValue(forKey: connector)?.cancel()
         guard let date else { return }
         let delay = max(0, date.timeIntervalSince1970 - session.wallTime)
-        state.resend[connector] = session.schedule(after: .milliseconds(Int64(delay * 1000))) {
-            push(connector, state, session, reason: "schedule boundary")
+        state.resend[connector] = session.schedule(after: .milliseconds(Int64((delay * 1000).rounded(.up)))) {
+            push(connector, state, session, reason: "schedule boundary", boundary: date)
         }
     }
 
-    private func push(_ connector: Int, _ state: State, _ session: any SessionContext, reason: String) {
-        guard let compiled = compile(connector, state, session) else { return }
+    private func push(_ connector: Int, _ state: State, _ session: any SessionContext, reason: String, boundary: Date? = nil) {
+        guard let compiled = compile(connector, state, session, notBefore: boundary) else { return }
         schedulePush(connector, at: compiled.resendAt, state, session)
         session.sendCall("SetChargingProfile", payload: ["connectorId": .number(connector), "csChargingProfiles": compiled.profile],
                          to: .charger) { outcome in

@@ -3,6 +3,7 @@ takes one period in amps at stack level 0; the CSMS gets the charger's own answe
 
 import asyncio
 import datetime
+import json
 
 from conftest import Gateway, boot, connect_charger, start_csms_and_gateway
 from ocpp.v16 import call, call_result
@@ -66,6 +67,118 @@ def test_a_48_period_watt_profile_becomes_one_amp_period_the_charger_accepts(tmp
         assert composite.status == "Accepted"
         assert [float(p["limit"]) for p in composite.charging_schedule["charging_schedule_period"]][:2] == [15.9, 10.6]
 
+        await connection.close()
+        task.cancel()
+        csms.server.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        gateway.stop()
+
+
+SITE_PIPELINE = """version: 1
+stages:
+  - id: identity
+    type: auth
+  - id: smart
+    type: smart_charging
+    config:
+      discover: false
+      site_limit_amps: 32
+"""
+
+
+class ProfileRecorder:
+    """A legacy charger's SetChargingProfile handler that accepts one amp period and records it."""
+
+    def __init__(self, charger):
+        self.limits = []
+        self.connectors = []
+        charger.route_map[Action.set_charging_profile] = {"_on_action": self.on_set, "_skip_schema_validation": False}
+        charger.route_map[Action.clear_charging_profile] = {"_on_action": self.on_clear, "_skip_schema_validation": False}
+
+    def on_set(self, connector_id, cs_charging_profiles, **_):
+        periods = cs_charging_profiles["charging_schedule"]["charging_schedule_period"]
+        self.limits.append(float(periods[0]["limit"]))
+        self.connectors.append(connector_id)
+        return call_result.SetChargingProfile(status="Accepted")
+
+    def on_clear(self, **_):
+        return call_result.ClearChargingProfile(status="Accepted")
+
+
+def test_the_site_limit_is_shared_and_a_201_profile_arrives_by_data_transfer(tmp_path, pki, csms_port):
+    gateway = Gateway(tmp_path, pki, csms_port, chargers=("CP001", "CP002"), pipeline=SITE_PIPELINE)
+
+    async def scenario():
+        from conftest import now_iso, wait_for
+
+        csms = await start_csms_and_gateway(gateway, pki, csms_port)
+        first, first_connection, first_task = await connect_charger(gateway, "CP001")
+        second, second_connection, second_task = await connect_charger(gateway, "CP002")
+        first_profiles, second_profiles = ProfileRecorder(first), ProfileRecorder(second)
+        await boot(first)
+        await boot(second)
+        await wait_for(lambda: first_profiles.limits and second_profiles.limits, what="the site shares after boot")
+
+        one = await first.call(call.StartTransaction(connector_id=1, id_tag="A", meter_start=0, timestamp=now_iso()))
+        await wait_for(lambda: first_profiles.limits[-1] == 32, what="the whole site for the only charger charging")
+        two = await second.call(call.StartTransaction(connector_id=1, id_tag="B", meter_start=0, timestamp=now_iso()))
+        await wait_for(lambda: second_profiles.limits[-1] == 16 and first_profiles.limits[-1] == 16, what="16 A each")
+        await second.call(call.StopTransaction(meter_stop=10, timestamp=now_iso(), transaction_id=two.transaction_id))
+        await wait_for(lambda: first_profiles.limits[-1] == 32, what="32 A for the one left")
+
+        # A 2.0.1 ChargingStationMaxProfile inside DataTransfer, answered with the charger's verdict.
+        data = json.dumps({"evseId": 0, "chargingProfile": {
+            "id": 5, "stackLevel": 1, "chargingProfilePurpose": "ChargingStationMaxProfile", "chargingProfileKind": "Absolute",
+            "chargingSchedule": [{"id": 1, "startSchedule": now_iso(), "chargingRateUnit": "W",
+                                  "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 13800.0}]}]}})
+        answer = await csms.charge_points["CP001"].call(call.DataTransfer(vendor_id="ocpp-gateway", message_id="SetChargingProfile201", data=data))
+        assert answer.status == "Accepted"
+        await wait_for(lambda: first_profiles.limits[-1] == 20, what="13.8 kW on three phases: 20 A, below the 32 A share")
+        assert one.transaction_id
+
+        for connection in (first_connection, second_connection):
+            await connection.close()
+        second_task.cancel()
+        first_task.cancel()
+        csms.server.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        gateway.stop()
+
+
+def test_the_charger_gets_the_next_period_at_each_boundary(tmp_path, pki, csms_port):
+    """The 48-period curve scaled to 2-second periods, so real time can show the re-sends."""
+    gateway = Gateway(tmp_path, pki, csms_port, pipeline=PIPELINE)
+
+    async def scenario():
+        from conftest import wait_for
+
+        csms = await start_csms_and_gateway(gateway, pki, csms_port)
+        charger, connection, task = await connect_charger(gateway)
+        profiles = ProfileRecorder(charger)
+        await boot(charger)
+        start = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+        watts = [11000, 7360, 2760, 22080]
+        profile = {
+            "charging_profile_id": 17, "stack_level": 3, "charging_profile_purpose": "TxDefaultProfile",
+            "charging_profile_kind": "Absolute",
+            "charging_schedule": {
+                "start_schedule": start.isoformat(), "charging_rate_unit": "W",
+                "charging_schedule_period": [{"start_period": i * 2, "limit": watts[i % 4]} for i in range(48)],
+            },
+        }
+        answer = await csms.charge_points["CP001"].call(call.SetChargingProfile(connector_id=1, cs_charging_profiles=profile))
+        assert answer.status == "Accepted"
+        await wait_for(lambda: len(profiles.limits) >= 5, timeout=15, what="four boundaries")
+        # Whatever period the first one landed in, each next one follows the curve.
+        cycle = [15.9, 10.6, 0.0, 32.0]
+        offset = cycle.index(profiles.limits[0])
+        assert profiles.limits[:5] == [cycle[(offset + i) % 4] for i in range(5)]
         await connection.close()
         task.cancel()
         csms.server.close()
