@@ -18,6 +18,10 @@ public struct SmartChargingStage: Stage {
     public struct Configuration: Decodable, Sendable {
         /// What every charger can execute, until GetConfiguration says otherwise (`discover`).
         public var charger: ChargerSettings?
+        /// Quirks by charge point model (BootNotification's chargePointModel), over `charger`.
+        public var models: [String: ChargerSettings]?
+        /// Quirks by charge point id, over the model's.
+        public var chargers: [String: ChargerSettings]?
         /// After an accepted BootNotification, read ChargeProfileMaxStackLevel,
         /// ChargingScheduleAllowedChargingRateUnit and ChargingScheduleMaxPeriods from the charger.
         public var discover: Bool?
@@ -69,6 +73,8 @@ public struct SmartChargingStage: Stage {
     public static let summary = "Local Controller: compiles CSMS charging profiles into what a legacy charger can execute and re-sends them at each boundary."
 
     let defaults: ChargerCapabilities
+    let modelSettings: [String: ChargerSettings]
+    let chargerSettings: [String: ChargerSettings]
     let discover: Bool
     let horizon: TimeInterval
     let dataTransferVendor: String
@@ -79,23 +85,11 @@ public struct SmartChargingStage: Stage {
     static let compiledProfileIdBase = 9000
 
     public init(configuration: Configuration, context: StageSetupContext) throws {
-        let settings = configuration.charger
-        var units = Set<RateUnit>()
-        for unit in settings?.units ?? ["A"] {
-            guard let parsed = RateUnit(rawValue: unit) else { throw SmartChargingError("'units' takes A and/or W, not '\(unit)'") }
-            units.insert(parsed)
-        }
-        let purpose = try settings?.purpose.map { name in
-            guard let purpose = ProfilePurpose(rawValue: name), purpose != .tx else {
-                throw SmartChargingError("'purpose' is TxDefaultProfile or ChargePointMaxProfile, not '\(name)'")
-            }
-            return purpose
-        } ?? .txDefault
-        defaults = ChargerCapabilities(
-            maxPeriods: max(1, settings?.maxPeriods ?? 1), units: units, maxStackLevel: max(0, settings?.maxStackLevel ?? 0),
-            purpose: purpose, minimumAmps: settings?.minimumAmps ?? 6, maximumAmps: settings?.maximumAmps ?? 32,
-            supply: ElectricalSupply(voltage: settings?.voltage ?? 230, phases: settings?.phases ?? 3))
-        guard defaults.minimumAmps < defaults.maximumAmps else { throw SmartChargingError("'minimum_amps' must be below 'maximum_amps'") }
+        defaults = try Self.apply(configuration.charger, to: ChargerCapabilities())
+        modelSettings = configuration.models ?? [:]
+        chargerSettings = configuration.chargers ?? [:]
+        // Check every override now, so a mistake is reported by `validate` rather than ignored later.
+        for settings in Array(modelSettings.values) + Array(chargerSettings.values) { _ = try Self.apply(settings, to: defaults) }
         discover = configuration.discover ?? true
         horizon = (configuration.horizonHours ?? 48) * 3600
         dataTransferVendor = configuration.dataTransfer?.vendorId ?? "ocpp-gateway"
@@ -106,6 +100,40 @@ public struct SmartChargingStage: Stage {
             guard limit > 0 else { throw SmartChargingError("'site_limit_amps' must be positive") }
             return SiteLimit(amps: limit)
         }
+    }
+
+    /// `settings` over `base`: only the keys given change anything.
+    static func apply(_ settings: ChargerSettings?, to base: ChargerCapabilities) throws -> ChargerCapabilities {
+        guard let settings else { return base }
+        var capabilities = base
+        if let units = settings.units {
+            capabilities.units = try Set(units.map { unit in
+                guard let parsed = RateUnit(rawValue: unit) else { throw SmartChargingError("'units' takes A and/or W, not '\(unit)'") }
+                return parsed
+            })
+        }
+        if let name = settings.purpose {
+            guard let purpose = ProfilePurpose(rawValue: name), purpose != .tx else {
+                throw SmartChargingError("'purpose' is TxDefaultProfile or ChargePointMaxProfile, not '\(name)'")
+            }
+            capabilities.purpose = purpose
+        }
+        if let periods = settings.maxPeriods { capabilities.maxPeriods = max(1, periods) }
+        if let level = settings.maxStackLevel { capabilities.maxStackLevel = max(0, level) }
+        if let minimum = settings.minimumAmps { capabilities.minimumAmps = minimum }
+        if let maximum = settings.maximumAmps { capabilities.maximumAmps = maximum }
+        if let voltage = settings.voltage { capabilities.supply.voltage = voltage }
+        if let phases = settings.phases { capabilities.supply.phases = phases }
+        guard capabilities.minimumAmps < capabilities.maximumAmps else { throw SmartChargingError("'minimum_amps' must be below 'maximum_amps'") }
+        return capabilities
+    }
+
+    /// A charger's capabilities from configuration: defaults, then its model's quirks, then its own.
+    func configured(_ chargerId: String, model: String?) -> ChargerCapabilities {
+        var capabilities = defaults
+        if let model, let settings = modelSettings[model] { capabilities = (try? Self.apply(settings, to: capabilities)) ?? capabilities }
+        if let settings = chargerSettings[chargerId] { capabilities = (try? Self.apply(settings, to: capabilities)) ?? capabilities }
+        return capabilities
     }
 
     static func policy(_ settings: TimeOfUseSettings, supply: ElectricalSupply) throws -> TimeOfUsePolicy {
@@ -150,7 +178,7 @@ public struct SmartChargingStage: Stage {
 
     func state(_ session: any SessionContext) -> State {
         if let state = session[Key.self] { return state }
-        let state = State(defaults)
+        let state = State(configured(session.chargerId, model: nil))
         session[Key.self] = state
         return state
     }
@@ -171,6 +199,9 @@ public struct SmartChargingStage: Stage {
             if payload["vendorId"]?.stringValue == dataTransferVendor, payload["messageId"]?.stringValue == dataTransferMessage {
                 return profileFromDataTransfer(payload, messageId: envelope.messageId, state, session)
             }
+        case (.fromCharger, .call, "BootNotification"):
+            // The model's quirks apply from its boot on; the charger's own settings stay on top.
+            state.capabilities = configured(session.chargerId, model: envelope.payload()["chargePointModel"]?.stringValue)
         case (.fromCharger, .call, "StartTransaction"):
             state.pendingStart[envelope.messageId] = envelope.payload()["timestamp"]?.stringValue.flatMap(parseTimestamp)
                 ?? Date(timeIntervalSince1970: session.wallTime)

@@ -187,3 +187,39 @@ def test_the_charger_gets_the_next_period_at_each_boundary(tmp_path, pki, csms_p
         asyncio.run(scenario())
     finally:
         gateway.stop()
+
+
+def test_a_time_of_use_policy_in_the_pipeline_reaches_the_charger_after_boot(tmp_path, pki, csms_port):
+    pipeline = """version: 1
+stages:
+  - id: identity
+    type: auth
+  - id: smart
+    type: smart_charging
+    config:
+      discover: false
+      time_of_use:
+        time_zone: UTC
+        windows:
+          - { days: [mon, tue, wed, thu, fri, sat, sun], from: "00:00", to: "24:00", kw: 6.9 }
+"""
+    gateway = Gateway(tmp_path, pki, csms_port, pipeline=pipeline)
+
+    async def scenario():
+        from conftest import wait_for
+
+        csms = await start_csms_and_gateway(gateway, pki, csms_port)
+        charger, connection, task = await connect_charger(gateway)
+        profiles = ProfileRecorder(charger)
+        await boot(charger)
+        await wait_for(lambda: profiles.limits, what="the policy's profile")
+        assert profiles.limits[0] == 10.0 and profiles.connectors[0] == 0, "6.9 kW on three phases at 230 V, whole charger"
+        assert csms.charge_points["CP001"] is not None
+        await connection.close()
+        task.cancel()
+        csms.server.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        gateway.stop()

@@ -187,4 +187,23 @@ struct SmartChargingStageTests {
         b.chargerSends(call: "StopTransaction", payload: ["transactionId": 2, "meterStop": 10, "timestamp": "2026-01-01T01:00:00Z"])
         #expect(latest(a) == 32, "the one left gets it all back")
     }
+
+    @Test func modelAndChargerQuirksOverrideTheDefaults() throws {
+        let config = """
+            discover: false
+            charger: { max_periods: 1 }
+            models: { "LC-22": { max_periods: 2, maximum_amps: 16 } }
+            chargers: { CP001: { max_stack_level: 2 } }
+            """
+        let tester = try StageTester(SmartChargingStage.self, config: config)
+        let boot = tester.chargerSends(call: "BootNotification", payload: ["chargePointVendor": "V", "chargePointModel": "LC-22"])
+        tester.csmsAnswers(boot, payload: ["status": "Accepted", "currentTime": "2026-01-01T00:00:00Z", "interval": 300])
+        _ = tester.takeSentToCharger()
+        tester.csmsSends(call: "SetChargingProfile", payload: dayAhead(startingAt: tester.wallTime))
+        let sent = try #require(tester.takeSentToCharger().first).payload()["csChargingProfiles"]
+        let limits = sent?["chargingSchedule"]?["chargingSchedulePeriod"]?.arrayValue?.compactMap { $0["limit"]?.doubleValue }
+        #expect(limits == [15.9, 10.6], "two periods for the model")
+        #expect(sent?["stackLevel"] == 2, "the charger's own setting")
+        #expect(throws: (any Error).self) { try StageTester.build(SmartChargingStage.self, config: "models: { X: { units: [kW] } }") }
+    }
 }
