@@ -171,6 +171,9 @@ public struct SmartChargingStage: Stage {
         var transaction: TransactionContext?
         var pendingStart: [String: Date] = [:]  // StartTransaction message id → its timestamp
         var resend: [Int: any ScheduledWork] = [:]
+        /// As the charger reports them; the gateway installs one compiled profile per connector it limits.
+        var maxProfilesInstalled: Int?
+        var numberOfConnectors: Int?
         init(_ capabilities: ChargerCapabilities) { self.capabilities = capabilities }
     }
 
@@ -229,6 +232,9 @@ public struct SmartChargingStage: Stage {
 
     private func setChargingProfile(_ payload: JSONValue, _ state: State, _ session: any SessionContext) -> Verdict {
         guard let connector = payload["connectorId"]?.intValue, let json = payload["csChargingProfiles"] else { return .forward }
+        if let connectors = state.numberOfConnectors, connector > connectors {
+            return .answer(["status": "Rejected"])
+        }
         let profile: ChargingProfile
         do {
             profile = try ChargingProfile(ocpp16: json)
@@ -402,7 +408,8 @@ public struct SmartChargingStage: Stage {
     // MARK: Capabilities
 
     private func discoverCapabilities(_ state: State, _ session: any SessionContext) {
-        let keys: [JSONValue] = ["ChargeProfileMaxStackLevel", "ChargingScheduleAllowedChargingRateUnit", "ChargingScheduleMaxPeriods"]
+        let keys: [JSONValue] = ["ChargeProfileMaxStackLevel", "ChargingScheduleAllowedChargingRateUnit", "ChargingScheduleMaxPeriods",
+                                 "MaxChargingProfilesInstalled", "NumberOfConnectors"]
         session.sendCall("GetConfiguration", payload: ["key": .array(keys)], to: .charger) { outcome in
             guard case .result(let answer) = outcome else {
                 pushAll(state, session, reason: "boot")
@@ -413,6 +420,8 @@ public struct SmartChargingStage: Stage {
                 switch key {
                 case "ChargeProfileMaxStackLevel": if let level = Int(value) { state.capabilities.maxStackLevel = level }
                 case "ChargingScheduleMaxPeriods": if let periods = Int(value), periods > 0 { state.capabilities.maxPeriods = periods }
+                case "MaxChargingProfilesInstalled": state.maxProfilesInstalled = Int(value)
+                case "NumberOfConnectors": state.numberOfConnectors = Int(value)
                 case "ChargingScheduleAllowedChargingRateUnit":
                     let units = Set(value.split(separator: ",").compactMap { part -> RateUnit? in
                         switch part.trimmingCharacters(in: .whitespaces) {
@@ -429,6 +438,8 @@ public struct SmartChargingStage: Stage {
             session.logger.info("charger smart-charging capabilities", metadata: [
                 "max_periods": "\(state.capabilities.maxPeriods)", "max_stack_level": "\(state.capabilities.maxStackLevel)",
                 "units": "\(state.capabilities.units.map(\.rawValue).sorted())",
+                "max_profiles_installed": "\(state.maxProfilesInstalled.map(String.init) ?? "?")",
+                "connectors": "\(state.numberOfConnectors.map(String.init) ?? "?")",
             ])
         }
     }

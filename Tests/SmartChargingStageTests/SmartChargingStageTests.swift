@@ -65,12 +65,19 @@ struct SmartChargingStageTests {
             ["key": "ChargingScheduleMaxPeriods", "readonly": true, "value": "3"],
             ["key": "ChargeProfileMaxStackLevel", "readonly": true, "value": "5"],
             ["key": "ChargingScheduleAllowedChargingRateUnit", "readonly": true, "value": "Current,Power"],
+            ["key": "NumberOfConnectors", "readonly": true, "value": "2"],
         ]])
         _ = tester.takeSentToCharger()
         tester.csmsSends(call: "SetChargingProfile", payload: dayAhead(startingAt: tester.wallTime))
         let sent = try #require(tester.takeSentToCharger().first)
         #expect(sent.payload()["csChargingProfiles"]?["chargingSchedule"]?["chargingSchedulePeriod"]?.arrayValue?.count == 3)
         #expect(sent.payload()["csChargingProfiles"]?["stackLevel"] == 5, "the highest level it honours, above any stale profile")
+        let asked = (ask.payload()["key"]?.arrayValue ?? []).compactMap { $0.stringValue }
+        #expect(asked.contains("MaxChargingProfilesInstalled") && asked.contains("NumberOfConnectors"))
+        var third = dayAhead(startingAt: tester.wallTime)
+        third["connectorId"] = 3
+        let refused = tester.csmsSends(call: "SetChargingProfile", payload: third)
+        #expect(tester.takeSentToCSMS { $0.messageId == refused }.first?.payload()["status"] == "Rejected", "no connector 3")
     }
 
     @Test func compositeScheduleAndClearAnswerWithWhatTheGatewayEnforces() throws {
