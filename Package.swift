@@ -9,6 +9,19 @@ let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
+// Products used by many targets, named once.
+let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
+let metrics: Target.Dependency = .product(name: "Metrics", package: "swift-metrics")
+let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
+/// SwiftNIO with HTTP/1, WebSocket and TLS: what every networking target needs.
+let nio: [Target.Dependency] = [
+    .product(name: "NIOCore", package: "swift-nio"),
+    .product(name: "NIOPosix", package: "swift-nio"),
+    .product(name: "NIOHTTP1", package: "swift-nio"),
+    .product(name: "NIOWebSocket", package: "swift-nio"),
+    .product(name: "NIOSSL", package: "swift-nio-ssl"),
+]
+
 let package = Package(
     name: "ocpp-gateway",
     platforms: [.macOS(.v15)],
@@ -41,7 +54,7 @@ let package = Package(
             name: "StageKit",
             dependencies: [
                 "OCPP",
-                .product(name: "Logging", package: "swift-log"),
+                logging,
             ],
             swiftSettings: swiftSettings
         ),
@@ -52,8 +65,8 @@ let package = Package(
             dependencies: [
                 "OCPP", "StageKit",
                 .product(name: "Yams", package: "Yams"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
+                logging,
+                metrics,
             ],
             swiftSettings: swiftSettings
         ),
@@ -64,20 +77,14 @@ let package = Package(
         // Drives a stage (or a whole pipeline) with envelopes and a fake clock; no sockets.
         .target(
             name: "StageTesting",
-            dependencies: ["OCPP", "StageKit", "Router", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["OCPP", "StageKit", "Router", logging],
             swiftSettings: swiftSettings
         ),
 
         // SwiftNIO WebSocket server (south), client (north), TLS, admin HTTP.
         .target(
             name: "Transport",
-            dependencies: [
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOWebSocket", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
-            ],
+            dependencies: nio,
             swiftSettings: swiftSettings
         ),
 
@@ -86,15 +93,10 @@ let package = Package(
             name: "Gateway",
             dependencies: [
                 "OCPP", "StageKit", "Router", "Transport",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOWebSocket", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
+                logging,
+                metrics,
                 .product(name: "Prometheus", package: "swift-prometheus"),
-            ],
+            ] + nio,
             swiftSettings: swiftSettings
         ),
 
@@ -129,7 +131,7 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
-                .product(name: "Logging", package: "swift-log"),
+                logging,
             ],
             path: "Plugins/CertsStage",
             swiftSettings: swiftSettings
@@ -139,8 +141,8 @@ let package = Package(
             name: "FirewallStage",
             dependencies: [
                 "OCPP", "StageKit",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
+                logging,
+                metrics,
             ],
             path: "Plugins/FirewallStage",
             swiftSettings: swiftSettings
@@ -148,7 +150,7 @@ let package = Package(
 
         .target(
             name: "SmartChargingStage",
-            dependencies: ["OCPP", "StageKit", "ChargingSchedules", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["OCPP", "StageKit", "ChargingSchedules", logging],
             path: "Plugins/SmartChargingStage",
             swiftSettings: swiftSettings
         ),
@@ -165,9 +167,9 @@ let package = Package(
             dependencies: [
                 "OCPP", "StageKit", "Router", "Transport", "Gateway", "GatewayStages", "AuthStage", "CertsStage",
                 .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
+                argumentParser,
+                logging,
+                metrics,
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
@@ -179,21 +181,16 @@ let package = Package(
             name: "Simulators",
             dependencies: [
                 "OCPP", "DevPKI", "Transport",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOWebSocket", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
+                logging,
+            ] + nio,
             swiftSettings: swiftSettings
         ),
         .executableTarget(
             name: "ocpp-sim",
             dependencies: [
                 "Simulators", "DevPKI", "OCPP", "Transport",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
+                argumentParser,
+                logging,
             ],
             swiftSettings: swiftSettings
         ),
@@ -205,7 +202,7 @@ let package = Package(
                 "Simulators", "DevPKI", "OCPP", "Transport",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                argumentParser,
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -227,7 +224,7 @@ let package = Package(
                 "CertsStage", "StageTesting", "StageKit", "OCPP", "Router", "DevPKI",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
-                .product(name: "Logging", package: "swift-log"),
+                logging,
             ],
             swiftSettings: swiftSettings
         ),
@@ -244,7 +241,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
+                logging,
             ],
             swiftSettings: swiftSettings
         ),

@@ -18,6 +18,21 @@ stages:
 """
 
 
+def day_ahead_profile(period_seconds):
+    """A day-ahead curve as a CSMS sends it: TxDefaultProfile, stack level 3, 48 periods in watts
+    cycling 11 000 / 7 360 / 2 760 / 22 080 W, starting now."""
+    start = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    watts = [11000, 7360, 2760, 22080]
+    return {
+        "charging_profile_id": 17, "stack_level": 3, "charging_profile_purpose": "TxDefaultProfile",
+        "charging_profile_kind": "Absolute",
+        "charging_schedule": {
+            "start_schedule": start.isoformat(), "charging_rate_unit": "W",
+            "charging_schedule_period": [{"start_period": i * period_seconds, "limit": watts[i % 4]} for i in range(48)],
+        },
+    }
+
+
 def test_a_48_period_watt_profile_becomes_one_amp_period_the_charger_accepts(tmp_path, pki, csms_port):
     gateway = Gateway(tmp_path, pki, csms_port, pipeline=PIPELINE)
 
@@ -46,16 +61,7 @@ def test_a_48_period_watt_profile_becomes_one_amp_period_the_charger_accepts(tmp
         await boot(charger)
         await asyncio.sleep(0.3)  # the gateway reads the charger's limits after boot
 
-        start = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-        watts = [11000, 7360, 2760, 22080]
-        profile = {
-            "charging_profile_id": 17, "stack_level": 3, "charging_profile_purpose": "TxDefaultProfile",
-            "charging_profile_kind": "Absolute",
-            "charging_schedule": {
-                "start_schedule": start.isoformat(), "charging_rate_unit": "W",
-                "charging_schedule_period": [{"start_period": i * 1800, "limit": watts[i % 4]} for i in range(48)],
-            },
-        }
+        profile = day_ahead_profile(period_seconds=1800)
         answer = await csms.charge_points["CP001"].call(call.SetChargingProfile(connector_id=1, cs_charging_profiles=profile))
         assert answer.status == "Accepted"
         compiled = received_profiles[-1]
@@ -162,16 +168,7 @@ def test_the_charger_gets_the_next_period_at_each_boundary(tmp_path, pki, csms_p
         charger, connection, task = await connect_charger(gateway)
         profiles = ProfileRecorder(charger)
         await boot(charger)
-        start = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-        watts = [11000, 7360, 2760, 22080]
-        profile = {
-            "charging_profile_id": 17, "stack_level": 3, "charging_profile_purpose": "TxDefaultProfile",
-            "charging_profile_kind": "Absolute",
-            "charging_schedule": {
-                "start_schedule": start.isoformat(), "charging_rate_unit": "W",
-                "charging_schedule_period": [{"start_period": i * 2, "limit": watts[i % 4]} for i in range(48)],
-            },
-        }
+        profile = day_ahead_profile(period_seconds=2)
         answer = await csms.charge_points["CP001"].call(call.SetChargingProfile(connector_id=1, cs_charging_profiles=profile))
         assert answer.status == "Accepted"
         await wait_for(lambda: len(profiles.limits) >= 5, timeout=15, what="four boundaries")
