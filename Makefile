@@ -12,9 +12,9 @@ BIN        := $(BUILD_DIR)/debug
 APT_STAMP  := $(BUILD_DIR)/.apt-packages
 VENV_STAMP := $(VENV)/.installed
 
-# Debian packages the build, the tests and `make run` need. (libmosquitto and mosquitto join
-# when the MQTT tap lands.)
-APT_PACKAGES := curl ca-certificates python3-venv
+# Debian packages the build, the tests and `make run` need (libmosquitto for the health channel,
+# the mosquitto broker for its tests).
+APT_PACKAGES := curl ca-certificates python3-venv pkg-config libmosquitto-dev mosquitto
 
 # Fuzzing: `make fuzz SECONDS=600`. LeakSanitizer is off: Swift keeps its lazily built global
 # tables behind tagged pointers that LSan cannot follow, so every static reads as a leak.

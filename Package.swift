@@ -71,6 +71,10 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // libmosquitto from Debian (libmosquitto-dev), and the health channel's MQTT publisher on it.
+        .systemLibrary(name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
+        .target(name: "HealthChannel", dependencies: ["CMosquitto", "StageKit", "Router", logging, metrics], swiftSettings: swiftSettings),
+
         // Charging-profile arithmetic for the smart-charging stage: composite schedules, TOU, compiling for a charger.
         .target(name: "ChargingSchedules", dependencies: ["OCPP"], swiftSettings: swiftSettings),
 
@@ -92,7 +96,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "OCPP", "StageKit", "Router", "Transport",
+                "OCPP", "StageKit", "Router", "Transport", "HealthChannel",
                 logging,
                 metrics,
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -155,17 +159,24 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        .target(
+            name: "MQTTTapStage",
+            dependencies: ["OCPP", "StageKit", logging, .product(name: "Crypto", package: "swift-crypto")],
+            path: "Plugins/MQTTTapStage",
+            swiftSettings: swiftSettings
+        ),
+
         // Wires the stage modules into a registry; the one line a stage author adds lives here.
         .target(
             name: "GatewayStages",
-            dependencies: ["StageKit", "Router", "AuthStage", "CertsStage", "FirewallStage", "SmartChargingStage"],
+            dependencies: ["StageKit", "Router", "AuthStage", "CertsStage", "FirewallStage", "SmartChargingStage", "MQTTTapStage"],
             swiftSettings: swiftSettings
         ),
 
         .executableTarget(
             name: "ocpp-gateway",
             dependencies: [
-                "OCPP", "StageKit", "Router", "Transport", "Gateway", "GatewayStages", "AuthStage", "CertsStage",
+                "OCPP", "StageKit", "Router", "Transport", "Gateway", "GatewayStages", "AuthStage", "CertsStage", "HealthChannel",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 argumentParser,
                 logging,
@@ -213,6 +224,11 @@ let package = Package(
         .testTarget(
             name: "SmartChargingStageTests",
             dependencies: ["SmartChargingStage", "ChargingSchedules", "StageTesting", "StageKit", "OCPP", "Router"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "MQTTTapStageTests",
+            dependencies: ["MQTTTapStage", "StageTesting", "StageKit", "OCPP", "Router"],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "ChargingSchedulesTests", dependencies: ["ChargingSchedules", "OCPP"], swiftSettings: swiftSettings),

@@ -2,6 +2,7 @@ public import Logging
 public import NIOCore
 public import Router
 import Foundation
+import HealthChannel
 import Metrics
 import NIOHTTP1
 import NIOSSL
@@ -21,6 +22,8 @@ public final class GatewayRuntime: Sendable {
     let group: any EventLoopGroup
     let logger: Logger
     let backoff: ReconnectBackoff
+    /// The health channel, when `gateway.yaml` has an `mqtt:` section.
+    let publisher: MQTTPublisher?
     private let sessions = Mutex<[String: ActiveSession]>([:])
     private let listeners = Mutex<[any Channel]>([])
     private let northConnects = Counter(label: "ocpp_gateway_north_connects_total", dimensions: [("result", "ok")])
@@ -47,9 +50,14 @@ public final class GatewayRuntime: Sendable {
         self.configuration = configuration
         self.group = group
         self.logger = logger
+        do {
+            publisher = try configuration.mqtt.map { try MQTTPublisher(settings: MQTTSettings($0, configurationFile: configuration.file), logger: logger) }
+        } catch {
+            throw ConfigurationError([Diagnostic(file: configuration.file, line: 1, column: 1, message: "mqtt: \(error)")])
+        }
         loader = PipelineLoader(registry: registry, southSettings: configuration.southSettings,
                                 northSettings: configuration.northSettings, stateDirectory: configuration.stateDirectory,
-                                logger: logger)
+                                logger: logger, publisher: publisher)
         pipelines = PipelineHolder(try loader.load(file: configuration.pipelineFile))
         backoff = ReconnectBackoff(initialDelay: configuration.reconnectInitialDelay, maxDelay: configuration.reconnectMaxDelay)
     }
@@ -63,6 +71,11 @@ public final class GatewayRuntime: Sendable {
     /// Starts listening for chargers; returns the bound address (useful with port 0).
     @discardableResult
     public func start() async throws -> SocketAddress {
+        if let publisher {
+            try publisher.start()
+            logger.info("health channel", metadata: ["broker": "\(publisher.settings.host):\(publisher.settings.port)",
+                                                     "topics": "\(publisher.settings.topicRoot)/#"])
+        }
         let server = try await WebSocketServer.start(
             WebSocketServerOptions(host: configuration.southHost, port: configuration.southPort,
                                    maxMessageBytes: configuration.southMaxFrameBytes,
@@ -123,6 +136,7 @@ public final class GatewayRuntime: Sendable {
             try? await Task.sleep(for: .milliseconds(20))
         }
         for stage in pipelines.pipeline.stages { await stage.instance.shutdown() }
+        await publisher?.shutdown()
         logger.info("stopped")
     }
 

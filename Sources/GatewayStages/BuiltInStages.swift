@@ -1,6 +1,7 @@
 import AuthStage
 import CertsStage
 import FirewallStage
+import MQTTTapStage
 import SmartChargingStage
 public import Router
 
@@ -12,5 +13,6 @@ public func makeStageRegistry() -> StageRegistry {
     registry.register(CertsStage.self)
     registry.register(FirewallStage.self)
     registry.register(SmartChargingStage.self)
+    registry.register(MQTTTapStage.self)
     return registry
 }

@@ -67,11 +67,21 @@ public struct GatewayConfiguration: Decodable, Sendable {
 
     /// The O&M broker, for the MQTT tap (health channel).
     public struct MQTT: Decodable, Sendable {
+        /// `mqtt://host[:1883]` or `mqtts://host[:8883]`.
         public var url: String
         public var clientId: String?
         public var topicPrefix: String?
         public var qos: Int?
         public var queueLimit: Int?
+        public var username: String?
+        public var password: String?
+        public var tls: MQTTTLS?
+    }
+
+    public struct MQTTTLS: Decodable, Sendable {
+        public var caFile: String?
+        public var certFile: String?
+        public var keyFile: String?
     }
 }
 

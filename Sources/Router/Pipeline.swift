@@ -35,14 +35,16 @@ public struct PipelineLoader: Sendable {
     public let northSettings: NorthSettings
     public let stateDirectory: String
     public let logger: Logger
+    public let publisher: (any MessagePublisher)?
 
     public init(registry: StageRegistry, southSettings: SouthSettings, northSettings: NorthSettings, stateDirectory: String,
-                logger: Logger) {
+                logger: Logger, publisher: (any MessagePublisher)? = nil) {
         self.registry = registry
         self.southSettings = southSettings
         self.northSettings = northSettings
         self.stateDirectory = stateDirectory
         self.logger = logger
+        self.publisher = publisher
     }
 
     /// A stage as declared in the file, before it is built.
@@ -71,7 +73,7 @@ public struct PipelineLoader: Sendable {
             var stageLogger = logger
             stageLogger[metadataKey: "stage"] = "\(declaration.id)"
             let context = StageSetupContext(stageId: declaration.id, logger: stageLogger, stateDirectory: stateDirectory,
-                                            south: southSettings, north: northSettings)
+                                            south: southSettings, north: northSettings, publisher: publisher)
             do {
                 let instance = try entry.build(declaration.config, declaration.mark, NodeDecoder(file: file), subject, context)
                 stages.append(LoadedStage(id: declaration.id, type: declaration.type, fingerprint: declaration.fingerprint,

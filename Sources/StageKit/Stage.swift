@@ -76,14 +76,18 @@ public struct NoConfiguration: Decodable, Sendable, Equatable {
 public struct StageSetupContext: Sendable {
     /// The stage's `id` in the pipeline file.
     public var stageId: String
+    /// The health channel (MQTT), when `gateway.yaml` configures one.
+    public var publisher: (any MessagePublisher)?
     public var logger: Logger
     /// The gateway's `state_dir`, absolute.
     public var stateDirectory: String
     public var south: SouthSettings
     public var north: NorthSettings
 
-    public init(stageId: String, logger: Logger, stateDirectory: String, south: SouthSettings, north: NorthSettings) {
+    public init(stageId: String, logger: Logger, stateDirectory: String, south: SouthSettings, north: NorthSettings,
+                publisher: (any MessagePublisher)? = nil) {
         self.stageId = stageId
+        self.publisher = publisher
         self.logger = logger
         self.stateDirectory = stateDirectory
         self.south = south
@@ -149,4 +153,13 @@ public struct NorthFailure: Sendable, Equatable {
         self.kind = kind
         self.detail = detail
     }
+}
+
+/// Publishes messages on the health channel. `publish` must not block: it hands the message over
+/// (or refuses it, counted, when the channel's queue is full) and returns.
+public protocol MessagePublisher: Sendable {
+    /// The topic prefix and gateway name every topic starts with: `<prefix>/<gateway>`.
+    var topicRoot: String { get }
+    @discardableResult
+    func publish(topic: String, payload: [UInt8], retain: Bool) -> Bool
 }

@@ -41,8 +41,9 @@ public final class StageTester {
                                       north: NorthSettings = NorthSettings(securityProfile: 3),
                                       stateDirectory: String = "/tmp/ocpp-gateway-test-state",
                                       limits: SessionLimits = SessionLimits(), wallTime: Double? = nil,
+                                      publisher: (any MessagePublisher)? = nil,
                                       logger: Logger = Logger(label: "stage-test", factory: { _ in SwiftLogNoOpLogHandler() })) throws {
-        let stage = try Self.build(type, config: yaml, south: south, north: north, stateDirectory: stateDirectory)
+        let stage = try Self.build(type, config: yaml, south: south, north: north, stateDirectory: stateDirectory, publisher: publisher)
         self.init(stages: [(S.type, stage)], chargerId: chargerId, limits: limits, wallTime: wallTime, logger: logger)
     }
 
@@ -50,7 +51,8 @@ public final class StageTester {
     public static func build<S: Stage>(_ type: S.Type, config yaml: String = "",
                                        south: SouthSettings = SouthSettings(securityProfile: 1, chargers: [:]),
                                        north: NorthSettings = NorthSettings(securityProfile: 3),
-                                       stateDirectory: String = "/tmp/ocpp-gateway-test-state") throws -> S {
+                                       stateDirectory: String = "/tmp/ocpp-gateway-test-state",
+                                       publisher: (any MessagePublisher)? = nil) throws -> S {
         let node: Node?
         do {
             node = try Yams.compose(yaml: yaml)
@@ -59,7 +61,7 @@ public final class StageTester {
         }
         let configuration = try NodeDecoder(file: "<config>").decode(S.Configuration.self, from: node, subject: "stage '\(S.type)'")
         let context = StageSetupContext(stageId: S.type, logger: Logger(label: "stage-test", factory: { _ in SwiftLogNoOpLogHandler() }),
-                                        stateDirectory: stateDirectory, south: south, north: north)
+                                        stateDirectory: stateDirectory, south: south, north: north, publisher: publisher)
         return try S(configuration: configuration, context: context)
     }
 

@@ -4,6 +4,7 @@ import CertsStage
 import Foundation
 import Gateway
 import GatewayStages
+import HealthChannel
 import Logging
 import Metrics
 import NIOCore
@@ -115,9 +116,16 @@ struct Validate: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try loadConfiguration(config)
+        let publisher: OfflinePublisher?
+        do {
+            publisher = try configuration.mqtt.map { OfflinePublisher(topicRoot: try MQTTSettings($0, configurationFile: config).topicRoot) }
+        } catch {
+            FileHandle.standardError.write(Data("\(config):1:1: error: mqtt: \(error)\n".utf8))
+            throw ExitCode(exitConfigurationError)
+        }
         let loader = PipelineLoader(registry: makeStageRegistry(), southSettings: configuration.southSettings,
                                     northSettings: configuration.northSettings, stateDirectory: configuration.stateDirectory,
-                                    logger: Logger(label: "validate", factory: { _ in SwiftLogNoOpLogHandler() }))
+                                    logger: Logger(label: "validate", factory: { _ in SwiftLogNoOpLogHandler() }), publisher: publisher)
         do {
             let pipeline = try loader.load(file: configuration.pipelineFile)
             for warning in configuration.warnings { print("warning: \(warning)") }

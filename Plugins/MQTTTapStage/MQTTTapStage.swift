@@ -1,0 +1,203 @@
+import Crypto
+import Foundation
+import Logging
+public import OCPP
+public import StageKit
+
+/// Splits the charger's stream at the edge: the value channel (authorization, transactions,
+/// billing) goes to the CSMS, the health channel (per-phase voltage and current, temperature,
+/// frequency, vendor diagnostics, status) goes to the O&M broker over MQTT, with personal data
+/// (idTag and configured fields) replaced by a keyed hash. Publishing never waits: a full MQTT
+/// queue drops (and counts) health messages, never OCPP frames.
+public struct MQTTTapStage: Stage {
+    public enum Route: String, Decodable, Sendable {
+        case csms, mqtt, both
+        var toCSMS: Bool { self != .mqtt }
+        var toMQTT: Bool { self != .csms }
+    }
+
+    public struct Configuration: Decodable, Sendable {
+        /// Per action (charger → CSMS CALLs): csms, mqtt or both. See the defaults in docs/health-channel.md.
+        public var routes: [String: Route]?
+        /// Per MeterValues measurand (with `/phase` for one phase, e.g. `Voltage/L1-N`): csms, mqtt or both.
+        public var measurands: [String: Route]?
+        /// Payload fields replaced by a keyed hash before anything reaches MQTT.
+        public var piiFields: [String]?
+    }
+
+    public static let type = "mqtt_tap"
+    public static let summary = "Health channel: routes telemetry and diagnostics to MQTT (PII hashed), keeps billing on the CSMS link."
+
+    let publisher: any MessagePublisher
+    let routes: [String: Route]
+    let measurandRoutes: [String: Route]
+    let piiFields: Set<String>
+    /// The HMAC key's bytes (SymmetricKey is not Sendable).
+    let secret: [UInt8]
+
+    /// Defaults: value-channel actions to the CSMS with a copy on MQTT; status to both; vendor diagnostics to MQTT only.
+    static let defaultRoutes: [String: Route] = [
+        "Authorize": .both, "StartTransaction": .both, "StopTransaction": .both, "MeterValues": .both, "BootNotification": .both,
+        "StatusNotification": .both, "DataTransfer": .mqtt, "DiagnosticsStatusNotification": .both, "FirmwareStatusNotification": .both,
+        "Heartbeat": .csms,
+    ]
+
+    public init(configuration: Configuration, context: StageSetupContext) throws {
+        guard let publisher = context.publisher else {
+            throw TapError("the mqtt_tap stage needs the health channel: add an 'mqtt:' section to gateway.yaml")
+        }
+        self.publisher = publisher
+        routes = Self.defaultRoutes.merging(configuration.routes ?? [:]) { $1 }
+        for action in (configuration.routes ?? [:]).keys where MessageCatalogue.descriptor(for: action)?.sender.contains(.chargePoint) != true {
+            throw TapError("'routes' names '\(action)', which is not an action a charger sends")
+        }
+        measurandRoutes = configuration.measurands ?? [:]
+        piiFields = Set(configuration.piiFields ?? ["idTag", "parentIdTag"])
+        secret = try Self.loadSecret(stateDirectory: context.stateDirectory)
+    }
+
+    /// The per-gateway HMAC key, made on first use (`<state_dir>/health-channel.key`, 0600). Hashes stay
+    /// stable across restarts, so an O&M platform can correlate sessions without learning the idTag.
+    static func loadSecret(stateDirectory: String) throws -> [UInt8] {
+        let path = stateDirectory + "/health-channel.key"
+        if let data = FileManager.default.contents(atPath: path), data.count == 32 { return Array(data) }
+        try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
+        let key = SymmetricKey(size: .bits256)
+        let temporary = path + ".tmp"
+        guard FileManager.default.createFile(atPath: temporary, contents: key.withUnsafeBytes { Data($0) },
+                                             attributes: [.posixPermissions: 0o600]) else {
+            throw TapError("cannot write \(path)")
+        }
+        guard rename(temporary, path) == 0 else { throw TapError("cannot install \(path): \(String(cString: strerror(errno)))") }
+        return key.withUnsafeBytes { Array($0) }
+    }
+
+    // MARK: Frames
+
+    public func process(_ envelope: Envelope, in session: any SessionContext) -> Verdict {
+        guard envelope.direction == .fromCharger, envelope.isCall, let action = envelope.action else { return .forward }
+        let route = routes[action] ?? .csms
+        switch action {
+        case "MeterValues":
+            return meterValues(envelope, session)
+        case "StatusNotification":
+            let payload = envelope.payload()
+            if route.toMQTT {
+                let connector = payload["connectorId"]?.intValue ?? 0
+                publish(session, "status/\(connector)", retain: true, [
+                    "connector": .number(connector), "status": payload["status"] ?? .null, "errorCode": payload["errorCode"] ?? .null,
+                    "timestamp": payload["timestamp"] ?? .string(isoNow(session)),
+                ])
+            }
+            return route.toCSMS ? .forward : .answer([:])
+        case "DataTransfer" where route == .mqtt:
+            publish(session, "diagnostics", retain: false, ["action": "DataTransfer", "payload": strip(envelope.payload())])
+            // The CSMS never sees it: the gateway answers for it.
+            return .answer(["status": "Accepted"])
+        default:
+            if route.toMQTT {
+                publish(session, "events", retain: false, ["action": .string(action), "payload": strip(envelope.payload())])
+            }
+            guard route.toCSMS else { return .answer(Self.localAnswer(action, session)) }
+            return .forward
+        }
+    }
+
+    /// Each sample goes where its measurand's route says; the CSMS copy keeps only its samples,
+    /// and stays byte for byte when it keeps them all.
+    private func meterValues(_ envelope: Envelope, _ session: any SessionContext) -> Verdict {
+        var payload = envelope.payload()
+        let connector = payload["connectorId"]?.intValue ?? 0
+        var removed = false
+        var kept: [JSONValue] = []
+        for meterValue in payload["meterValue"]?.arrayValue ?? [] {
+            let timestamp = meterValue["timestamp"] ?? .null
+            var samples: [JSONValue] = []
+            for sample in meterValue["sampledValue"]?.arrayValue ?? [] {
+                let measurand = sample["measurand"]?.stringValue ?? "Energy.Active.Import.Register"
+                let phase = sample["phase"]?.stringValue
+                let route = self.route(measurand: measurand, phase: phase)
+                if route.toMQTT {
+                    var message: JSONValue = ["connector": .number(connector), "timestamp": timestamp, "measurand": .string(measurand),
+                                              "value": sample["value"] ?? .null]
+                    for key in ["phase", "unit", "context", "location", "format"] { if let value = sample[key] { message[key] = value } }
+                    if let transaction = payload["transactionId"] { message["transaction"] = transaction }
+                    publish(session, "telemetry/\(measurand)" + (phase.map { "/\($0)" } ?? ""), retain: false, message)
+                }
+                if route.toCSMS { samples.append(sample) } else { removed = true }
+            }
+            if !samples.isEmpty {
+                var entry = meterValue
+                entry["sampledValue"] = .array(samples)
+                kept.append(entry)
+            }
+        }
+        guard removed else { return .forward }
+        guard !kept.isEmpty else { return .answer([:]) }  // all health data: the CSMS has nothing to receive
+        payload["meterValue"] = .array(kept)
+        return .forward(modifiedPayload: payload)
+    }
+
+    /// Per-phase voltage and current, temperature and frequency are health data; registers, power and SoC are value data.
+    func route(measurand: String, phase: String?) -> Route {
+        if let phase, let route = measurandRoutes["\(measurand)/\(phase)"] { return route }
+        if let route = measurandRoutes[measurand] { return route }
+        switch measurand {
+        case "Temperature", "Frequency", "RPM": return .mqtt
+        case "Voltage", "Current.Import", "Current.Export", "Current.Offered": return phase == nil ? .both : .mqtt
+        default: return .both
+        }
+    }
+
+    /// What the gateway answers when an action is routed to MQTT only.
+    static func localAnswer(_ action: String, _ session: any SessionContext) -> JSONValue {
+        switch action {
+        case "Heartbeat": ["currentTime": .string(isoNow(session))]
+        case "DataTransfer": ["status": "Accepted"]
+        default: [:]
+        }
+    }
+
+    // MARK: Publishing
+
+    private func publish(_ session: any SessionContext, _ subtopic: String, retain: Bool, _ body: JSONValue) {
+        var message: JSONValue = ["v": 1, "gateway": .string(publisher.topicRoot), "charger": .string(session.chargerId)]
+        for (key, value) in body.objectValue ?? [] { message[key] = value }
+        publisher.publish(topic: "\(publisher.topicRoot)/\(Self.topicSafe(session.chargerId))/\(subtopic)", payload: message.serialized(),
+                          retain: retain)
+    }
+
+    /// MQTT wildcards and separators cannot appear in a topic level.
+    static func topicSafe(_ text: String) -> String {
+        String(text.map { "+#/".contains($0) ? "_" : $0 })
+    }
+
+    /// The payload with every PII field replaced by `hmac-sha256:<hex>` (first 16 bytes), at any depth.
+    func strip(_ value: JSONValue) -> JSONValue {
+        switch value {
+        case .object(let members):
+            return .object(members.map { key, member in
+                if piiFields.contains(key), case .string(let text) = member { return (key, .string(hash(text))) }
+                return (key, strip(member))
+            })
+        case .array(let elements):
+            return .array(elements.map(strip))
+        default:
+            return value
+        }
+    }
+
+    func hash(_ text: String) -> String {
+        let mac = HMAC<SHA256>.authenticationCode(for: Data(text.utf8), using: SymmetricKey(data: secret))
+        return "hmac-sha256:" + mac.prefix(16).map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+func isoNow(_ session: any SessionContext) -> String {
+    Date(timeIntervalSince1970: session.wallTime).formatted(.iso8601)
+}
+
+struct TapError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

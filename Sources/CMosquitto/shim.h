@@ -1,0 +1,2 @@
+// libmosquitto from Debian's libmosquitto-dev (the MQTT client of the health channel).
+#include <mosquitto.h>

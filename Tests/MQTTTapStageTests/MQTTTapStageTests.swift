@@ -1,0 +1,100 @@
+import Foundation
+import MQTTTapStage
+import OCPP
+import StageKit
+import StageTesting
+import Testing
+
+@Suite("mqtt_tap stage")
+struct MQTTTapStageTests {
+    let state = FileManager.default.temporaryDirectory.appendingPathComponent("tap-\(UUID().uuidString)").path
+
+    func tester(_ config: String = "", publisher: RecordingPublisher) throws -> StageTester {
+        try StageTester(MQTTTapStage.self, config: config, stateDirectory: state, publisher: publisher)
+    }
+
+    static let meterValues: JSONValue = ["connectorId": 1, "transactionId": 7, "meterValue": [[
+        "timestamp": "2026-11-25T10:00:00Z",
+        "sampledValue": [
+            ["value": "1250.0", "measurand": "Energy.Active.Import.Register", "unit": "Wh", "format": "SignedData"],
+            ["value": "230.4", "measurand": "Voltage", "phase": "L1-N", "unit": "V"],
+            ["value": "16.1", "measurand": "Current.Import", "phase": "L1", "unit": "A"],
+            ["value": "41", "measurand": "Temperature", "unit": "Celsius"],
+        ],
+    ]]]
+
+    @Test func meterValuesAreSplitBetweenTheTwoChannels() throws {
+        let publisher = RecordingPublisher()
+        let tester = try tester(publisher: publisher)
+        tester.chargerSends(call: "MeterValues", payload: Self.meterValues, id: "m1")
+        let north = try #require(tester.takeSentToCSMS().first).payload()
+        let samples = north["meterValue"]?.arrayValue?.first?["sampledValue"]?.arrayValue ?? []
+        #expect(samples.compactMap { $0["measurand"]?.stringValue } == ["Energy.Active.Import.Register"], "only value data goes to the CSMS")
+        #expect(samples.first?["value"] == "1250.0")
+        let topics = publisher.take().map(\.topic)
+        #expect(topics == ["test/gateway/CP001/telemetry/Energy.Active.Import.Register", "test/gateway/CP001/telemetry/Voltage/L1-N",
+                           "test/gateway/CP001/telemetry/Current.Import/L1", "test/gateway/CP001/telemetry/Temperature"])
+    }
+
+    @Test func aFrameWithOnlyValueDataPassesByteForByte() throws {
+        let publisher = RecordingPublisher()
+        let tester = try tester(publisher: publisher)
+        let text = #"[2,"m2","MeterValues",{"connectorId":1,"meterValue":[{"timestamp":"2026-11-25T10:00:00Z","sampledValue":[{"value":"1.50E+3","measurand":"Energy.Active.Import.Register"}]}]}]"#
+        tester.chargerSends(text)
+        #expect(tester.takeSentToCSMS().map(\.text) == [text])
+        #expect(publisher.take().first?.json["value"] == "1.50E+3")
+    }
+
+    @Test func healthOnlyFramesAreAnsweredByTheGateway() throws {
+        let publisher = RecordingPublisher()
+        let tester = try tester(publisher: publisher)
+        tester.chargerSends(call: "MeterValues", payload: ["connectorId": 1, "meterValue": [[
+            "timestamp": "2026-11-25T10:00:00Z", "sampledValue": [["value": "50.01", "measurand": "Frequency"]]]]], id: "h1")
+        tester.chargerSends(call: "DataTransfer", payload: ["vendorId": "acme", "messageId": "diag", "data": "fan=ok"], id: "d1")
+        #expect(tester.takeSentToCSMS().isEmpty)
+        #expect(tester.takeSentToCharger().map { $0.payload() } == [[:], ["status": "Accepted"]])
+        #expect(publisher.take().map(\.topic) == ["test/gateway/CP001/telemetry/Frequency", "test/gateway/CP001/diagnostics"])
+    }
+
+    @Test func idTagsNeverReachMQTTInTheClear() throws {
+        let publisher = RecordingPublisher()
+        let tester = try tester(publisher: publisher)
+        tester.chargerSends(call: "Authorize", payload: ["idTag": "04A2B3C4D5E6F7"])
+        tester.chargerSends(call: "StartTransaction", payload: ["connectorId": 1, "idTag": "04A2B3C4D5E6F7", "meterStart": 0,
+                                                                 "timestamp": "2026-11-25T10:00:00Z"])
+        tester.chargerSends(call: "StopTransaction", payload: ["transactionId": 1, "meterStop": 9, "timestamp": "2026-11-25T11:00:00Z",
+                                                               "transactionData": [["timestamp": "2026-11-25T11:00:00Z", "sampledValue": [["value": "9"]]]],
+                                                               "idTag": "04A2B3C4D5E6F7"])
+        #expect(tester.takeSentToCSMS().allSatisfy { $0.text.contains("04A2B3C4D5E6F7") }, "the CSMS still gets the real idTag")
+        let messages = publisher.take()
+        #expect(messages.count == 3)
+        #expect(messages.allSatisfy { !$0.text.contains("04A2B3C4D5E6F7") })
+        let hashes = Set(messages.compactMap { $0.json["payload"]?["idTag"]?.stringValue })
+        #expect(hashes.count == 1 && hashes.first?.hasPrefix("hmac-sha256:") == true, "the same idTag hashes the same")
+        let key = try FileManager.default.attributesOfItem(atPath: state + "/health-channel.key")
+        #expect((key[.posixPermissions] as? Int) == 0o600)
+    }
+
+    @Test func statusIsRetainedPerConnector() throws {
+        let publisher = RecordingPublisher()
+        let tester = try tester(publisher: publisher)
+        tester.chargerSends(call: "StatusNotification", payload: ["connectorId": 1, "errorCode": "GroundFailure", "status": "Faulted"])
+        #expect(tester.takeSentToCSMS().count == 1, "status goes to both")
+        let status = try #require(publisher.take().first)
+        #expect(status.topic == "test/gateway/CP001/status/1" && status.retain)
+        #expect(status.json["status"] == "Faulted" && status.json["errorCode"] == "GroundFailure" && status.json["v"] == 1)
+    }
+
+    @Test func routesAreConfigurable() throws {
+        let publisher = RecordingPublisher()
+        let tester = try tester("routes: { Heartbeat: mqtt }\nmeasurands: { Voltage: csms }", publisher: publisher)
+        tester.chargerSends(call: "Heartbeat", id: "hb")
+        #expect(tester.takeSentToCharger().first?.payload()["currentTime"] != nil)
+        tester.chargerSends(call: "MeterValues", payload: Self.meterValues)
+        let north = try #require(tester.takeSentToCSMS { $0.action == "MeterValues" }.first).payload()
+        #expect(north["meterValue"]?.arrayValue?.first?["sampledValue"]?.arrayValue?.compactMap { $0["measurand"]?.stringValue }
+            == ["Energy.Active.Import.Register", "Voltage"])
+        #expect(throws: (any Error).self) { try StageTester.build(MQTTTapStage.self, config: "routes: { Reset: mqtt }", publisher: publisher) }
+        #expect(throws: (any Error).self) { try StageTester.build(MQTTTapStage.self) }
+    }
+}
