@@ -166,10 +166,12 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        .target(name: "DashcamStage", dependencies: ["OCPP", "StageKit", logging], path: "Plugins/DashcamStage", swiftSettings: swiftSettings),
+
         // Wires the stage modules into a registry; the one line a stage author adds lives here.
         .target(
             name: "GatewayStages",
-            dependencies: ["StageKit", "Router", "AuthStage", "CertsStage", "FirewallStage", "SmartChargingStage", "MQTTTapStage"],
+            dependencies: ["StageKit", "Router", "AuthStage", "CertsStage", "FirewallStage", "SmartChargingStage", "MQTTTapStage", "DashcamStage"],
             swiftSettings: swiftSettings
         ),
 
@@ -229,6 +231,11 @@ let package = Package(
         .testTarget(
             name: "MQTTTapStageTests",
             dependencies: ["MQTTTapStage", "StageTesting", "StageKit", "OCPP", "Router"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "DashcamStageTests",
+            dependencies: ["DashcamStage", "StageTesting", "StageKit", "OCPP", "Router"],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "ChargingSchedulesTests", dependencies: ["ChargingSchedules", "OCPP"], swiftSettings: swiftSettings),

@@ -1,5 +1,6 @@
 import AuthStage
 import CertsStage
+import DashcamStage
 import FirewallStage
 import MQTTTapStage
 import SmartChargingStage
@@ -14,5 +15,6 @@ public func makeStageRegistry() -> StageRegistry {
     registry.register(FirewallStage.self)
     registry.register(SmartChargingStage.self)
     registry.register(MQTTTapStage.self)
+    registry.register(DashcamStage.self)
     return registry
 }

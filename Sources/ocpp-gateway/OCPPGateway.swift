@@ -8,6 +8,7 @@ import HealthChannel
 import Logging
 import Metrics
 import NIOCore
+import OCPP
 import NIOPosix
 import Prometheus
 import Router
@@ -22,7 +23,7 @@ struct OCPPGateway: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ocpp-gateway",
         abstract: "Edge security gateway for legacy OCPP 1.6J chargers: ws:// (SP0/SP1) in, wss:// mutual TLS (SP3) out.",
-        subcommands: [Run.self, Validate.self, Stages.self, HashPassword.self, Certs.self]
+        subcommands: [Run.self, Validate.self, Stages.self, HashPassword.self, Certs.self, Dashcam.self]
     )
 }
 
@@ -248,6 +249,50 @@ struct Certs: ParsableCommand {
                     print([id, root.type, root.provisioned ? "north.ca_file" : "installed", root.notAfter.formatted(.iso8601),
                            root.serialNumber, root.subject].joined(separator: "\t"))
                 }
+            }
+        }
+    }
+}
+
+struct Dashcam: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The dashcam's captures (state_dir/dashcam): the frames around each fault.", subcommands: [List.self, Show.self])
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Every capture: charger, time, trigger, frames, file.")
+        @Option(name: .long, help: "Path to gateway.yaml.") var config: String
+
+        func run() throws {
+            let folder = try loadConfiguration(config).stateDirectory + "/dashcam"
+            let chargers = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).sorted()
+            print(["CHARGER", "AT", "TRIGGER", "FRAMES", "FILE"].joined(separator: "\t"))
+            for charger in chargers {
+                let files = ((try? FileManager.default.contentsOfDirectory(atPath: folder + "/" + charger)) ?? []).filter { $0.hasSuffix(".jsonl") }.sorted()
+                for file in files {
+                    let path = folder + "/" + charger + "/" + file
+                    let header = (try? String(contentsOfFile: path, encoding: .utf8))?.split(separator: "\n").first
+                        .flatMap { try? JSONValue(parsing: String($0)) }
+                    print([header?["charger"]?.stringValue ?? charger, header?["at"]?.stringValue ?? "?",
+                           header?["trigger"]?.stringValue ?? "?", header?["frames"]?.intValue.map(String.init) ?? "?", path].joined(separator: "\t"))
+                }
+            }
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "One capture, a frame a line.")
+        @Argument(help: "A capture file from 'dashcam list'.") var file: String
+
+        func run() throws {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw ValidationError("cannot read \(file)") }
+            var lines = text.split(separator: "\n").makeIterator()
+            if let header = lines.next().flatMap({ try? JSONValue(parsing: String($0)) }) {
+                print("\(header["charger"]?.stringValue ?? "?") — \(header["trigger"]?.stringValue ?? "?") at \(header["at"]?.stringValue ?? "?")")
+            }
+            while let line = lines.next() {
+                guard let entry = try? JSONValue(parsing: String(line)) else { continue }
+                let arrow = entry["direction"]?.stringValue == "from_charger" ? "charger →" : "→ charger"
+                print("\(entry["time"]?.stringValue ?? "")  \(arrow)  \(entry["frame"]?.jsonText ?? "")")
             }
         }
     }

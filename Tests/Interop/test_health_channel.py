@@ -7,7 +7,7 @@ import threading
 import time
 
 import paho.mqtt.client as mqtt
-from conftest import Gateway, boot, connect_charger, free_port, now_iso, start_csms_and_gateway, wait_for
+from conftest import GATEWAY_BIN, Gateway, boot, connect_charger, free_port, now_iso, start_csms_and_gateway, wait_for
 from ocpp.v16 import call
 
 PIPELINE = """version: 1
@@ -145,3 +145,42 @@ def test_health_channel_routes_telemetry_strips_pii_and_survives_the_broker(tmp_
         gateway.stop()
         subscriber.stop()
         broker.stop()
+
+
+def test_a_faulted_charger_leaves_a_dashcam_capture(tmp_path, pki, csms_port):
+    pipeline = """version: 1
+stages:
+  - id: camera
+    type: dashcam
+    config: { after_frames: 2, after_seconds: 5 }
+  - id: identity
+    type: auth
+"""
+    gateway = Gateway(tmp_path, pki, csms_port, pipeline=pipeline)
+
+    async def scenario():
+        csms = await start_csms_and_gateway(gateway, pki, csms_port)
+        charger, connection, task = await connect_charger(gateway)
+        await boot(charger)
+        await charger.call(call.Heartbeat())
+        await charger.call(call.StatusNotification(connector_id=1, error_code="GroundFailure", status="Faulted"))
+        await charger.call(call.Heartbeat())
+        folder = gateway.state / "dashcam" / "CP001"
+        await wait_for(lambda: folder.exists() and list(folder.glob("*.jsonl")), what="the capture")
+        await connection.close()
+        task.cancel()
+        csms.server.close()
+
+    try:
+        asyncio.run(scenario())
+        capture = sorted((gateway.state / "dashcam" / "CP001").glob("*.jsonl"))[0]
+        lines = [json.loads(line) for line in capture.read_text().splitlines()]
+        assert lines[0]["trigger"] == "Faulted"
+        actions = [line["frame"][2] for line in lines[1:] if line["frame"][0] == 2]
+        assert actions == ["BootNotification", "Heartbeat", "StatusNotification", "Heartbeat"], "frames before and after the fault"
+        listing = subprocess.run([str(GATEWAY_BIN), "dashcam", "list", "--config", str(gateway.config)], capture_output=True, text=True)
+        assert "Faulted" in listing.stdout and str(capture) in listing.stdout
+        shown = subprocess.run([str(GATEWAY_BIN), "dashcam", "show", str(capture)], capture_output=True, text=True)
+        assert "StatusNotification" in shown.stdout and shown.returncode == 0
+    finally:
+        gateway.stop()

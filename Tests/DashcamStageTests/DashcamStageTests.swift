@@ -1,0 +1,77 @@
+import DashcamStage
+import Foundation
+import OCPP
+import StageKit
+import StageTesting
+import Testing
+
+@Suite("dashcam stage")
+struct DashcamStageTests {
+    let state = FileManager.default.temporaryDirectory.appendingPathComponent("dashcam-\(UUID().uuidString)").path
+
+    func captures(_ charger: String = "CP001", count: Int = 1) async throws -> [String] {
+        let folder = state + "/dashcam/" + charger
+        let deadline = ContinuousClock.now + .seconds(5)
+        while ContinuousClock.now < deadline {
+            let files = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasSuffix(".jsonl") }.sorted()
+            if files.count >= count { return files.map { folder + "/" + $0 } }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return []
+    }
+
+    @Test func aFaultedStatusCapturesFramesBeforeAndAfterIt() async throws {
+        let publisher = RecordingPublisher()
+        let tester = try StageTester(DashcamStage.self, config: "after_frames: 2\nafter_seconds: 30", stateDirectory: state, publisher: publisher)
+        for n in 0..<3 {
+            let id = tester.chargerSends(call: "Heartbeat", id: "before-\(n)")
+            tester.csmsAnswers(id, payload: ["currentTime": "2026-01-01T00:00:00Z"])
+        }
+        tester.chargerSends(call: "StatusNotification", payload: ["connectorId": 1, "errorCode": "GroundFailure", "status": "Faulted"], id: "fault")
+        tester.csmsAnswers("fault")
+        tester.chargerSends(call: "Heartbeat", id: "after-1")
+        tester.csmsAnswers("after-1", payload: ["currentTime": "2026-01-01T00:00:05Z"])
+        tester.chargerSends(call: "Heartbeat", id: "after-2")
+        let file = try #require(try await captures().first)
+        let lines = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n").map { try JSONValue(parsing: String($0)) }
+        #expect(lines.first?["trigger"] == "Faulted" && lines.first?["v"] == 1)
+        let ids = lines.dropFirst().compactMap { $0["frame"]?.arrayValue?[1].stringValue }
+        #expect(ids == ["before-0", "before-0", "before-1", "before-1", "before-2", "before-2", "fault", "fault", "after-1"], "two frames after the trigger")
+        #expect(lines.dropFirst().first?["direction"] == "from_charger")
+        let attributes = try FileManager.default.attributesOfItem(atPath: file)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        let deadline = ContinuousClock.now + .seconds(5)
+        var announced: [RecordingPublisher.Message] = []
+        while announced.isEmpty, ContinuousClock.now < deadline {
+            announced = publisher.take()
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(announced.first?.topic == "test/gateway/CP001/dashcam")
+        #expect(announced.first?.json["file"]?.stringValue == file)
+    }
+
+    @Test func aCallErrorAndADisconnectMidTransactionTrigger() async throws {
+        let tester = try StageTester(DashcamStage.self, config: "after_frames: 0\nafter_seconds: 0", stateDirectory: state)
+        let id = tester.csmsSends(call: "Reset", payload: ["type": "Soft"])
+        tester.chargerAnswersError(id, code: .internalError, description: "busy")
+        #expect(try await captures().first?.contains("callerror-internalerror-from-the-charger") == true)
+        tester.chargerSends(call: "StartTransaction", payload: ["connectorId": 1, "idTag": "t", "meterStart": 0, "timestamp": "2026-01-01T00:00:00Z"])
+        tester.endSession()
+        #expect(try await captures(count: 2).count == 2)
+    }
+
+    @Test func theWindowAndTheDiskAreBounded() async throws {
+        let tester = try StageTester(DashcamStage.self, config: "before_frames: 3\nafter_frames: 0\nafter_seconds: 0\nmax_captures: 2",
+                                     stateDirectory: state)
+        for n in 0..<10 { tester.chargerSends(call: "Heartbeat", id: "h\(n)") }
+        for n in 0..<4 {
+            tester.advance(by: .seconds(1))
+            tester.chargerSends(call: "StatusNotification", payload: ["connectorId": 1, "errorCode": "NoError", "status": "Faulted"], id: "f\(n)")
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let files = try await captures(count: 2)
+        #expect(files.count == 2, "only the newest two are kept")
+        let first = try String(contentsOfFile: files[0], encoding: .utf8).split(separator: "\n")
+        #expect(first.count == 1 + 3, "a header and the last three frames")
+    }
+}
