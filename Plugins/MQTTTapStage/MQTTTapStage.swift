@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Logging
+import Synchronization
 public import OCPP
 public import StageKit
 
@@ -23,6 +24,11 @@ public struct MQTTTapStage: Stage {
         public var measurands: [String: Route]?
         /// Payload fields replaced by a keyed hash before anything reaches MQTT.
         public var piiFields: [String]?
+        /// Run the charger's sampling at this interval (seconds) for the health channel, while the CSMS
+        /// keeps the MeterValueSampleInterval it set. Off when absent.
+        public var healthInterval: Int?
+        /// Measurands the health channel wants sampled, added to the CSMS's MeterValuesSampledData.
+        public var healthMeasurands: [String]?
     }
 
     public static let type = "mqtt_tap"
@@ -34,6 +40,10 @@ public struct MQTTTapStage: Stage {
     let piiFields: Set<String>
     /// The HMAC key's bytes (SymmetricKey is not Sendable).
     let secret: [UInt8]
+    let healthInterval: Int?
+    let healthMeasurands: [String]
+    /// What each CSMS asked of its charger's sampling, kept across reconnects.
+    let wishes = SamplingWishes()
 
     /// Defaults: value-channel actions to the CSMS with a copy on MQTT; status to both; vendor diagnostics to MQTT only.
     static let defaultRoutes: [String: Route] = [
@@ -54,6 +64,10 @@ public struct MQTTTapStage: Stage {
         measurandRoutes = configuration.measurands ?? [:]
         piiFields = Set(configuration.piiFields ?? ["idTag", "parentIdTag"])
         secret = try Self.loadSecret(stateDirectory: context.stateDirectory)
+        if let interval = configuration.healthInterval, interval <= 0 { throw TapError("'health_interval' must be positive") }
+        healthInterval = configuration.healthInterval
+        healthMeasurands = configuration.healthMeasurands
+            ?? ["Voltage", "Current.Import", "Power.Active.Import", "Temperature", "Energy.Active.Import.Register"]
     }
 
     /// The per-gateway HMAC key, made on first use (`<state_dir>/health-channel.key`, 0600). Hashes stay
@@ -75,6 +89,7 @@ public struct MQTTTapStage: Stage {
     // MARK: Frames
 
     public func process(_ envelope: Envelope, in session: any SessionContext) -> Verdict {
+        if healthInterval != nil, let verdict = splitSampling(envelope, session) { return verdict }
         guard envelope.direction == .fromCharger, envelope.isCall, let action = envelope.action else { return .forward }
         let route = routes[action] ?? .csms
         switch action {
@@ -132,10 +147,123 @@ public struct MQTTTapStage: Stage {
                 kept.append(entry)
             }
         }
+        if healthInterval != nil {
+            let thinned = thinForCSMS(kept, session)
+            removed = removed || thinned != kept
+            kept = thinned
+        }
         guard removed else { return .forward }
         guard !kept.isEmpty else { return .answer([:]) }  // all health data: the CSMS has nothing to receive
         payload["meterValue"] = .array(kept)
         return .forward(modifiedPayload: payload)
+    }
+
+    // MARK: Splitting the sample interval
+
+    /// The CSMS's sampling wishes for one charger.
+    struct Wish: Sendable {
+        var interval: Int?
+        var measurands: String?
+        var lastForwarded: Double?
+    }
+
+    final class SamplingWishes: Sendable {
+        private let wishes = Mutex<[String: Wish]>([:])
+        func get(_ id: String) -> Wish { wishes.withLock { $0[id] ?? Wish() } }
+        func update(_ id: String, _ change: (inout Wish) -> Void) { wishes.withLock { change(&$0[id, default: Wish()]) } }
+    }
+
+    static let samplingKeys: Set<String> = ["MeterValueSampleInterval", "MeterValuesSampledData"]
+
+    /// Intercepts what the CSMS says and reads about sampling; the charger runs at the health interval.
+    private func splitSampling(_ envelope: Envelope, _ session: any SessionContext) -> Verdict? {
+        let id = session.chargerId
+        switch (envelope.direction, envelope.messageType, envelope.action ?? "") {
+        case (.fromCSMS, .callResult, "BootNotification") where envelope.payload()["status"]?.stringValue == "Accepted":
+            session.schedule(after: .zero) { configureCharger(session) }
+            return nil
+        case (.fromCSMS, .call, "ChangeConfiguration"):
+            let payload = envelope.payload()
+            guard let key = payload["key"]?.stringValue, Self.samplingKeys.contains(key), let value = payload["value"]?.stringValue else { return nil }
+            if key == "MeterValueSampleInterval" {
+                guard let seconds = Int(value), seconds >= 0 else { return .answer(["status": "Rejected"]) }
+                wishes.update(id) { $0.interval = seconds }
+            } else {
+                wishes.update(id) { $0.measurands = value }
+                session.schedule(after: .zero) { configureCharger(session) }
+            }
+            // The charger keeps sampling at the health interval; the CSMS gets what it asked for.
+            return .answer(["status": "Accepted"])
+        case (.fromCSMS, .call, "GetConfiguration"):
+            let keys = envelope.payload()["key"]?.arrayValue?.compactMap(\.stringValue) ?? []
+            let wish = wishes.get(id)
+            guard !keys.isEmpty, Set(keys).isSubset(of: Self.samplingKeys), wish.interval != nil || wish.measurands != nil else {
+                if keys.isEmpty { session[PendingReads.self, default: []].insert(envelope.messageId) }
+                return nil
+            }
+            return .answer(["configurationKey": .array(keys.compactMap { entry($0, wish) }), "unknownKey": []])
+        case (.fromCharger, .callResult, "GetConfiguration"):
+            guard session[PendingReads.self]?.remove(envelope.messageId) != nil else { return nil }
+            var payload = envelope.payload()
+            let wish = wishes.get(id)
+            let rewritten = (payload["configurationKey"]?.arrayValue ?? []).map { current -> JSONValue in
+                guard let key = current["key"]?.stringValue, Self.samplingKeys.contains(key), let mine = entry(key, wish) else { return current }
+                return mine
+            }
+            payload["configurationKey"] = .array(rewritten)
+            return .forward(modifiedPayload: payload)
+        default:
+            return nil
+        }
+    }
+
+    enum PendingReads: SessionStateKey { typealias Value = Set<String> }
+
+    private func entry(_ key: String, _ wish: Wish) -> JSONValue? {
+        let value = key == "MeterValueSampleInterval" ? wish.interval.map(String.init) : wish.measurands
+        return value.map { ["key": .string(key), "readonly": false, "value": .string($0)] }
+    }
+
+    /// Sets the charger to the health interval, sampling the union of what the CSMS and the health channel want.
+    private func configureCharger(_ session: any SessionContext) {
+        guard let healthInterval else { return }
+        let wish = wishes.get(session.chargerId)
+        var measurands = (wish.measurands ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        for measurand in healthMeasurands where !measurands.contains(measurand) { measurands.append(measurand) }
+        session.sendCall("ChangeConfiguration", payload: ["key": "MeterValueSampleInterval", "value": .string(String(healthInterval))],
+                         to: .charger) { _ in }
+        session.sendCall("ChangeConfiguration", payload: ["key": "MeterValuesSampledData", "value": .string(measurands.joined(separator: ","))],
+                         to: .charger) { _ in }
+    }
+
+    /// Periodic samples reach the CSMS once per its interval (the first sample of each interval,
+    /// boundaries aligned to the clock), with the measurands it asked for; transaction-related
+    /// and triggered values always pass.
+    private func thinForCSMS(_ entries: [JSONValue], _ session: any SessionContext) -> [JSONValue] {
+        let wish = wishes.get(session.chargerId)
+        guard let interval = wish.interval, interval > 0 else { return entries }
+        let wanted = wish.measurands.map { Set($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }) }
+        var kept: [JSONValue] = []
+        var periodicTime: Double?
+        for meterValue in entries {
+            let time = meterValue["timestamp"]?.stringValue.flatMap(parseISO)?.timeIntervalSince1970 ?? session.wallTime
+            let last = periodicTime ?? wish.lastForwarded
+            let due = last == nil || floor(time / Double(interval)) > floor(last! / Double(interval))
+            let samples = (meterValue["sampledValue"]?.arrayValue ?? []).filter { sample in
+                let context = sample["context"]?.stringValue ?? "Sample.Periodic"
+                guard context == "Sample.Periodic" else { return true }
+                let measurand = sample["measurand"]?.stringValue ?? "Energy.Active.Import.Register"
+                return due && (wanted?.contains(measurand) ?? true)
+            }
+            if due, samples.contains(where: { ($0["context"]?.stringValue ?? "Sample.Periodic") == "Sample.Periodic" }) { periodicTime = time }
+            if !samples.isEmpty {
+                var entry = meterValue
+                entry["sampledValue"] = .array(samples)
+                kept.append(entry)
+            }
+        }
+        if let periodicTime { wishes.update(session.chargerId) { $0.lastForwarded = periodicTime } }
+        return kept
     }
 
     /// Per-phase voltage and current, temperature and frequency are health data; registers, power and SoC are value data.
@@ -200,4 +328,19 @@ func isoNow(_ session: any SessionContext) -> String {
 struct TapError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+func parseISO(_ text: String) -> Date? {
+    let formatter = ISO8601DateFormatter()
+    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    if let date = formatter.date(from: text) { return date }
+    formatter.formatOptions = [.withInternetDateTime]
+    return formatter.date(from: text)
+}
+
+extension SessionContext {
+    subscript<Key: SessionStateKey>(key: Key.Type, default value: @autoclosure () -> Key.Value) -> Key.Value {
+        get { self[key] ?? value() }
+        set { self[key] = newValue }
+    }
 }

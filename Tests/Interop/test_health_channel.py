@@ -184,3 +184,60 @@ stages:
         assert "StatusNotification" in shown.stdout and shown.returncode == 0
     finally:
         gateway.stop()
+
+
+def test_the_csms_keeps_its_sample_interval_while_mqtt_gets_every_sample(tmp_path, pki, csms_port):
+    import datetime
+
+    broker = Broker(tmp_path, free_port())
+    broker.start()
+    subscriber = Subscriber(broker.port)
+    pipeline = PIPELINE + "    config: { health_interval: 1 }\n"
+    gateway = Gateway(tmp_path, pki, csms_port, pipeline=pipeline)
+    gateway.config.write_text(gateway.config.read_text() + f"""mqtt:
+  url: "mqtt://127.0.0.1:{broker.port}"
+  client_id: "gw-split"
+  topic_prefix: "ocpp"
+""")
+
+    async def scenario():
+        csms = await start_csms_and_gateway(gateway, pki, csms_port)
+        charger, connection, task = await connect_charger(gateway)
+        changes = []
+        original = charger.route_message
+
+        async def record(raw):
+            if '"ChangeConfiguration"' in raw:
+                changes.append(json.loads(raw)[3])
+            await original(raw)
+
+        charger.route_message = record
+        await boot(charger)
+        cp = csms.charge_points["CP001"]
+        assert (await cp.call(call.ChangeConfiguration(key="MeterValueSampleInterval", value="60"))).status == "Accepted"
+        assert (await cp.call(call.ChangeConfiguration(key="MeterValuesSampledData", value="Energy.Active.Import.Register"))).status == "Accepted"
+        await wait_for(lambda: any(c["key"] == "MeterValueSampleInterval" and c["value"] == "1" for c in changes),
+                       what="the charger set to the health interval")
+        start = datetime.datetime(2026, 11, 25, 10, 0, 0, tzinfo=datetime.timezone.utc)
+        for second in range(120):
+            await charger.call(call.MeterValues(connector_id=1, meter_value=[{
+                "timestamp": (start + datetime.timedelta(seconds=second)).isoformat(), "sampledValue": [
+                    {"value": str(1000 + second), "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
+                    {"value": "230.0", "measurand": "Voltage", "phase": "L1-N", "unit": "V"},
+                ]}]))
+        north = [json.loads(f)[3] for f in csms.frames_from("CP001") if '"MeterValues"' in f]
+        assert [m["meterValue"][0]["sampledValue"][0]["value"] for m in north] == ["1000", "1060"], "one a minute"
+        assert all(len(m["meterValue"][0]["sampledValue"]) == 1 for m in north), "only the measurands the CSMS asked for"
+        await wait_for(lambda: len([t for t in subscriber.topics() if t.endswith("Voltage/L1-N")]) == 120, what="every sample on MQTT")
+        read = await cp.call(call.GetConfiguration(key=["MeterValueSampleInterval"]))
+        assert read.configuration_key[0]["value"] == "60"
+        await connection.close()
+        task.cancel()
+        csms.server.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        gateway.stop()
+        subscriber.stop()
+        broker.stop()

@@ -97,4 +97,72 @@ struct MQTTTapStageTests {
         #expect(throws: (any Error).self) { try StageTester.build(MQTTTapStage.self, config: "routes: { Reset: mqtt }", publisher: publisher) }
         #expect(throws: (any Error).self) { try StageTester.build(MQTTTapStage.self) }
     }
+
+    /// What reached the CSMS since the last look, each answered so the next can go.
+    func answerCSMS(_ tester: StageTester) -> [Frame] {
+        let frames = tester.takeSentToCSMS()
+        for frame in frames where frame.messageType == .call { tester.csmsAnswers(frame.messageId) }
+        return frames
+    }
+
+    @Test func theCSMSKeepsItsIntervalWhileTheChargerSamplesForTheHealthChannel() throws {
+        let publisher = RecordingPublisher()
+        let tester = try tester("health_interval: 1", publisher: publisher)
+        let setInterval = tester.csmsSends(call: "ChangeConfiguration", payload: ["key": "MeterValueSampleInterval", "value": "60"])
+        let setData = tester.csmsSends(call: "ChangeConfiguration", payload: ["key": "MeterValuesSampledData", "value": "Energy.Active.Import.Register"])
+        #expect(tester.takeSentToCSMS().map { [$0.messageId, $0.payload()["status"]?.stringValue ?? ""] } == [[setInterval, "Accepted"], [setData, "Accepted"]])
+        tester.advance(by: .zero)
+        let interval = try #require(tester.takeSentToCharger().first)
+        #expect(interval.action == "ChangeConfiguration" && interval.payload()["value"] == "1", "the charger samples every second")
+        tester.chargerAnswers(interval.messageId, payload: ["status": "Accepted"])
+        let data = try #require(tester.takeSentToCharger().first)
+        #expect(data.payload()["value"]?.stringValue?.hasPrefix("Energy.Active.Import.Register,Voltage") == true, "the union of measurands")
+        tester.chargerAnswers(data.messageId, payload: ["status": "Accepted"])
+        _ = publisher.take()
+
+        let start = 1_795_000_020.0  // on a minute boundary
+        var north: [Frame] = []
+        for second in 0..<120 {
+            let stamp = Date(timeIntervalSince1970: start + Double(second)).formatted(.iso8601)
+            tester.chargerSends(call: "MeterValues", payload: ["connectorId": 1, "meterValue": [[
+                "timestamp": .string(stamp), "sampledValue": [
+                    ["value": .string("\(1000 + second)"), "measurand": "Energy.Active.Import.Register"],
+                    ["value": "230.0", "measurand": "Voltage"],
+                    ["value": "40", "measurand": "Temperature"],
+                ]]]])
+            north += answerCSMS(tester)
+        }
+        #expect(north.count == 2, "one MeterValues a minute")
+        #expect(north.map { $0.payload()["meterValue"]?.arrayValue?.first?["sampledValue"]?.arrayValue?.compactMap { $0["measurand"]?.stringValue } ?? [] }
+            == [["Energy.Active.Import.Register"], ["Energy.Active.Import.Register"]])
+        #expect(north.map { $0.payload()["meterValue"]?.arrayValue?.first?["sampledValue"]?.arrayValue?.first?["value"]?.stringValue } == ["1000", "1060"])
+        #expect(tester.takeSentToCharger().count == 120, "118 answered by the gateway, 2 by the CSMS")
+        #expect(publisher.take().count == 360, "every sample reaches MQTT")
+
+        let read = tester.csmsSends(call: "GetConfiguration", payload: ["key": ["MeterValueSampleInterval"]])
+        #expect(tester.takeSentToCSMS { $0.messageId == read }.first?.payload()["configurationKey"]?.arrayValue?.first?["value"] == "60")
+        let readAll = tester.csmsSends(call: "GetConfiguration")
+        let forwarded = try #require(tester.takeSentToCharger().first)
+        #expect(forwarded.messageId == readAll)
+        tester.chargerAnswers(readAll, payload: ["configurationKey": [["key": "MeterValueSampleInterval", "readonly": false, "value": "1"],
+                                                                      ["key": "HeartbeatInterval", "readonly": false, "value": "300"]]])
+        let answer = try #require(tester.takeSentToCSMS().first).payload()["configurationKey"]?.arrayValue
+        #expect(answer?.compactMap { $0["value"]?.stringValue } == ["60", "300"], "the CSMS reads back what it set")
+    }
+
+    @Test func transactionValuesAlwaysReachTheCSMS() throws {
+        let publisher = RecordingPublisher()
+        let tester = try tester("health_interval: 1", publisher: publisher)
+        tester.csmsSends(call: "ChangeConfiguration", payload: ["key": "MeterValueSampleInterval", "value": "900"])
+        _ = tester.takeSentToCSMS()
+        var north: [Frame] = []
+        for (n, context) in ["Sample.Periodic", "Sample.Periodic", "Transaction.End"].enumerated() {
+            tester.chargerSends(call: "MeterValues", payload: ["connectorId": 1, "meterValue": [[
+                "timestamp": .string(Date(timeIntervalSince1970: 1_795_000_000 + Double(n)).formatted(.iso8601)),
+                "sampledValue": [["value": .string("\(n)"), "measurand": "Energy.Active.Import.Register", "context": .string(context)]]]]])
+            north += answerCSMS(tester)
+        }
+        #expect(north.compactMap { $0.payload()["meterValue"]?.arrayValue?.first?["sampledValue"]?.arrayValue?.first?["value"]?.stringValue }
+            == ["0", "2"])
+    }
 }
