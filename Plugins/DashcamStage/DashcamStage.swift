@@ -5,7 +5,7 @@ public import StageKit
 
 /// A "dashcam" of each charger's message stream: a ring buffer of recent frames, and when
 /// something goes wrong (a CALLERROR either way, a Faulted status or an error code, a session
-/// that ends mid-transaction) a capture of the window before and after, written as JSON Lines
+/// that ends mid-transaction, a CALL timeout, a firewall refusal) a capture of the window before and after, written as JSON Lines
 /// under `<state_dir>/dashcam/<charger>/` and announced on the health channel.
 ///
 /// Put it first in the pipeline: it then sees every frame from the charger before any other stage
@@ -74,6 +74,10 @@ public struct DashcamStage: Stage {
         record(entry, recorder, session)
         if let trigger = trigger(envelope, recorder) { start(trigger, recorder, session) }
         return .forward
+    }
+
+    public func incidentReported(_ description: String, in session: any SessionContext) {
+        start(description, recorder(session), session)
     }
 
     public func sessionEnded(_ session: any SessionContext) {

@@ -236,6 +236,7 @@ public struct FirewallStage: Stage {
     private func refuse(_ verdict: Verdict, rule: String, side: Side, event: String?, state: SessionState,
                         session: any SessionContext) -> Verdict {
         decisions.count(rule: rule)
+        session.reportIncident("firewall rule \(rule)")
         let (log, suppressed) = state.logs[rule, default: LogThrottle()].admit(now: session.now)
         if log {
             session.logger.warning("firewall", metadata: [

@@ -256,6 +256,11 @@ public final class Session: SessionContext {
 
     // MARK: Queues
 
+    public func reportIncident(_ description: String) {
+        guard !isEnded else { return }
+        for stage in pipelines.pipeline.stages { stage.instance.incidentReported(description, in: self) }
+    }
+
     public func paceCalls(towards side: Side, minimumInterval: Duration?, holdUntil: Duration?) {
         if side == .charger {
             towardsCharger.minimumInterval = minimumInterval ?? towardsCharger.minimumInterval
@@ -295,6 +300,7 @@ public final class Session: SessionContext {
         guard let call = expired else { return }
         let timeout = side == .charger ? towardsCharger.timeout : towardsCSMS.timeout
         logger.warning("CALL timed out", metadata: ["action": "\(call.action)", "towards": "\(side)", "id": "\(id)"])
+        reportIncident("\(call.action) to the \(side) timed out")
         switch call.origin {
         case .gateway(let onOutcome):
             onOutcome(.timedOut)

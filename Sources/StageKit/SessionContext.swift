@@ -50,6 +50,9 @@ public protocol SessionContext: AnyObject {
     /// Answers a CALL a stage held with `.answerLater`: a CALLRESULT, or a CALLERROR when `error` is given.
     func answer(_ messageId: String, to side: Side, with payload: JSONValue, error: (code: OCPPErrorCode, description: String)?)
 
+    /// Tells every stage of something that went wrong (see `Stage.incidentReported`).
+    func reportIncident(_ description: String)
+
     /// Paces CALLs towards `side`: at least `minimumInterval` apart, and none before `holdUntil`
     /// (session time). CALLs wait in the queue, in order; none is dropped (the queue's bound still applies).
     func paceCalls(towards side: Side, minimumInterval: Duration?, holdUntil: Duration?)

@@ -43,6 +43,10 @@ public protocol Stage: Sendable {
 
     /// The charger's session has started (both links are up).
     func sessionStarted(_ session: any SessionContext)
+    /// Something went wrong in this session that no frame shows: a CALL timed out, the firewall
+    /// refused something. The dashcam records around it.
+    func incidentReported(_ description: String, in session: any SessionContext)
+
     /// The session is over; gateway calls still pending have already been answered `.connectionClosed`.
     func sessionEnded(_ session: any SessionContext)
 
@@ -57,6 +61,7 @@ extension Stage {
     public func northConnectionFailed(chargerId: String, failure: NorthFailure) {}
     public func sessionStarted(_ session: any SessionContext) {}
     public func sessionEnded(_ session: any SessionContext) {}
+    public func incidentReported(_ description: String, in session: any SessionContext) {}
     public func shutdown() async {}
 }
 

@@ -1,6 +1,7 @@
 import DashcamStage
 import Foundation
 import OCPP
+import Router
 import StageKit
 import StageTesting
 import Testing
@@ -73,5 +74,16 @@ struct DashcamStageTests {
         #expect(files.count == 2, "only the newest two are kept")
         let first = try String(contentsOfFile: files[0], encoding: .utf8).split(separator: "\n")
         #expect(first.count == 1 + 3, "a header and the last three frames")
+    }
+
+    @Test func aCallTimeoutIsAnIncidentTheDashcamRecords() async throws {
+        let stage = try StageTester.build(DashcamStage.self, config: "after_frames: 0\nafter_seconds: 0", stateDirectory: state)
+        let tester = StageTester(stages: [("camera", stage)], limits: SessionLimits(chargerCallTimeout: .seconds(5)))
+        tester.csmsSends(call: "GetConfiguration", id: "slow")
+        tester.advance(by: .seconds(6))
+        let file = try #require(try await captures().first)
+        #expect(file.contains("getconfiguration-to-the-charger-timed-ou"), "the trigger, shortened to 40 characters")
+        let lines = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 2, "the header and the CALL that got no answer")
     }
 }
