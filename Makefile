@@ -82,9 +82,9 @@ test-fuzz: fuzz-build
 ## Benchmarks (release build): the gateway side by side with no proxy and with nginx.
 ## Writes bench/results/latest.json and docs/benchmarks.md.
 bench-deps: $(APT_STAMP)
-	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	@[ -x /usr/sbin/nginx ] && [ -x /usr/sbin/mosquitto ] || { \
 		if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; fi; \
-		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q nginx; }
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q nginx mosquitto; }
 
 bench: bench-deps
 	$(SWIFT) build -c release --product ocpp-gateway

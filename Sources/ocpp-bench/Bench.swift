@@ -23,7 +23,7 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .long, help: "Results file.") var out = "bench/results/latest.json"
     @Option(name: .long, help: "Markdown report.") var report = "docs/benchmarks.md"
     @Option(name: .long, help: "Scratch folder (PKI, configurations, logs).") var work = ".build-bench/work"
-    @Option(name: .long, help: "Which scenarios to run, e.g. ABCDE or C (for profiling one).") var scenarios = "ABCDE"
+    @Option(name: .long, help: "Which scenarios to run, e.g. ABCDEF or C (for profiling one).") var scenarios = "ABCDEF"
 
     func run() async throws {
         let plan = smoke ? Plan.smoke : full ? Plan.full : Plan.quick
@@ -83,8 +83,21 @@ struct Bench: AsyncParsableCommand {
                                            badFramesPerSecond: 20_000, attemptsPerSecond: 500)
             gateway.stop()
         }
+        // F: the health channel under telemetry load.
+        var healthLoad: HealthLoadResult?
+        if scenarios.contains("F") {
+            let broker = try MosquittoBroker(work: work)
+            try await broker.start()
+            let gateway = try GatewayProcess(binary: self.gateway, work: work, name: "F", csmsPort: csmsPort, pki: pki,
+                                             chargers: chargerIds, pipeline: Pipelines.healthChannel,
+                                             extraConfiguration: "mqtt: { url: \"mqtt://127.0.0.1:\(broker.port)\", client_id: bench, topic_prefix: ocpp }\n")
+            try await gateway.start()
+            healthLoad = try await measureHealthLoad(gatewayPort: gateway.port, chargerIds: chargerIds, seconds: plan.latencySeconds / 1.5)
+            gateway.stop()
+            broker.stop()
+        }
         await csms.stop()
-        try Report(results: results, flood: flood, plan: plan, out: out, markdown: report).write()
+        try Report(results: results, flood: flood, healthLoad: healthLoad, plan: plan, out: out, markdown: report).write()
         log("wrote \(out) and \(report)")
     }
 }

@@ -116,6 +116,16 @@ enum Pipelines {
 }
 
 extension Pipelines {
+    /// The health channel at its defaults.
+    static let healthChannel = """
+        version: 1
+        stages:
+          - id: identity
+            type: auth
+          - id: telemetry
+            type: mqtt_tap
+        """
+
     /// The firewall with its default limits, in front of auth: what a site would run.
     static let firewall = """
         version: 1
@@ -132,7 +142,8 @@ final class GatewayProcess {
     let port: Int
     let process = Process()
 
-    init(binary: String, work: String, name: String, csmsPort: Int, pki: DevPKI, chargers: [String], pipeline: String) throws {
+    init(binary: String, work: String, name: String, csmsPort: Int, pki: DevPKI, chargers: [String], pipeline: String,
+         extraConfiguration: String = "") throws {
         port = try freePort()
         let folder = work + "/gateway-\(name)"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
@@ -153,7 +164,8 @@ final class GatewayProcess {
               server_name: localhost
             state_dir: "\(pki.directory)"
             pipeline: pipeline.yaml
-            """.write(toFile: folder + "/gateway.yaml", atomically: true, encoding: .utf8)
+
+            """.appending(extraConfiguration).write(toFile: folder + "/gateway.yaml", atomically: true, encoding: .utf8)
         guard FileManager.default.isExecutableFile(atPath: binary) else { throw BenchError("no gateway binary at \(binary)") }
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = ["run", "--config", folder + "/gateway.yaml", "--log-level", "warning"]

@@ -4,6 +4,7 @@ import Foundation
 struct Report {
     let results: [ScenarioResult]
     let flood: FloodResult?
+    let healthLoad: HealthLoadResult?
     let plan: Plan
     let out: String
     let markdown: String
@@ -16,6 +17,7 @@ struct Report {
         var plan: [String: Double]
         var scenarios: [ScenarioResult]
         var flood: FloodResult?
+        var healthLoad: HealthLoadResult?
     }
 
     func write() throws {
@@ -30,7 +32,7 @@ struct Report {
             plan: ["latency_chargers": Double(plan.latencyChargers), "calls_per_second_per_charger": plan.ratePerCharger,
                    "latency_seconds": plan.latencySeconds, "saturation_seconds": plan.saturationSeconds,
                    "scale_chargers": Double(plan.scaleChargers)],
-            scenarios: results, flood: flood)
+            scenarios: results, flood: flood, healthLoad: healthLoad)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try FileManager.default.createDirectory(atPath: (out as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
@@ -86,6 +88,7 @@ struct Report {
 
             ![latency CDF](benchmarks-latency-cdf.svg)
             \(floodSection)
+            \(healthSection)
 
             ## Method
 
@@ -130,6 +133,27 @@ struct Report {
 
             p99 under the flood is \(String(format: "%.2f", ratio))× the idle p99 (goal: at most 2×); \(flood.legitimateFailures) of the legitimate
             charger's CALLs failed.
+
+            """
+    }
+
+    private var healthSection: String {
+        guard let load = healthLoad else { return "" }
+        let ratio = Double(load.loadedP99Micros) / Double(max(load.idleP99Micros, 1))
+        return """
+
+            ## Health channel under telemetry load (F)
+
+            The gateway with `auth` and `mqtt_tap` at its defaults and a mosquitto broker from Debian.
+            \(load.chargers) chargers send \(Int(load.meterValuesPerSecond)) MeterValues/s in all (per-phase voltage and current
+            go to MQTT only, the energy register to the CSMS too) while another charger sends an Authorize every 100 ms.
+
+            | Authorize | p50 (ms) | p99 (ms) |
+            |---|---|---|
+            | idle | \(ms(load.idleP50Micros)) | \(ms(load.idleP99Micros)) |
+            | under telemetry load | \(ms(load.loadedP50Micros)) | \(ms(load.loadedP99Micros)) |
+
+            p99 under load is \(String(format: "%.2f", ratio))× the idle p99 (goal: at most 1.5×); \(load.failedCalls) CALLs failed.
 
             """
     }

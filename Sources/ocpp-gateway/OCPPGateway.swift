@@ -53,6 +53,9 @@ struct Run: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // A peer that closes a socket mid-write must cost an error, not the process: libmosquitto
+        // writes with plain write(2), where SIGPIPE's default action would end the gateway silently.
+        signal(SIGPIPE, SIG_IGN)
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
