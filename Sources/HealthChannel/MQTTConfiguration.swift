@@ -19,6 +19,11 @@ extension MQTTSettings {
                   username: mqtt.username, password: mqtt.password,
                   caFile: absolute(mqtt.tls?.caFile) ?? (scheme == "mqtts" ? "/etc/ssl/certs/ca-certificates.crt" : nil),
                   certificateFile: absolute(mqtt.tls?.certFile), keyFile: absolute(mqtt.tls?.keyFile))
+        switch mqtt.version ?? "3.1.1" {
+        case "3.1.1": protocolVersion = 4
+        case "5": protocolVersion = 5
+        case let other: throw MQTTError("mqtt 'version' is \"3.1.1\" or \"5\", not '\(other)'")
+        }
     }
 }
 

@@ -19,6 +19,8 @@ public struct MQTTSettings: Sendable {
     public var caFile: String?
     public var certificateFile: String?
     public var keyFile: String?
+    /// 4 (MQTT 3.1.1) or 5.
+    public var protocolVersion: Int = 4
 
     public init(host: String, port: Int, clientId: String, topicPrefix: String, qos: Int = 1, queueLimit: Int = 10_000,
                 username: String? = nil, password: String? = nil, caFile: String? = nil, certificateFile: String? = nil,
@@ -75,7 +77,7 @@ public final class MQTTPublisher: MessagePublisher, @unchecked Sendable {
         let box = Unmanaged.passUnretained(self)
         context = box
         mosquitto_user_data_set(handle, box.toOpaque())
-        mosquitto_int_option(handle, MOSQ_OPT_PROTOCOL_VERSION, Int32(MQTT_PROTOCOL_V311))
+        mosquitto_int_option(handle, MOSQ_OPT_PROTOCOL_VERSION, Int32(settings.protocolVersion == 5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311))
         mosquitto_reconnect_delay_set(handle, 1, 10, true)
         mosquitto_max_inflight_messages_set(handle, 100)
         if let username = settings.username { try check(mosquitto_username_pw_set(handle, username, settings.password), "credentials") }

@@ -76,6 +76,8 @@ public struct GatewayConfiguration: Decodable, Sendable {
         public var username: String?
         public var password: String?
         public var tls: MQTTTLS?
+        /// "3.1.1" (default) or "5".
+        public var version: String?
     }
 
     public struct MQTTTLS: Decodable, Sendable {

@@ -198,6 +198,7 @@ def test_the_csms_keeps_its_sample_interval_while_mqtt_gets_every_sample(tmp_pat
   url: "mqtt://127.0.0.1:{broker.port}"
   client_id: "gw-split"
   topic_prefix: "ocpp"
+  version: "5"
 """)
 
     async def scenario():
