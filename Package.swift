@@ -75,6 +75,9 @@ let package = Package(
         .systemLibrary(name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
         .target(name: "HealthChannel", dependencies: ["CMosquitto", "StageKit", "Router", logging, metrics], swiftSettings: swiftSettings),
 
+        // Deadband and Swinging Door Trending for the health channel's telemetry.
+        .target(name: "TelemetryCompression", swiftSettings: swiftSettings),
+
         // Charging-profile arithmetic for the smart-charging stage: composite schedules, TOU, compiling for a charger.
         .target(name: "ChargingSchedules", dependencies: ["OCPP"], swiftSettings: swiftSettings),
 
@@ -238,6 +241,7 @@ let package = Package(
             dependencies: ["DashcamStage", "StageTesting", "StageKit", "OCPP", "Router"],
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "TelemetryCompressionTests", dependencies: ["TelemetryCompression"], swiftSettings: swiftSettings),
         .testTarget(name: "ChargingSchedulesTests", dependencies: ["ChargingSchedules", "OCPP"], swiftSettings: swiftSettings),
         .testTarget(name: "OCPPTests", dependencies: ["OCPP"], swiftSettings: swiftSettings),
         .testTarget(name: "RouterTests", dependencies: ["Router", "StageKit", "StageTesting", "OCPP"], swiftSettings: swiftSettings),
