@@ -171,10 +171,13 @@ let package = Package(
 
         .target(name: "DashcamStage", dependencies: ["OCPP", "StageKit", logging], path: "Plugins/DashcamStage", swiftSettings: swiftSettings),
 
+        .target(name: "CompressorStage", dependencies: ["OCPP", "StageKit", "TelemetryCompression"], path: "Plugins/CompressorStage",
+                swiftSettings: swiftSettings),
+
         // Wires the stage modules into a registry; the one line a stage author adds lives here.
         .target(
             name: "GatewayStages",
-            dependencies: ["StageKit", "Router", "AuthStage", "CertsStage", "FirewallStage", "SmartChargingStage", "MQTTTapStage", "DashcamStage"],
+            dependencies: ["StageKit", "Router", "AuthStage", "CertsStage", "FirewallStage", "SmartChargingStage", "MQTTTapStage", "DashcamStage", "CompressorStage"],
             swiftSettings: swiftSettings
         ),
 
@@ -239,6 +242,11 @@ let package = Package(
         .testTarget(
             name: "DashcamStageTests",
             dependencies: ["DashcamStage", "StageTesting", "StageKit", "OCPP", "Router"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CompressorStageTests",
+            dependencies: ["CompressorStage", "MQTTTapStage", "StageTesting", "StageKit", "OCPP"],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "TelemetryCompressionTests", dependencies: ["TelemetryCompression"], swiftSettings: swiftSettings),

@@ -110,6 +110,7 @@ public struct MQTTTapStage: Stage {
             // The CSMS never sees it: the gateway answers for it.
             return .answer(["status": "Accepted"])
         default:
+            if action == "StopTransaction" { flushTelemetry(session) }
             if route.toMQTT {
                 publish(session, "events", retain: false, ["action": .string(action), "payload": strip(envelope.payload())])
             }
@@ -137,7 +138,7 @@ public struct MQTTTapStage: Stage {
                                               "value": sample["value"] ?? .null]
                     for key in ["phase", "unit", "context", "location", "format"] { if let value = sample[key] { message[key] = value } }
                     if let transaction = payload["transactionId"] { message["transaction"] = transaction }
-                    publish(session, "telemetry/\(measurand)" + (phase.map { "/\($0)" } ?? ""), retain: false, message)
+                    publishTelemetry(session, measurand: measurand, phase: phase, message: message)
                 }
                 if route.toCSMS { samples.append(sample) } else { removed = true }
             }
@@ -287,6 +288,54 @@ public struct MQTTTapStage: Stage {
     }
 
     // MARK: Publishing
+
+    /// Publishes one sample, through the session's compressor when there is one: it may hold the
+    /// sample back, or publish archived points in its place (with how they were compressed).
+    private func publishTelemetry(_ session: any SessionContext, measurand: String, phase: String?, message: JSONValue) {
+        let topic = "telemetry/\(measurand)" + (phase.map { "/\($0)" } ?? "")
+        let series = measurand + (phase.map { "/\($0)" } ?? "")
+        guard let filter = session[TelemetryFilterKey.self], let text = message["value"]?.stringValue, let value = Double(text),
+              let time = message["timestamp"]?.stringValue.flatMap(parseISO)?.timeIntervalSince1970
+        else {
+            publish(session, topic, retain: false, message)
+            return
+        }
+        session[SeriesMetadata.self, default: [:]][series] = message
+        publishPending(filter.takeRetiredPoints(), filter, session)
+        for point in filter.filter(series: series, time: time, value: value) {
+            publish(session, topic, retain: false, archivedPoint(message, point.time, point.value, filter.descriptor(series: series)))
+        }
+    }
+
+    private func archivedPoint(_ template: JSONValue, _ time: Double, _ value: Double, _ descriptor: JSONValue?) -> JSONValue {
+        var message = template
+        message["timestamp"] = .string(Date(timeIntervalSince1970: time).formatted(.iso8601))
+        message["value"] = .string(value.rounded() == value && abs(value) < 1e15 ? String(Int(value)) : String(value))
+        if let descriptor { message["compression"] = descriptor }
+        return message
+    }
+
+    /// Every series ends on its true last value: at the end of a transaction and of a session.
+    private func flushTelemetry(_ session: any SessionContext) {
+        guard let filter = session[TelemetryFilterKey.self] else { return }
+        publishPending(filter.takeRetiredPoints() + filter.flush(), filter, session)
+    }
+
+    private func publishPending(_ points: [(series: String, time: Double, value: Double)], _ filter: any TelemetryFilter,
+                                _ session: any SessionContext) {
+        let metadata = session[SeriesMetadata.self] ?? [:]
+        for point in points {
+            guard let template = metadata[point.series] else { continue }
+            publish(session, "telemetry/\(point.series)", retain: false,
+                    archivedPoint(template, point.time, point.value, filter.descriptor(series: point.series)))
+        }
+    }
+
+    enum SeriesMetadata: SessionStateKey { typealias Value = [String: JSONValue] }
+
+    public func sessionEnded(_ session: any SessionContext) {
+        flushTelemetry(session)
+    }
 
     private func publish(_ session: any SessionContext, _ subtopic: String, retain: Bool, _ body: JSONValue) {
         var message: JSONValue = ["v": 1, "gateway": .string(publisher.topicRoot), "charger": .string(session.chargerId)]

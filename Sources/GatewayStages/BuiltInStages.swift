@@ -1,5 +1,6 @@
 import AuthStage
 import CertsStage
+import CompressorStage
 import DashcamStage
 import FirewallStage
 import MQTTTapStage
@@ -16,5 +17,6 @@ public func makeStageRegistry() -> StageRegistry {
     registry.register(SmartChargingStage.self)
     registry.register(MQTTTapStage.self)
     registry.register(DashcamStage.self)
+    registry.register(CompressorStage.self)
     return registry
 }

@@ -88,3 +88,21 @@ public struct SessionHandle: Sendable {
 
     public func run(_ body: @escaping @Sendable (any SessionContext) -> Void) { enqueue(body) }
 }
+
+/// Thins telemetry before the health channel publishes it. The `compressor` stage puts one in each
+/// session (`session[TelemetryFilterKey.self]`); the `mqtt_tap` stage asks it about every sample.
+public protocol TelemetryFilter: AnyObject {
+    /// The points to publish for one sample of `series` (e.g. `Voltage/L1-N`): none, the sample, or
+    /// archived points that reconstruct the series within the configured deviation.
+    func filter(series: String, time: Double, value: Double) -> [(time: Double, value: Double)]
+    /// Every series' pending last point (transaction end, disconnect), so each ends on its true last value.
+    func flush() -> [(series: String, time: Double, value: Double)]
+    /// Pending points of compressors a reload replaced; publish them before anything newer.
+    func takeRetiredPoints() -> [(series: String, time: Double, value: Double)]
+    /// How `series` is compressed, for consumers to reconstruct it (algorithm, deviation).
+    func descriptor(series: String) -> JSONValue?
+}
+
+public enum TelemetryFilterKey: SessionStateKey {
+    public typealias Value = any TelemetryFilter
+}

@@ -1,0 +1,161 @@
+public import OCPP
+public import StageKit
+import TelemetryCompression
+
+/// Compresses what the health channel publishes, per measurand (and phase): deadband
+/// (report-by-exception) or Swinging Door Trending, with time taken from the meter values'
+/// timestamps. Put it in the pipeline with `mqtt_tap`; the tap asks it about every sample.
+public struct CompressorStage: Stage {
+    public struct Configuration: Decodable, Sendable {
+        /// For every measurand without its own setting.
+        public var `default`: Setting?
+        /// By measurand, or `measurand/phase`.
+        public var measurands: [String: Setting]?
+    }
+
+    public struct Setting: Decodable, Sendable, Equatable {
+        /// `none`, `deadband` or `sdt`.
+        public var algorithm: String
+        /// Absolute deviation (CompDev, or the band), in the measurand's unit…
+        public var deviation: Double?
+        /// …or a percentage of `span`.
+        public var deviationPercent: Double?
+        public var span: Double?
+        /// Seconds: no point sooner than this after the last one (deadband and SDT).
+        public var minTime: Double?
+        /// Seconds: a point at least this often, whatever the values do.
+        public var maxTime: Double?
+    }
+
+    public static let type = "compressor"
+    public static let summary = "Deadband or Swinging Door Trending per measurand for the health channel's telemetry."
+
+    let settings: [String: Setting]
+    let fallback: Setting
+
+    public init(configuration: Configuration, context: StageSetupContext) throws {
+        fallback = configuration.default ?? Setting(algorithm: "sdt", deviationPercent: 0.5, span: 400, maxTime: 900)
+        settings = configuration.measurands ?? [:]
+        for (name, setting) in [("default", fallback)] + settings.sorted(by: { $0.key < $1.key }) {
+            guard ["none", "deadband", "sdt"].contains(setting.algorithm) else {
+                throw CompressorError("'\(name)': algorithm is none, deadband or sdt, not '\(setting.algorithm)'")
+            }
+            if setting.algorithm != "none", Self.deviation(setting) == nil {
+                throw CompressorError("'\(name)': give 'deviation', or 'deviation_percent' with 'span'")
+            }
+        }
+    }
+
+    static func deviation(_ setting: Setting) -> Double? {
+        if let deviation = setting.deviation, deviation > 0 { return deviation }
+        if let percent = setting.deviationPercent, let span = setting.span, percent > 0, span > 0 { return percent / 100 * span }
+        return nil
+    }
+
+    func setting(for series: String) -> Setting {
+        settings[series] ?? settings[String(series.split(separator: "/").first ?? "")] ?? fallback
+    }
+
+    public func sessionStarted(_ session: any SessionContext) {
+        session[TelemetryFilterKey.self] = SeriesCompressors(stage: self)
+    }
+
+    public func process(_ envelope: Envelope, in session: any SessionContext) -> Verdict {
+        // After a reload with other settings this stage is new: replace the session's compressors
+        // (the tap flushes the old ones' pending points when it sees the change).
+        if let current = session[TelemetryFilterKey.self] as? SeriesCompressors, current.stage.settings != settings
+            || current.stage.fallback != fallback {
+            current.retired = true
+            session[TelemetryFilterKey.self] = SeriesCompressors(stage: self, flushing: current)
+        } else if session[TelemetryFilterKey.self] == nil {
+            session[TelemetryFilterKey.self] = SeriesCompressors(stage: self)
+        }
+        return .forward
+    }
+}
+
+/// One charger's compressors, one per series, made on first sight.
+final class SeriesCompressors: TelemetryFilter {
+    enum Compressor {
+        case none
+        case deadband(DeadbandCompressor)
+        case sdt(SwingingDoorCompressor)
+    }
+
+    let stage: CompressorStage
+    var retired = false
+    private var compressors: [String: Compressor] = [:]
+    /// The compressors this one replaced, flushed on the next flush.
+    private var predecessor: SeriesCompressors?
+
+    init(stage: CompressorStage, flushing predecessor: SeriesCompressors? = nil) {
+        self.stage = stage
+        self.predecessor = predecessor
+    }
+
+    func filter(series: String, time: Double, value: Double) -> [(time: Double, value: Double)] {
+        var compressor = compressors[series] ?? make(series)
+        let points: [Sample]
+        switch compressor {
+        case .none: points = [Sample(time: time, value: value)]
+        case .deadband(var inner):
+            points = inner.add(Sample(time: time, value: value))
+            compressor = .deadband(inner)
+        case .sdt(var inner):
+            points = inner.add(Sample(time: time, value: value))
+            compressor = .sdt(inner)
+        }
+        compressors[series] = compressor
+        return points.map { ($0.time, $0.value) }
+    }
+
+    func flush() -> [(series: String, time: Double, value: Double)] {
+        var out = predecessor?.flush() ?? []
+        predecessor = nil
+        for (series, compressor) in compressors.sorted(by: { $0.key < $1.key }) {
+            var points: [Sample] = []
+            switch compressor {
+            case .none: break
+            case .deadband(var inner):
+                points = inner.flush()
+                compressors[series] = .deadband(inner)
+            case .sdt(var inner):
+                points = inner.flush()
+                compressors[series] = .sdt(inner)
+            }
+            out += points.map { (series, $0.time, $0.value) }
+        }
+        return out
+    }
+
+    func takeRetiredPoints() -> [(series: String, time: Double, value: Double)] {
+        defer { predecessor = nil }
+        return predecessor?.flush() ?? []
+    }
+
+    func descriptor(series: String) -> JSONValue? {
+        let setting = stage.setting(for: series)
+        guard setting.algorithm != "none", let deviation = CompressorStage.deviation(setting) else { return nil }
+        var descriptor: JSONValue = ["algorithm": .string(setting.algorithm), "deviation": .number(deviation)]
+        if let maxTime = setting.maxTime { descriptor["max_time"] = .number(maxTime) }
+        return descriptor
+    }
+
+    private func make(_ series: String) -> Compressor {
+        let setting = stage.setting(for: series)
+        guard let deviation = CompressorStage.deviation(setting) else { return .none }
+        switch setting.algorithm {
+        case "deadband":
+            return .deadband(DeadbandCompressor(band: deviation, minTime: setting.minTime ?? 0, maxTime: setting.maxTime ?? .infinity))
+        case "sdt":
+            return .sdt(SwingingDoorCompressor(compDev: deviation, compMinTime: setting.minTime ?? 0, compMaxTime: setting.maxTime ?? .infinity))
+        default:
+            return .none
+        }
+    }
+}
+
+struct CompressorError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
