@@ -218,7 +218,7 @@ let package = Package(
         .executableTarget(
             name: "ocpp-bench",
             dependencies: [
-                "Simulators", "DevPKI", "OCPP", "Transport",
+                "Simulators", "DevPKI", "OCPP", "Transport", "TelemetryCompression",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 argumentParser,

@@ -24,8 +24,14 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .long, help: "Markdown report.") var report = "docs/benchmarks.md"
     @Option(name: .long, help: "Scratch folder (PKI, configurations, logs).") var work = ".build-bench/work"
     @Option(name: .long, help: "Which scenarios to run, e.g. ABCDEF or C (for profiling one).") var scenarios = "ABCDEF"
+    @Flag(name: .long, help: "Only the telemetry compression benchmark (no network).") var compressionOnly = false
 
     func run() async throws {
+        // Telemetry compression: pure computation on generated traces, seconds.
+        try CompressionBench.write(out: (out as NSString).deletingLastPathComponent + "/compression.json",
+                                   markdown: (report as NSString).deletingLastPathComponent + "/compression.md")
+        log("wrote compression results")
+        if compressionOnly { return }
         let plan = smoke ? Plan.smoke : full ? Plan.full : Plan.quick
         try? FileManager.default.removeItem(atPath: work)
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
