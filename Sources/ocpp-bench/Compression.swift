@@ -188,6 +188,7 @@ enum CompressionBench {
         try FileManager.default.createDirectory(atPath: (out as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         try encoder.encode(rows).write(to: URL(fileURLWithPath: out))
         let folder = (markdown as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         try picture.write(toFile: folder + "/compression-ac-current.svg", atomically: true, encoding: .utf8)
         func totals(_ trace: String, _ algorithm: String, _ percent: Double) -> (Int, Int, Int, Int, Bool) {
             let selected = rows.filter { $0.trace == trace && $0.algorithm == algorithm && $0.deviationPercentOfSpan == percent }

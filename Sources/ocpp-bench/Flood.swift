@@ -27,24 +27,8 @@ func measureFlood(gatewayPort: Int, seconds: Double, badFramesPerSecond: Double,
     _ = try await legit.call("BootNotification", LoadProfile.bootNotification).get()
     let flooder = try await connect(.plain(url: url + "BENCH0002", password: "bench-BENCH0002"), chargerId: "BENCH0002", group: group)
 
-    func authorizeLatency() async -> Recorder {
-        let recorder = Recorder()
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            let start = NIODeadline.now()
-            do {
-                _ = try await legit.call("Authorize", ["idTag": "04A2B3C4D5E6F7"], timeout: .seconds(5)).get()
-                recorder.record(since: start)
-            } catch {
-                recorder.failed.withLock { $0 += 1 }
-            }
-            try? await Task.sleep(for: .milliseconds(100))
-        }
-        return recorder
-    }
-
     log("E: idle Authorize latency, \(seconds) s")
-    let idle = await authorizeLatency()
+    let idle = await authorizeLatency(legit, seconds: seconds)
 
     log("E: the same under \(Int(badFramesPerSecond)) bad frames/s and \(Int(attemptsPerSecond)) connection attempts/s from one source")
     let stop = Mutex(false)
@@ -76,7 +60,7 @@ func measureFlood(gatewayPort: Int, seconds: Double, badFramesPerSecond: Double,
         attemptLoop.scheduleTask(in: .milliseconds(2)) { attemptTick() }
     }
     attemptLoop.execute { attemptTick() }
-    let flooded = await authorizeLatency()
+    let flooded = await authorizeLatency(legit, seconds: seconds)
     stop.withLock { $0 = true }
     let floodSeconds = Date().timeIntervalSince(floodStart)
     legit.close()

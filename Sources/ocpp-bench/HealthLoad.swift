@@ -53,24 +53,8 @@ func measureHealthLoad(gatewayPort: Int, chargerIds: [String], seconds: Double) 
     let probe = try await connect(.plain(url: url + probeId, password: "bench-\(probeId)"), chargerId: probeId, group: group)
     _ = try await probe.call("BootNotification", LoadProfile.bootNotification).get()
 
-    func authorizeLatency() async -> Recorder {
-        let recorder = Recorder()
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            let start = NIODeadline.now()
-            do {
-                _ = try await probe.call("Authorize", ["idTag": "04A2B3C4D5E6F7"], timeout: .seconds(5)).get()
-                recorder.record(since: start)
-            } catch {
-                recorder.failed.withLock { $0 += 1 }
-            }
-            try? await Task.sleep(for: .milliseconds(100))
-        }
-        return recorder
-    }
-
     log("F: idle Authorize latency with the health channel, \(seconds) s")
-    let idle = await authorizeLatency()
+    let idle = await authorizeLatency(probe, seconds: seconds)
 
     let meters = Array(chargerIds.dropFirst().prefix(50))
     var peers: [OCPPPeer] = []
@@ -107,7 +91,7 @@ func measureHealthLoad(gatewayPort: Int, chargerIds: [String], seconds: Double) 
         peer.eventLoop.scheduleTask(in: .milliseconds(Int64(index * 100 / max(1, peers.count)))) { tick(0) }
     }
     let started = Date()
-    let loaded = await authorizeLatency()
+    let loaded = await authorizeLatency(probe, seconds: seconds)
     stop.withLock { $0 = true }
     let elapsed = Date().timeIntervalSince(started)
     for peer in peers { peer.close() }

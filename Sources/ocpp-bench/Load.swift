@@ -201,3 +201,20 @@ func measure(_ name: String, _ label: String, plan: Plan, process: Process?, cha
         connectSeconds: connectSeconds, connectedChargers: connected.count,
         cdf: percentiles.map { [$0, Double(histogram.valueAtPercentile($0))] })
 }
+
+/// A legitimate charger's Authorize round trips, one every 100 ms for `seconds` (scenarios E and F).
+func authorizeLatency(_ peer: OCPPPeer, seconds: Double) async -> Recorder {
+    let recorder = Recorder()
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        let start = NIODeadline.now()
+        do {
+            _ = try await peer.call("Authorize", ["idTag": "04A2B3C4D5E6F7"], timeout: .seconds(5)).get()
+            recorder.record(since: start)
+        } catch {
+            recorder.failed.withLock { $0 += 1 }
+        }
+        try? await Task.sleep(for: .milliseconds(100))
+    }
+    return recorder
+}
