@@ -429,6 +429,24 @@ async def boot(charger):
     return await charger.call(call.BootNotification(charge_point_model="LC-22", charge_point_vendor="LegacyCo"))
 
 
+def run_with(gateway, scenario, *cleanups):
+    """Runs an async scenario; the gateway, and anything else given, is stopped whatever happens."""
+    try:
+        asyncio.run(scenario())
+    finally:
+        gateway.stop()
+        for cleanup in cleanups:
+            cleanup()
+
+
+async def hang_up(csms, *links):
+    """Closes chargers' (connection, task) pairs, then stops the CSMS listening."""
+    for connection, task in links:
+        await connection.close()
+        task.cancel()
+    csms.server.close()
+
+
 async def wait_for(predicate, timeout=10.0, what="condition"):
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -5,7 +5,7 @@ import asyncio
 import ssl
 import stat
 
-from conftest import Gateway, NORTH_PASSWORD, basic_auth, boot, connect_charger, start_csms_and_gateway, wait_for
+from conftest import Gateway, NORTH_PASSWORD, basic_auth, boot, connect_charger, hang_up, run_with, start_csms_and_gateway, wait_for
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from ocpp.v16 import call
@@ -68,9 +68,7 @@ def test_security_profile_2_to_3_migration_is_invisible_to_the_charger(tmp_path,
         configuration = await csms.charge_points["CP001"].call(call.GetConfiguration(key=["SecurityProfile"]))
         assert configuration.configuration_key == [{"key": "SecurityProfile", "readonly": False, "value": "3"}]
 
-        await connection.close()
-        task.cancel()
-        csms.server.close()
+        await hang_up(csms, (connection, task))
 
     try:
         asyncio.run(scenario())
@@ -88,9 +86,7 @@ def test_security_profile_2_to_3_migration_is_invisible_to_the_charger(tmp_path,
         charger, connection, task = await connect_charger(restarted)
         await charger.call(call.Heartbeat())
         assert csms.client_subjects == [{"commonName": "CP001", "organizationName": "Interop CPO"}]
-        await connection.close()
-        task.cancel()
-        csms.server.close()
+        await hang_up(csms, (connection, task))
 
     try:
         asyncio.run(after_restart())
@@ -110,11 +106,6 @@ def test_a_downgrade_request_is_refused_and_the_link_stays(tmp_path, pki, csms_p
         await asyncio.sleep(0.3)
         assert len(csms.client_subjects) == 1
         assert (await charger.call(call.Heartbeat())).current_time
-        await connection.close()
-        task.cancel()
-        csms.server.close()
+        await hang_up(csms, (connection, task))
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        gateway.stop()
+    run_with(gateway, scenario)

@@ -4,7 +4,7 @@ import asyncio
 import json
 import time
 
-from conftest import Gateway, boot, connect_charger, start_csms_and_gateway, wait_for
+from conftest import Gateway, boot, connect_charger, run_with, start_csms_and_gateway, wait_for
 from ocpp.v16 import call
 
 PIPELINE = """version: 1
@@ -83,7 +83,4 @@ def test_firewall_rules_hold_end_to_end(tmp_path, pki, csms_port):
         victim_task.cancel()
         csms.server.close()
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        gateway.stop()
+    run_with(gateway, scenario)

@@ -7,7 +7,7 @@ import threading
 import time
 
 import paho.mqtt.client as mqtt
-from conftest import GATEWAY_BIN, Gateway, boot, connect_charger, free_port, now_iso, start_csms_and_gateway, wait_for
+from conftest import GATEWAY_BIN, Gateway, boot, connect_charger, free_port, hang_up, now_iso, run_with, start_csms_and_gateway, wait_for
 from ocpp.v16 import call
 
 PIPELINE = """version: 1
@@ -135,16 +135,9 @@ def test_health_channel_routes_telemetry_strips_pii_and_survives_the_broker(tmp_
                 break
             await asyncio.sleep(0.5)
         assert len(subscriber.topics()) > before, "publishing resumed after the broker came back"
-        await connection.close()
-        task.cancel()
-        csms.server.close()
+        await hang_up(csms, (connection, task))
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        gateway.stop()
-        subscriber.stop()
-        broker.stop()
+    run_with(gateway, scenario, subscriber.stop, broker.stop)
 
 
 def test_a_faulted_charger_leaves_a_dashcam_capture(tmp_path, pki, csms_port):
@@ -167,9 +160,7 @@ stages:
         await charger.call(call.Heartbeat())
         folder = gateway.state / "dashcam" / "CP001"
         await wait_for(lambda: folder.exists() and list(folder.glob("*.jsonl")), what="the capture")
-        await connection.close()
-        task.cancel()
-        csms.server.close()
+        await hang_up(csms, (connection, task))
 
     try:
         asyncio.run(scenario())
@@ -232,13 +223,6 @@ def test_the_csms_keeps_its_sample_interval_while_mqtt_gets_every_sample(tmp_pat
         await wait_for(lambda: len([t for t in subscriber.topics() if t.endswith("Voltage/L1-N")]) == 120, what="every sample on MQTT")
         read = await cp.call(call.GetConfiguration(key=["MeterValueSampleInterval"]))
         assert read.configuration_key[0]["value"] == "60"
-        await connection.close()
-        task.cancel()
-        csms.server.close()
+        await hang_up(csms, (connection, task))
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        gateway.stop()
-        subscriber.stop()
-        broker.stop()
+    run_with(gateway, scenario, subscriber.stop, broker.stop)

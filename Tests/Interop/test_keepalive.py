@@ -6,7 +6,7 @@ import os
 import socket
 import time
 
-from conftest import PASSWORD, connect_charger, start_csms_and_gateway, wait_for
+from conftest import PASSWORD, connect_charger, hang_up, start_csms_and_gateway, wait_for
 from ocpp.v16 import call
 
 
@@ -69,8 +69,6 @@ def test_a_charger_that_answers_pings_stays_connected(gateway, pki, csms_port):
         heartbeat = await charger.call(call.Heartbeat())
         assert heartbeat.current_time and time.time() - started >= 1.2
         assert len(csms.connections) == 1
-        await connection.close()
-        task.cancel()
-        csms.server.close()
+        await hang_up(csms, (connection, task))
 
     asyncio.run(scenario())

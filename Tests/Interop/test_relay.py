@@ -3,7 +3,7 @@
 import asyncio
 import json
 
-from conftest import boot, connect_charger, now_iso, start_csms_and_gateway, wait_for
+from conftest import boot, connect_charger, hang_up, now_iso, start_csms_and_gateway, wait_for
 from ocpp.v16 import call
 from ocpp.v16.enums import AuthorizationStatus, RegistrationStatus, ResetType
 
@@ -89,8 +89,6 @@ def test_gateway_serialises_csms_calls_towards_the_charger(gateway, pki, csms_po
         # The charger answered each before it saw the next one.
         results = [json.loads(m)[1] for m in charger.sent if m.startswith("[3")]
         assert results == ["burst-0", "burst-1", "burst-2"]
-        await connection.close()
-        task.cancel()
-        csms.server.close()
+        await hang_up(csms, (connection, task))
 
     asyncio.run(scenario())

@@ -3,7 +3,7 @@
 import asyncio
 import signal
 
-from conftest import boot, connect_charger, start_csms_and_gateway, wait_for
+from conftest import boot, connect_charger, hang_up, start_csms_and_gateway, wait_for
 from ocpp.v16 import call
 
 VALID_CHANGED = """version: 1
@@ -45,9 +45,7 @@ def test_sighup_with_valid_and_broken_pipelines_keeps_every_frame_and_connection
         heartbeats = [f for f in csms.frames_from("CP001") if '"Heartbeat"' in f]
         assert len(heartbeats) == 201
         assert connection.state.name == "OPEN"
-        await connection.close()
-        task.cancel()
-        csms.server.close()
+        await hang_up(csms, (connection, task))
 
     asyncio.run(scenario())
     log = gateway.log()

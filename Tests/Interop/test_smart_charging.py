@@ -5,7 +5,7 @@ import asyncio
 import datetime
 import json
 
-from conftest import Gateway, boot, connect_charger, start_csms_and_gateway
+from conftest import Gateway, boot, connect_charger, hang_up, run_with, start_csms_and_gateway
 from ocpp.v16 import call, call_result
 from ocpp.v16.enums import Action
 
@@ -73,14 +73,9 @@ def test_a_48_period_watt_profile_becomes_one_amp_period_the_charger_accepts(tmp
         assert composite.status == "Accepted"
         assert [float(p["limit"]) for p in composite.charging_schedule["charging_schedule_period"]][:2] == [15.9, 10.6]
 
-        await connection.close()
-        task.cancel()
-        csms.server.close()
+        await hang_up(csms, (connection, task))
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        gateway.stop()
+    run_with(gateway, scenario)
 
 
 SITE_PIPELINE = """version: 1
@@ -151,10 +146,7 @@ def test_the_site_limit_is_shared_and_a_201_profile_arrives_by_data_transfer(tmp
         first_task.cancel()
         csms.server.close()
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        gateway.stop()
+    run_with(gateway, scenario)
 
 
 def test_the_charger_gets_the_next_period_at_each_boundary(tmp_path, pki, csms_port):
@@ -176,14 +168,9 @@ def test_the_charger_gets_the_next_period_at_each_boundary(tmp_path, pki, csms_p
         cycle = [15.9, 10.6, 0.0, 32.0]
         offset = cycle.index(profiles.limits[0])
         assert profiles.limits[:5] == [cycle[(offset + i) % 4] for i in range(5)]
-        await connection.close()
-        task.cancel()
-        csms.server.close()
+        await hang_up(csms, (connection, task))
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        gateway.stop()
+    run_with(gateway, scenario)
 
 
 def test_a_time_of_use_policy_in_the_pipeline_reaches_the_charger_after_boot(tmp_path, pki, csms_port):
@@ -212,11 +199,6 @@ stages:
         await wait_for(lambda: profiles.limits, what="the policy's profile")
         assert profiles.limits[0] == 10.0 and profiles.connectors[0] == 0, "6.9 kW on three phases at 230 V, whole charger"
         assert csms.charge_points["CP001"] is not None
-        await connection.close()
-        task.cancel()
-        csms.server.close()
+        await hang_up(csms, (connection, task))
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        gateway.stop()
+    run_with(gateway, scenario)
