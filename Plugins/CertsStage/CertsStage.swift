@@ -527,10 +527,3 @@ extension String {
         return trimmed.isEmpty ? "0" : String(trimmed)
     }
 }
-
-extension SessionContext {
-    subscript<Key: SessionStateKey>(key: Key.Type, default value: @autoclosure () -> Key.Value) -> Key.Value {
-        get { self[key] ?? value() }
-        set { self[key] = newValue }
-    }
-}

@@ -386,10 +386,3 @@ func parseISO(_ text: String) -> Date? {
     formatter.formatOptions = [.withInternetDateTime]
     return formatter.date(from: text)
 }
-
-extension SessionContext {
-    subscript<Key: SessionStateKey>(key: Key.Type, default value: @autoclosure () -> Key.Value) -> Key.Value {
-        get { self[key] ?? value() }
-        set { self[key] = newValue }
-    }
-}

@@ -70,6 +70,15 @@ public protocol SessionContext: AnyObject {
     func relinkNorth(with credentials: NorthCredentials, completion: @escaping (Result<Void, any Error>) -> Void)
 }
 
+extension SessionContext {
+    /// Per-charger state with a starting value, so a stage can update it in place
+    /// (`session[Counters.self, default: Counters()].seen += 1`).
+    public subscript<Key: SessionStateKey>(key: Key.Type, default value: @autoclosure () -> Key.Value) -> Key.Value {
+        get { self[key] ?? value() }
+        set { self[key] = newValue }
+    }
+}
+
 /// A timer that can be cancelled.
 public protocol ScheduledWork {
     func cancel()
