@@ -206,7 +206,7 @@ public struct SmartChargingStage: Stage {
             // The model's quirks apply from its boot on; the charger's own settings stay on top.
             state.capabilities = configured(session.chargerId, model: envelope.payload()["chargePointModel"]?.stringValue)
         case (.fromCharger, .call, "StartTransaction"):
-            state.pendingStart[envelope.messageId] = envelope.payload()["timestamp"]?.stringValue.flatMap(parseTimestamp)
+            state.pendingStart[envelope.messageId] = envelope.payload()["timestamp"]?.stringValue.flatMap(parseDate)
                 ?? Date(timeIntervalSince1970: session.wallTime)
         case (.fromCSMS, .callResult, "StartTransaction"):
             if let id = envelope.payload()["transactionId"]?.intValue {
@@ -443,14 +443,6 @@ public struct SmartChargingStage: Stage {
             ])
         }
     }
-}
-
-func parseTimestamp(_ text: String) -> Date? {
-    let formatter = ISO8601DateFormatter()
-    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-    if let date = formatter.date(from: text) { return date }
-    formatter.formatOptions = [.withInternetDateTime]
-    return formatter.date(from: text)
 }
 
 struct SmartChargingError: Error, CustomStringConvertible {

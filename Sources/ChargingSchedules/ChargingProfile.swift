@@ -127,7 +127,8 @@ extension ChargingProfile {
     }
 }
 
-func parseDate(_ text: String) -> Date? {
+/// Reads an OCPP `dateTime` (RFC 3339, with or without fractional seconds).
+public func parseDate(_ text: String) -> Date? {
     let formatter = ISO8601DateFormatter()
     formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
     if let date = formatter.date(from: text) { return date }
