@@ -55,6 +55,7 @@ let package = Package(
             dependencies: [
                 "OCPP",
                 logging,
+                metrics,
             ],
             swiftSettings: swiftSettings
         ),

@@ -36,9 +36,12 @@ public struct PipelineLoader: Sendable {
     public let stateDirectory: String
     public let logger: Logger
     public let publisher: (any MessagePublisher)?
+    /// One store for every stage's per-charger state, kept across reloads.
+    public let store: StageStore
 
     public init(registry: StageRegistry, southSettings: SouthSettings, northSettings: NorthSettings, stateDirectory: String,
-                logger: Logger, publisher: (any MessagePublisher)? = nil) {
+                logger: Logger, publisher: (any MessagePublisher)? = nil, store: StageStore? = nil) {
+        self.store = store ?? StageStore(stateDirectory: stateDirectory, logger: logger)
         self.registry = registry
         self.southSettings = southSettings
         self.northSettings = northSettings
@@ -73,7 +76,7 @@ public struct PipelineLoader: Sendable {
             var stageLogger = logger
             stageLogger[metadataKey: "stage"] = "\(declaration.id)"
             let context = StageSetupContext(stageId: declaration.id, logger: stageLogger, stateDirectory: stateDirectory,
-                                            south: southSettings, north: northSettings, publisher: publisher)
+                                            south: southSettings, north: northSettings, publisher: publisher, store: store)
             do {
                 let instance = try entry.build(declaration.config, declaration.mark, NodeDecoder(file: file), subject, context)
                 stages.append(LoadedStage(id: declaration.id, type: declaration.type, fingerprint: declaration.fingerprint,

@@ -26,6 +26,7 @@ public final class Session: SessionContext {
     /// Per-frame log lines an attacker can provoke, throttled per message.
     private var logThrottles: [String: LogThrottle] = [:]
     public private(set) var isEnded = false
+    public var isClosed: Bool { isEnded }
 
     public init(chargerId: String, version: OCPPVersion = .v16, pipelines: PipelineHolder, limits: SessionLimits,
                 metrics: RouterMetrics, driver: any SessionDriver, logger: Logger) {

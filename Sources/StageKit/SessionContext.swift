@@ -20,9 +20,23 @@ public enum CallOutcome: Sendable, Equatable {
     case connectionClosed
 }
 
+/// Who sees a piece of per-charger state.
+public enum SessionStateScope: Sendable {
+    /// Only the stage instance that wrote it (the default): two stages of one type never share state.
+    case stage
+    /// Every stage of the session (a stage hands something to another, like `TelemetryFilterKey`).
+    case session
+}
+
 /// A key for per-charger stage state, in the style of SwiftUI's environment keys.
 public protocol SessionStateKey {
     associatedtype Value
+    /// `.stage` unless the key is meant to be shared between stages.
+    static var scope: SessionStateScope { get }
+}
+
+extension SessionStateKey {
+    public static var scope: SessionStateScope { .stage }
 }
 
 /// One charger's session, as a stage sees it. Use it only on the call that handed it to you
@@ -30,6 +44,9 @@ public protocol SessionStateKey {
 public protocol SessionContext: AnyObject {
     var chargerId: String { get }
     var version: OCPPVersion { get }
+    /// True once the charger's session is over. In `Stage.sessionEnded` it is false when only the
+    /// stage leaves a session that goes on (a reload retired it).
+    var isClosed: Bool { get }
     var logger: Logger { get }
     /// Monotonic time; in tests, the harness's fake clock.
     var now: Duration { get }
@@ -114,4 +131,5 @@ public protocol TelemetryFilter: AnyObject {
 
 public enum TelemetryFilterKey: SessionStateKey {
     public typealias Value = any TelemetryFilter
+    public static var scope: SessionStateScope { .session }
 }

@@ -88,15 +88,18 @@ public struct StageSetupContext: Sendable {
     public var stateDirectory: String
     public var south: SouthSettings
     public var north: NorthSettings
+    /// Per-charger state on disk (`<state_dir>/chargers/<id>/…`), shared by every stage of the gateway.
+    public var store: StageStore
 
     public init(stageId: String, logger: Logger, stateDirectory: String, south: SouthSettings, north: NorthSettings,
-                publisher: (any MessagePublisher)? = nil) {
+                publisher: (any MessagePublisher)? = nil, store: StageStore? = nil) {
         self.stageId = stageId
         self.publisher = publisher
         self.logger = logger
         self.stateDirectory = stateDirectory
         self.south = south
         self.north = north
+        self.store = store ?? StageStore(stateDirectory: stateDirectory, logger: logger)
     }
 }
 

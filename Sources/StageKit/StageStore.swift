@@ -1,0 +1,259 @@
+public import Foundation
+public import Logging
+import Metrics
+import OCPP
+import Synchronization
+
+/// A problem reading or writing state on disk. A corrupt or unreadable file is an error, never
+/// "no state": a stage that read defaults instead could downgrade a charger's security or lift a limit.
+public struct StateStoreError: Error, CustomStringConvertible, Sendable {
+    public let path: String
+    public let reason: String
+    public init(path: String, reason: String) {
+        self.path = path
+        self.reason = reason
+    }
+    public var description: String { "\(path): \(reason)" }
+}
+
+/// Files written so that a crash leaves either the old or the new content, never half of one:
+/// a temporary file with a unique name is created with its final mode (never wider, never
+/// chmod'ed after), written, fsync'ed, renamed over the target, and the folder is fsync'ed.
+public enum AtomicFile {
+    private static let sequence = Atomic<Int>(0)
+
+    public static func write(_ data: Data, to path: String, mode: mode_t = 0o600) throws(StateStoreError) {
+        let folder = (path as NSString).deletingLastPathComponent
+        try makeFolder(folder)
+        let temporary = path + ".tmp-\(getpid())-\(sequence.add(1, ordering: .relaxed).newValue)"
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+        guard descriptor >= 0 else { throw StateStoreError(path: temporary, reason: "cannot create: \(errnoText())") }
+        var failure = writeAll(data, to: descriptor)
+        // open() masks the mode with the umask (never wider); make it exact.
+        if failure == nil, fchmod(descriptor, mode) != 0 { failure = errnoText() }
+        if failure == nil, fsync(descriptor) != 0 { failure = errnoText() }
+        close(descriptor)
+        if let failure {
+            unlink(temporary)
+            throw StateStoreError(path: path, reason: "cannot write: \(failure)")
+        }
+        guard rename(temporary, path) == 0 else {
+            let reason = errnoText()
+            unlink(temporary)
+            throw StateStoreError(path: path, reason: "cannot replace: \(reason)")
+        }
+        syncFolder(folder)
+    }
+
+    /// Creates a new file with `mode` from the first byte on (for keys, captures): fails if it exists.
+    public static func create(_ data: Data, at path: String, mode: mode_t = 0o600) throws(StateStoreError) {
+        let folder = (path as NSString).deletingLastPathComponent
+        try makeFolder(folder)
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+        guard descriptor >= 0 else { throw StateStoreError(path: path, reason: "cannot create: \(errnoText())") }
+        var failure = writeAll(data, to: descriptor)
+        if failure == nil, fsync(descriptor) != 0 { failure = errnoText() }
+        close(descriptor)
+        if let failure {
+            unlink(path)
+            throw StateStoreError(path: path, reason: "cannot write: \(failure)")
+        }
+        syncFolder(folder)
+    }
+
+    /// The file's bytes; nil when it does not exist; an error when it exists but cannot be read.
+    public static func read(_ path: String) throws(StateStoreError) -> Data? {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            if errno == ENOENT { return nil }
+            throw StateStoreError(path: path, reason: "cannot read: \(errnoText())")
+        }
+        defer { close(descriptor) }
+        var data = Data()
+        var buffer = [UInt8](repeating: 0, count: 16_384)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { Foundation.read(descriptor, $0.baseAddress, $0.count) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw StateStoreError(path: path, reason: "cannot read: \(errnoText())")
+            }
+            if count == 0 { return data }
+            data.append(contentsOf: buffer[0..<count])
+        }
+    }
+
+    /// Removes a file and syncs its folder; a missing file is not an error.
+    public static func remove(_ path: String) throws(StateStoreError) {
+        guard unlink(path) == 0 || errno == ENOENT else { throw StateStoreError(path: path, reason: "cannot remove: \(errnoText())") }
+        syncFolder((path as NSString).deletingLastPathComponent)
+    }
+
+    static func makeFolder(_ folder: String) throws(StateStoreError) {
+        do {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw StateStoreError(path: folder, reason: "cannot create the folder: \(error.localizedDescription)")
+        }
+    }
+
+    private static func writeAll(_ data: Data, to descriptor: Int32) -> String? {
+        data.withUnsafeBytes { buffer -> String? in
+            var offset = 0
+            while offset < buffer.count {
+                let written = Foundation.write(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    return errnoText()
+                }
+                offset += written
+            }
+            return nil
+        }
+    }
+
+    private static func syncFolder(_ folder: String) {
+        let descriptor = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard descriptor >= 0 else { return }
+        fsync(descriptor)
+        close(descriptor)
+    }
+
+    private static func errnoText() -> String { String(cString: strerror(errno)) }
+}
+
+/// Per-charger state on disk, the one way every stage keeps what must survive a reconnect, a
+/// reload, a restart or `kill -9`: `<state_dir>/chargers/<charger id>/<name>`.
+///
+/// - Writes never run on an event loop: `save` hands the bytes to one serial writer and returns.
+///   Writes to the same file are applied in order; when several are waiting, only the newest is
+///   written (each write is complete, so the file always holds one whole version).
+/// - Reads see the newest `save`, even before it reached the disk.
+/// - A file that exists but cannot be read or decoded is an error (`StateStoreError`), logged and
+///   counted (`ocpp_gateway_state_errors_total`); it is never read as "no state".
+public final class StageStore: Sendable {
+    public let root: String
+    private let logger: Logger
+    private let queue = DispatchQueue(label: "ocpp-gateway.state-store")
+    /// Saves not yet on disk, newest per file, with a generation so the writer knows whether a newer one came.
+    private let pending = Mutex<[String: (data: Data?, generation: Int)]>([:])
+    private let generations = Atomic<Int>(0)
+    private let errors = Counter(label: "ocpp_gateway_state_errors_total")
+
+    /// `stateDirectory` is the gateway's `state_dir`.
+    public init(stateDirectory: String, logger: Logger) {
+        root = stateDirectory + "/chargers"
+        self.logger = logger
+    }
+
+    /// The file for `name` of a charger. Charger ids are checked at the door (`ChargerIdentity`);
+    /// an id or name that could leave the folder is refused here too.
+    public func path(charger: String, name: String) throws(StateStoreError) -> String {
+        if let problem = ChargerIdentity.problem(with: charger) {
+            throw StateStoreError(path: root, reason: "refusing state for an invalid charger id: \(problem)")
+        }
+        let parts = name.split(separator: "/", omittingEmptySubsequences: false)
+        guard !parts.isEmpty, parts.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." }) else {
+            throw StateStoreError(path: root, reason: "invalid state file name '\(LogSafe.escape(name))'")
+        }
+        return root + "/" + charger + "/" + name
+    }
+
+    /// Writes `data` off the event loop. `completion` runs on the writer's thread.
+    public func save(_ data: Data, charger: String, name: String,
+                     completion: (@Sendable (Result<Void, StateStoreError>) -> Void)? = nil) {
+        enqueue(data, charger: charger, name: name, completion: completion)
+    }
+
+    /// Encodes `value` as JSON (sorted keys) and writes it off the event loop.
+    public func save<Value: Encodable>(_ value: Value, charger: String, name: String,
+                                       completion: (@Sendable (Result<Void, StateStoreError>) -> Void)? = nil) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        do {
+            enqueue(try encoder.encode(value), charger: charger, name: name, completion: completion)
+        } catch {
+            let failure = StateStoreError(path: name, reason: "cannot encode: \(error)")
+            report(failure)
+            completion?(.failure(failure))
+        }
+    }
+
+    /// Removes the file off the event loop (ordered with the writes to it).
+    public func remove(charger: String, name: String, completion: (@Sendable (Result<Void, StateStoreError>) -> Void)? = nil) {
+        enqueue(nil, charger: charger, name: name, completion: completion)
+    }
+
+    /// The newest bytes saved for `name`; nil if there are none.
+    public func load(charger: String, name: String) throws(StateStoreError) -> Data? {
+        let path = try path(charger: charger, name: name)
+        if let waiting = pending.withLock({ $0[path] }) { return waiting.data }
+        do {
+            return try AtomicFile.read(path)
+        } catch {
+            report(error)
+            throw error
+        }
+    }
+
+    /// The newest value saved for `name`, decoded; nil if there is none; an error if it is corrupt.
+    public func load<Value: Decodable>(_ type: Value.Type, charger: String, name: String) throws(StateStoreError) -> Value? {
+        guard let data = try load(charger: charger, name: name) else { return nil }
+        do {
+            return try JSONDecoder().decode(type, from: data)
+        } catch {
+            let failure = StateStoreError(path: (try? path(charger: charger, name: name)) ?? name, reason: "corrupt: \(error)")
+            report(failure)
+            throw failure
+        }
+    }
+
+    /// Returns once every write handed over before the call is on disk (shutdown, tests).
+    public func flush() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            queue.async { continuation.resume() }
+        }
+    }
+
+    /// Blocking variant of `flush` for synchronous callers that are not on an event loop.
+    public func flushSynchronously() {
+        queue.sync {}
+    }
+
+    private func enqueue(_ data: Data?, charger: String, name: String,
+                         completion: (@Sendable (Result<Void, StateStoreError>) -> Void)?) {
+        let path: String
+        do {
+            path = try self.path(charger: charger, name: name)
+        } catch {
+            report(error)
+            completion?(.failure(error))
+            return
+        }
+        // Coalesce: every save schedules a job, and the first job to run writes the newest bytes;
+        // jobs that find nothing waiting were served by an earlier one.
+        // The entry stays readable until it is on disk, so `load` never sees an older version.
+        let generation = generations.add(1, ordering: .relaxed).newValue
+        pending.withLock { $0[path] = (data, generation) }
+        queue.async { [self] in
+            var result: Result<Void, StateStoreError> = .success(())
+            if let newest = pending.withLock({ $0[path] }) {
+                do throws(StateStoreError) {
+                    if let bytes = newest.data { try AtomicFile.write(bytes, to: path) } else { try AtomicFile.remove(path) }
+                } catch {
+                    report(error)
+                    result = .failure(error)
+                }
+                pending.withLock { waiting in
+                    if waiting[path]?.generation == newest.generation { waiting[path] = nil }
+                }
+            }
+            completion?(result)
+        }
+    }
+
+    private func report(_ error: StateStoreError) {
+        errors.increment()
+        logger.error("state store", metadata: ["error": "\(error)"])
+    }
+}
