@@ -67,12 +67,13 @@ struct FirewallStageTests {
         #expect(events(tester) == ["InvalidMessages"], "one event per interval, not one per frame")
     }
 
-    @Test func anInvalidResultIsDroppedNotForwarded() throws {
+    @Test func anInvalidResultIsNotForwardedAndTheCallerIsAnsweredAtOnce() throws {
         let tester = try tester()
         let id = tester.csmsSends(call: "Reset", payload: ["type": "Soft"])
         _ = tester.takeSentToCharger()
         tester.chargerAnswers(id, payload: ["status": "Maybe"])
-        #expect(tester.takeSentToCSMS { $0.messageId == id }.isEmpty)
+        let answers = tester.takeSentToCSMS { $0.messageId == id }
+        #expect(answers.map(\.messageType) == [.callError], "the invalid result is never forwarded; the caller does not wait")
     }
 
     @Test func replayedMessageIdsAreDroppedAndReported() throws {
