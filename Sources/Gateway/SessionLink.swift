@@ -67,6 +67,18 @@ final class SessionLink: SessionDriver {
         north.close(code: .normalClosure, reason: reason)
     }
 
+    /// Shutdown: closes both links with 1001 once no CALL is in flight or waiting either way, so an
+    /// answer already on its way (a StartTransaction at the CSMS) reaches the charger; at `deadline` at the latest.
+    func drain(until deadline: NIODeadline) {
+        guard let session else { return }
+        guard session.callsPending == 0 || NIODeadline.now() >= deadline else {
+            eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(10)) { [weak self] in self?.drain(until: deadline) }
+            return
+        }
+        south.close(code: .goingAway, reason: "gateway shutting down")
+        north.close(code: .goingAway, reason: "gateway shutting down")
+    }
+
     func schedule(after delay: Duration, _ body: @escaping () -> Void) -> any ScheduledWork {
         let task = eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(delay.nanosecondsClamped)) { body() }
         return ScheduledTask(task: task)

@@ -30,6 +30,8 @@ public struct GatewayConfiguration: Decodable, Sendable {
         public var pingInterval: Double?
         /// Open connections (and upgrades in progress) allowed from one source address.
         public var maxConnectionsPerSource: Int?
+        /// Seconds SIGTERM waits for CALLs in flight (both ways) before closing a charger's session.
+        public var drainTimeout: Double?
     }
 
     public struct Charger: Decodable, Sendable, Equatable {
@@ -100,6 +102,8 @@ public struct ResolvedGatewayConfiguration: Sendable {
     public var southMaxQueuedCalls: Int
     public var southPingInterval: Duration?
     public var southMaxConnectionsPerSource: Int
+    /// How long SIGTERM waits for a session's CALLs in flight before closing it (`south.drain_timeout`).
+    public var drainTimeout: Duration
 
     public var northURL: URL
     public var northSecurityProfile: Int
@@ -229,6 +233,7 @@ public struct ResolvedGatewayConfiguration: Sendable {
             southMaxQueuedCalls: south.maxQueuedCalls ?? 32,
             southPingInterval: (south.pingInterval ?? 30) > 0 ? positive(south.pingInterval, "ping_interval", default: 30) : nil,
             southMaxConnectionsPerSource: south.maxConnectionsPerSource ?? 8,
+            drainTimeout: positive(south.drainTimeout, "drain_timeout", default: 10),
             northURL: northURL,
             northSecurityProfile: north.securityProfile.value,
             northCAFile: caFile,

@@ -245,8 +245,9 @@ public final class Session: SessionContext {
     }
 
     /// CALLs in flight or waiting, both ways (for a drain: 0 means nothing is left to answer).
-    public var callsInFlight: Int {
-        (towardsCharger.inFlight == nil ? 0 : 1) + (towardsCSMS.inFlight == nil ? 0 : 1)
+    public var callsPending: Int {
+        (towardsCharger.inFlight == nil ? 0 : 1) + (towardsCSMS.inFlight == nil ? 0 : 1) + towardsCharger.queuedCount
+            + towardsCSMS.queuedCount
     }
 
     // MARK: Frames

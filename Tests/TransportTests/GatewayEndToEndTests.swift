@@ -23,7 +23,7 @@ final class Rig {
     let southPort: Int
     let group = MultiThreadedEventLoopGroup.singleton
 
-    init(chargers: [String] = ["CP001", "CP 007"], northProfile: Int = 3, csmsPasswords: [String: String] = [:],
+    init(chargers: [String] = ["CP001", "CP|007"], northProfile: Int = 3, csmsPasswords: [String: String] = [:],
          startCSMS: Bool = true) async throws {
         folder = FileManager.default.temporaryDirectory.appendingPathComponent("ocpp-gw-e2e-\(UUID().uuidString)").path
         pki = try DevPKI(directory: folder, reuse: false)
@@ -95,10 +95,10 @@ struct GatewayEndToEndTests {
 
     @Test func chargerIdsArePercentDecodedSouthAndEncodedNorth() async throws {
         let rig = try await Rig()
-        let charger = rig.charger("CP 007")
+        let charger = rig.charger("CP|007")
         let peer = try await charger.connect(on: rig.group.next())
         _ = try await peer.call("Heartbeat", [:]).get()
-        #expect(rig.csms.connectedChargers == ["CP 007"])
+        #expect(rig.csms.connectedChargers == ["CP|007"])
         peer.close()
         await rig.stop()
     }
@@ -144,6 +144,33 @@ struct GatewayEndToEndTests {
                 #expect(status.code == 404, "\(path)")
             }
         }
+        await rig.stop()
+    }
+
+    @Test func chargerIdsOutsideTheDocumentedSetAreRefusedAtTheDoor() async throws {
+        let rig = try await Rig(chargers: ["CP001", "..", "CP 7"])
+        for path in ["/ocpp/%2E%2E", "/ocpp/..", "/ocpp/CP%0A7", "/ocpp/CP%207", "/ocpp/" + String(repeating: "A", count: 49)] {
+            let url = URL(string: "ws://127.0.0.1:\(rig.southPort)\(path)")!
+            do {
+                _ = try await WebSocketClient.connect(WebSocketClientOptions(url: url, subprotocol: "ocpp1.6", basicAuth: ("..", "secret-..")),
+                                                      on: rig.group.next()).get()
+                Issue.record("\(path) was accepted")
+            } catch WebSocketConnectError.rejected(let status) {
+                #expect([400, 404].contains(status.code), "\(path)")
+            }
+        }
+        #expect(rig.csms.connectedChargers.isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: rig.folder + "/chargers/../boot.json"))
+        await rig.stop()
+    }
+
+    @Test func healthTellsTheTruth() async throws {
+        let rig = try await Rig(startCSMS: false)
+        #expect(rig.gateway.health().healthy, "nothing has failed yet")
+        _ = try? await rig.charger("CP001").connect(on: rig.group.next())
+        let (healthy, body) = rig.gateway.health()
+        #expect(!healthy)
+        #expect(body.contains(#""north":{"ok":false"#), "\(body)")
         await rig.stop()
     }
 
