@@ -37,6 +37,7 @@ public final class Session: SessionContext {
     private var logThrottles: [String: LogThrottle] = [:]
     public private(set) var isEnded = false
     public var isClosed: Bool { isEnded }
+    public private(set) var isNorthUp = true
     /// Whether the charger's BootNotification was accepted (in this session or, remembered by the
     /// gateway, an earlier one). Until then nothing of the gateway's own is sent to either side
     /// (OCPP 1.6 §4.2: the Central System sends nothing before it accepted the boot).
@@ -244,6 +245,45 @@ public final class Session: SessionContext {
         driver = nil
     }
 
+    // MARK: The north link in buffer mode
+
+    /// The CSMS link is gone but the charger stays (`north.offline_mode: buffer`). The charger's CALLs that
+    /// were at the CSMS or waiting for it are offered to the stages; those none takes over are answered
+    /// with a CALLERROR. The gateway's own CALL at the CSMS learns `.connectionClosed`; its waiting ones stay.
+    public func northLinkDown() {
+        guard isNorthUp, !isEnded else { return }
+        isNorthUp = false
+        let (relayed, gatewayInFlight) = towardsCSMS.takeForLinkLoss()
+        if case .gateway(let onOutcome)? = gatewayInFlight?.origin { onOutcome(.connectionClosed) }
+        let orphaned = relayed.compactMap { call -> Envelope? in
+            guard let frame = try? Frame.parse(call.bytes) else { return nil }
+            return Envelope(chargerId: chargerId, direction: .fromCharger, frame: frame, action: call.action, version: version,
+                            receivedAt: now)
+        }
+        var taken = Set<String>()
+        for stage in adoptCurrentPipeline().stages {
+            taken.formUnion(acting(as: stage.slot) { stage.instance.northLinkChanged(up: false, orphaned: orphaned, in: self) })
+        }
+        for call in relayed where !taken.contains(call.id) {
+            send(FrameEncoder.callError(id: call.id, code: OCPPErrorCode.genericError.rawValue,
+                                        description: "the CSMS link was lost before it answered"), to: .charger)
+        }
+        logger.warning("CSMS link lost; the charger stays connected", metadata: [
+            "orphaned_calls": "\(relayed.count)", "taken_over": "\(taken.count)",
+        ])
+    }
+
+    /// The CSMS link is back: stages are told, and the gateway's waiting CALLs go out.
+    public func northLinkUp() {
+        guard !isNorthUp, !isEnded else { return }
+        isNorthUp = true
+        for stage in adoptCurrentPipeline().stages {
+            _ = acting(as: stage.slot) { stage.instance.northLinkChanged(up: true, orphaned: [], in: self) }
+        }
+        logger.info("CSMS link back")
+        pump(towards: .csms)
+    }
+
     /// CALLs in flight or waiting, both ways (for a drain: 0 means nothing is left to answer).
     public var callsPending: Int {
         (towardsCharger.inFlight == nil ? 0 : 1) + (towardsCSMS.inFlight == nil ? 0 : 1) + towardsCharger.queuedCount
@@ -290,6 +330,12 @@ public final class Session: SessionContext {
         switch verdict.kind {
         case .forward, .forwardModified:
             let target = side.other
+            guard target == .charger || isNorthUp else {
+                // Buffer mode with the CSMS away and no stage answering for it: say so at once.
+                send(FrameEncoder.callError(id: frame.messageId, code: OCPPErrorCode.genericError.rawValue,
+                                            description: "the CSMS is unreachable; retry later"), to: side)
+                return
+            }
             let call = CallLane.Call(id: frame.messageId, action: action, bytes: result.frame.bytes, origin: .relayed)
             let accepted = target == .charger ? towardsCharger.enqueue(call) : towardsCSMS.enqueue(call)
             guard accepted else {
@@ -422,7 +468,7 @@ public final class Session: SessionContext {
     }
 
     private func pump(towards side: Side) {
-        guard let driver else { return }
+        guard let driver, side == .charger || isNorthUp else { return }
         let lane = side == .charger ? towardsCharger : towardsCSMS
         guard lane.inFlight == nil, lane.hasWaiting else { return }
         if let until = lane.pacedUntil(now: driver.now) {

@@ -260,3 +260,53 @@ struct SessionLifecycleTests {
         #expect(logs.lines.first?.contains(#"x\nforged"#) == true)
     }
 }
+
+/// Takes over StartTransaction CALLs orphaned by a lost CSMS link and answers them itself.
+final class TakeOverStage: Stage, @unchecked Sendable {
+    static let type = "take_over"
+    static let summary = "test: answers orphaned StartTransactions"
+    private(set) var told: [String] = []
+    init(configuration: NoConfiguration, context: StageSetupContext) { fatalError("built directly in tests") }
+    init() {}
+    func process(_ envelope: Envelope, in session: any SessionContext) -> Verdict { .forward }
+    func northLinkChanged(up: Bool, orphaned: [Envelope], in session: any SessionContext) -> Set<String> {
+        told.append("up:\(up) orphaned:\(orphaned.map { $0.action ?? "-" }.joined(separator: ","))")
+        let starts = orphaned.filter { $0.action == "StartTransaction" }
+        for start in starts {
+            session.answer(start.messageId, to: .charger, with: ["transactionId": 2_000_000_001, "idTagInfo": ["status": "Accepted"]],
+                           error: nil)
+        }
+        return Set(starts.map(\.messageId))
+    }
+}
+
+@Suite("North link in buffer mode")
+struct NorthLinkTests {
+    @Test func orphanedCallsAreTakenOverOrAnsweredAndGatewayCallsWait() {
+        let stage = TakeOverStage()
+        let tester = StageTester(stages: [("take", stage)])
+        let start = tester.chargerSends(call: "StartTransaction", payload: ["connectorId": 1, "idTag": "A", "meterStart": 0,
+                                                                            "timestamp": "2026-01-01T00:00:00Z"])
+        let heartbeat = tester.chargerSends(call: "Heartbeat")
+        #expect(tester.takeSentToCSMS().map(\.messageId) == [start], "one CALL in flight; the heartbeat waits")
+
+        tester.session.northLinkDown()
+        #expect(stage.told == ["up:false orphaned:StartTransaction,Heartbeat"])
+        let answers = tester.takeSentToCharger()
+        #expect(answers.first { $0.messageId == start }?.messageType == .callResult, "taken over by the stage")
+        #expect(answers.first { $0.messageId == heartbeat }?.errorCode == "GenericError", "nobody took it: answered at once")
+
+        let late = tester.chargerSends(call: "Heartbeat")
+        #expect(tester.takeSentToCharger().map(\.errorCode) == ["GenericError"], "\(late): the CSMS is away")
+        var outcome: CallOutcome?
+        tester.session.sendCall("SecurityEventNotification", payload: ["type": "X", "timestamp": "2026-01-01T00:00:00Z"], to: .csms) {
+            outcome = $0
+        }
+        #expect(tester.takeSentToCSMS().isEmpty, "gateway CALLs wait for the link")
+
+        tester.session.northLinkUp()
+        #expect(stage.told.last == "up:true orphaned:")
+        #expect(tester.takeSentToCSMS().map(\.action) == ["SecurityEventNotification"])
+        #expect(outcome == nil)
+    }
+}
