@@ -113,6 +113,10 @@ public final class GatewayRuntime: Sendable {
             group: group
         ) { [self] request, channel in decide(request, channel: channel) }
         listeners.withLock { $0.append(server) }
+        let buffering = configuration.offlineMode == .buffer || configuration.chargerOfflineModes.values.contains(.buffer)
+        if buffering, !pipelines.pipeline.stages.contains(where: { $0.type == "outbox" }) {
+            logger.warning("north.offline_mode is 'buffer' but the pipeline has no 'outbox' stage: while the CSMS is away chargers stay connected and every CALL is answered with a CALLERROR")
+        }
         let address = server.localAddress!
         logger.info("listening for chargers", metadata: [
             "address": "ws://\(configuration.southHost):\(address.port ?? 0)\(configuration.southPath)/<chargeId>",
@@ -284,14 +288,29 @@ public final class GatewayRuntime: Sendable {
         case .accept(let north, _):
             credentials = north
         }
-        if let wait = backoff.waitRemaining(for: chargerId, now: NIODeadline.now().uptimeNanoseconds) {
+        let buffered = configuration.offlineMode(for: chargerId) == .buffer
+        if !buffered, let wait = backoff.waitRemaining(for: chargerId, now: NIODeadline.now().uptimeNanoseconds) {
             let seconds = max(1, Int((Double(wait) / 1e9).rounded(.up)))
             logger.info("north link in back-off; charger asked to retry", metadata: ["charger": "\(chargerId)", "retry_after_s": "\(seconds)"])
             return .reject(.badGateway, headers: ["Retry-After": "\(seconds)"])
         }
-        let north: WebSocketConnection
+        let north: WebSocketConnection?
         do {
-            north = try await connectNorth(chargerId: chargerId, credentials: credentials, on: southChannel.eventLoop).get()
+            if buffered, backoff.waitRemaining(for: chargerId, now: NIODeadline.now().uptimeNanoseconds) != nil {
+                north = nil  // the CSMS failed a moment ago: serve the charger now, retry in the background
+            } else {
+                north = try await connectNorth(chargerId: chargerId, credentials: credentials, on: southChannel.eventLoop).get()
+            }
+        } catch where buffered {
+            northConnectFailures.increment()
+            healthState.withLock {
+                $0.northFailedLast = true
+                $0.northDetail = LogSafe.escape("\(error)", limit: 160)
+            }
+            logger.warning("north connection failed; buffer mode keeps the charger connected", metadata: [
+                "charger": "\(chargerId)", "error": "\(LogSafe.escape("\(error)", limit: 200))",
+            ])
+            north = nil
         } catch {
             northConnectFailures.increment()
             healthState.withLock {
@@ -307,16 +326,20 @@ public final class GatewayRuntime: Sendable {
             ])
             return .reject(.badGateway, headers: ["Retry-After": "\(max(1, delay.components.seconds))"])
         }
-        northConnects.increment()
-        healthState.withLock { $0.northFailedLast = false }
-        backoff.recordSuccess(for: chargerId)
+        if north != nil {
+            northConnects.increment()
+            healthState.withLock { $0.northFailedLast = false }
+            backoff.recordSuccess(for: chargerId)
+        }
         let booted = bootRecord(for: chargerId)?.accepted ?? false
         // If the charger goes away before its upgrade completes, nobody will use this north link.
-        southChannel.closeFuture.whenComplete { _ in
-            if !north.isRelaying { north.close(code: .normalClosure, reason: "charger left during the handshake") }
+        if let north {
+            southChannel.closeFuture.whenComplete { _ in
+                if !north.isRelaying { north.close(code: .normalClosure, reason: "charger left during the handshake") }
+            }
         }
         return .accept(subprotocol: OCPPVersion.v16.subprotocol, onUpgrade: { [self] south in
-            startSession(chargerId: chargerId, south: south, north: north, profile: credentials.securityProfile, booted: booted)
+            startSession(chargerId: chargerId, south: south, north: north, credentials: credentials, booted: booted)
         })
     }
 
@@ -380,22 +403,48 @@ public final class GatewayRuntime: Sendable {
 
     // MARK: Sessions
 
+    /// Buffer mode: the CSMS link of a connected charger went down or came back. Counted, logged by the
+    /// link, and announced on the health channel (`<prefix>/<gateway>/<charger>/north`, retained
+    /// `online` / `offline`).
+    private func northLinkChanged(chargerId: String, up: Bool, detail: String) {
+        if up {
+            northConnects.increment()
+            backoff.recordSuccess(for: chargerId)
+            healthState.withLock { $0.northFailedLast = false }
+        } else {
+            healthState.withLock {
+                $0.northFailedLast = true
+                $0.northDetail = LogSafe.escape(detail, limit: 160)
+            }
+        }
+        if let publisher {
+            publisher.publish(topic: "\(publisher.topicRoot)/\(chargerId)/north", payload: Array((up ? "online" : "offline").utf8), retain: true)
+        }
+    }
+
     /// The charger's last BootNotification answer; nil if none is known or the record cannot be read
     /// (then the gateway waits for a BootNotification before sending anything of its own).
     func bootRecord(for chargerId: String) -> BootRecord? {
         try? loader.store.load(BootRecord.self, charger: chargerId, name: "boot.json")
     }
 
-    private func startSession(chargerId: String, south: WebSocketConnection, north: WebSocketConnection, profile: Int,
-                              booted: Bool) {
+    private func startSession(chargerId: String, south: WebSocketConnection, north: WebSocketConnection?,
+                              credentials: NorthCredentials, booted: Bool) {
+        let profile = credentials.securityProfile
         let loop = south.channel.eventLoop
         let replaced = sessions.withLock { $0[chargerId] }
         if let replaced {
             logger.warning("charger reconnected; closing its previous session", metadata: ["charger": "\(chargerId)"])
             replaced.close(reason: "replaced by a new connection of the same charger")
         }
-        let link = SessionLink(chargerId: chargerId, south: south, north: north, eventLoop: loop) { [self] credentials in
-            connectNorth(chargerId: chargerId, credentials: credentials, on: loop)
+        let link = SessionLink(chargerId: chargerId, south: south, north: north, credentials: credentials, eventLoop: loop) {
+            [self] credentials in connectNorth(chargerId: chargerId, credentials: credentials, on: loop)
+        }
+        if configuration.offlineMode(for: chargerId) == .buffer {
+            link.buffer = SessionLink.BufferMode(
+                nextDelay: { [self] in backoff.recordFailure(for: chargerId, now: NIODeadline.now().uptimeNanoseconds) },
+                linkChanged: { [self] up, detail in northLinkChanged(chargerId: chargerId, up: up, detail: detail) })
+            if north == nil { northLinkChanged(chargerId: chargerId, up: false, detail: "unreachable at connect") }
         }
         let limits = SessionLimits(chargerCallTimeout: configuration.southCallTimeout,
                                    chargerMaxQueuedCalls: configuration.southMaxQueuedCalls,
@@ -414,7 +463,7 @@ public final class GatewayRuntime: Sendable {
             sessions.withLock { active in
                 if active[chargerId]?.token == token { active[chargerId] = nil }
             }
-            if side == .csms {
+            if side == .csms, configuration.offlineMode(for: chargerId) == .mirror {
                 // Treat a lost CSMS link as a failure so the charger's immediate reconnect backs off.
                 backoff.recordFailure(for: chargerId, now: NIODeadline.now().uptimeNanoseconds)
             }

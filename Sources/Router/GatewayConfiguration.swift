@@ -38,6 +38,16 @@ public struct GatewayConfiguration: Decodable, Sendable {
         public var password: String?
         public var passwordHash: String?
         public var northPassword: String?
+        /// Overrides `north.offline_mode` for this charger.
+        public var offlineMode: OfflineMode?
+    }
+
+    /// What happens to a charger while its CSMS link is down.
+    public enum OfflineMode: String, Decodable, Sendable, Equatable {
+        /// Close the charger's link too (OCPP 2.0.1 part 4 §6.3); its own offline queue takes over.
+        case mirror
+        /// Keep the charger connected; the `outbox` stage answers and queues durably, and replays.
+        case buffer
     }
 
     public struct North: Decodable, Sendable {
@@ -56,6 +66,8 @@ public struct GatewayConfiguration: Decodable, Sendable {
         public var pingInterval: Double?
         public var maxFrameBytes: Int?
         public var reconnect: Reconnect?
+        /// `mirror` (default) or `buffer`.
+        public var offlineMode: OfflineMode?
     }
 
     public struct Reconnect: Decodable, Sendable {
@@ -116,6 +128,9 @@ public struct ResolvedGatewayConfiguration: Sendable {
     public var northMaxFrameBytes: Int
     public var reconnectInitialDelay: Duration
     public var reconnectMaxDelay: Duration
+    /// `north.offline_mode`, and the chargers that override it.
+    public var offlineMode: GatewayConfiguration.OfflineMode
+    public var chargerOfflineModes: [String: GatewayConfiguration.OfflineMode]
 
     public var stateDirectory: String
     public var pipelineFile: String
@@ -125,6 +140,11 @@ public struct ResolvedGatewayConfiguration: Sendable {
 
     /// Problems that are not errors but an operator should see (plain passwords).
     public var warnings: [String]
+
+    /// The offline mode in force for a charger.
+    public func offlineMode(for chargerId: String) -> GatewayConfiguration.OfflineMode {
+        chargerOfflineModes[chargerId] ?? offlineMode
+    }
 
     public var southSettings: SouthSettings { SouthSettings(securityProfile: southSecurityProfile, chargers: chargers) }
     public var northSettings: NorthSettings { NorthSettings(securityProfile: northSecurityProfile, caFile: northCAFile) }
@@ -245,6 +265,8 @@ public struct ResolvedGatewayConfiguration: Sendable {
             northMaxFrameBytes: north.maxFrameBytes ?? 1_048_576,
             reconnectInitialDelay: positive(north.reconnect?.initialDelay, "initial_delay", default: 1),
             reconnectMaxDelay: positive(north.reconnect?.maxDelay, "max_delay", default: 60),
+            offlineMode: north.offlineMode ?? .mirror,
+            chargerOfflineModes: (south.chargers ?? [:]).compactMapValues(\.offlineMode),
             stateDirectory: stateDirectory,
             pipelineFile: pipelineFile,
             adminHost: adminHost, adminPort: adminPort,
