@@ -255,7 +255,8 @@ public struct SmartChargingStage: Stage {
     enum Key: SessionStateKey { typealias Value = State }
 
     func state(_ session: any SessionContext) -> State {
-        if let state = session[Key.self] { return state }
+        // A retired state belongs to an instance a reload replaced (when state is shared by type).
+        if let state = session[Key.self], !state.retired { return state }
         let state = restore(session)
         session[Key.self] = state
         return state
