@@ -1,4 +1,5 @@
 public import Logging
+import Foundation
 public import OCPP
 public import Router
 public import StageKit
@@ -67,7 +68,7 @@ public final class StageTester {
     public convenience init<S: Stage>(_ type: S.Type, config yaml: String = "", chargerId: String = "CP001",
                                       south: SouthSettings = SouthSettings(securityProfile: 1, chargers: [:]),
                                       north: NorthSettings = NorthSettings(securityProfile: 3),
-                                      stateDirectory: String = "/tmp/ocpp-gateway-test-state",
+                                      stateDirectory: String? = nil,
                                       limits: SessionLimits = SessionLimits(), wallTime: Double? = nil, chargerBooted: Bool = true,
                                       publisher: (any MessagePublisher)? = nil,
                                       logger: Logger = Logger(label: "stage-test", factory: { _ in SwiftLogNoOpLogHandler() })) throws {
@@ -80,7 +81,7 @@ public final class StageTester {
     public static func build<S: Stage>(_ type: S.Type, config yaml: String = "",
                                        south: SouthSettings = SouthSettings(securityProfile: 1, chargers: [:]),
                                        north: NorthSettings = NorthSettings(securityProfile: 3),
-                                       stateDirectory: String = "/tmp/ocpp-gateway-test-state",
+                                       stateDirectory: String? = nil,
                                        publisher: (any MessagePublisher)? = nil) throws -> S {
         let node: Node?
         do {
@@ -89,9 +90,16 @@ public final class StageTester {
             throw ConfigurationError([Diagnostic(file: "<config>", line: 1, column: 1, message: "\(error)")])
         }
         let configuration = try NodeDecoder(file: "<config>").decode(S.Configuration.self, from: node, subject: "stage '\(S.type)'")
+        // Without a folder of its own, every built stage gets a fresh one: tests never see each other's state.
+        let stateDirectory = stateDirectory ?? Self.freshStateDirectory()
         let context = StageSetupContext(stageId: S.type, logger: Logger(label: "stage-test", factory: { _ in SwiftLogNoOpLogHandler() }),
                                         stateDirectory: stateDirectory, south: south, north: north, publisher: publisher)
         return try S(configuration: configuration, context: context)
+    }
+
+    /// A new empty folder under the temporary directory, for a test's `state_dir`.
+    public static func freshStateDirectory() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("ocpp-gateway-test-\(UUID().uuidString)").path
     }
 
     // MARK: Clock
