@@ -1,5 +1,6 @@
 public import Foundation
 public import StageKit
+import OCPP
 import Yams
 
 /// `gateway.yaml`: where the gateway listens, which CSMS it talks to, and with what.
@@ -262,4 +263,25 @@ func parseHostPort(_ text: String) -> (String, Int)? {
     if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
     guard !host.isEmpty else { return nil }
     return (host, port)
+}
+
+/// A request URI as it may appear in a log line: no query or fragment (`?password=…`), no user
+/// info (`ws://user:pass@host/…`), control characters escaped, length bounded.
+/// For the gateway's "upgrade refused" lines, which log what a peer sent.
+public func loggableURI(_ uri: String) -> String {
+    var text = Substring(uri)
+    var hidden: [String] = []
+    if let end = text.firstIndex(where: { $0 == "?" || $0 == "#" }) {
+        text = text[..<end]
+        hidden.append("query")
+    }
+    if let scheme = text.range(of: "://") {
+        let authority = text[scheme.upperBound...].prefix { $0 != "/" }
+        if let at = authority.lastIndex(of: "@") {
+            text = text[..<scheme.upperBound] + text[text.index(after: at)...]
+            hidden.append("user info")
+        }
+    }
+    let shown = LogSafe.escape(text, limit: 200)
+    return hidden.isEmpty ? shown : shown + " (\(hidden.joined(separator: " and ")) not logged)"
 }

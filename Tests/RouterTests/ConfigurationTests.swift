@@ -322,3 +322,15 @@ struct GatewayConfigurationTests {
         #expect(semantic.contains { $0.hasPrefix("2:75: 'ca_file' ") && $0.hasSuffix("missing.pem does not exist or cannot be read") })
     }
 }
+
+@Suite("log safety")
+struct LogSafetyTests {
+    @Test func aRefusedURIIsLoggedWithoutQueryOrUserInfo() {
+        #expect(loggableURI("/ocpp/CP001") == "/ocpp/CP001")
+        #expect(loggableURI("/wrong/CP001?password=s3cret") == "/wrong/CP001 (query not logged)")
+        #expect(loggableURI("/x#frag") == "/x (query not logged)")
+        #expect(loggableURI("ws://user:s3cret@host:9000/ocpp/CP001") == "ws://host:9000/ocpp/CP001 (user info not logged)")
+        #expect(loggableURI("/ocpp/\u{1b}[31mred\nforged") == "/ocpp/\\u{1b}[31mred\\nforged")
+        #expect(loggableURI(String(repeating: "a", count: 1000)).count < 230)
+    }
+}
