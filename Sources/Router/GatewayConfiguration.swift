@@ -219,9 +219,6 @@ public struct ResolvedGatewayConfiguration: Sendable {
                 error(admin.listen, "admin 'listen' should be host:port, e.g. \"127.0.0.1:9100\"")
             }
         }
-        if let initial = north.reconnect?.initialDelay, let maximum = north.reconnect?.maxDelay, maximum.value < initial.value {
-            diagnostics.append(Diagnostic(file: file, mark: maximum.mark, message: "'max_delay' must not be less than 'initial_delay' (\(initial.value))"))
-        }
 
         guard diagnostics.isEmpty else { throw ConfigurationError(diagnostics) }
         return ResolvedGatewayConfiguration(

@@ -1,5 +1,6 @@
 public import Yams
 import OCPP
+import StageKit
 
 /// Decodes a `Decodable` from a Yams node, strictly.
 ///
@@ -115,7 +116,9 @@ private struct NodeBackedDecoder: Decoder {
     /// Carries the node's position so that `Located` values can remember where they came from, and
     /// a way to report a value that breaks a rule without stopping (`reportConfigurationProblem`).
     var userInfo: [CodingUserInfoKey: Any] {
-        var info: [CodingUserInfoKey: Any] = [.problemReporter: ProblemReporter(recorder: recorder, mark: node.mark)]
+        var info: [CodingUserInfoKey: Any] = [
+            .configurationProblemReporter: ProblemReporter(recorder: recorder, mark: node.mark, codingPath: codingPath),
+        ]
         if let mark = node.mark { info[.yamlMark] = mark }
         return info
     }
@@ -384,72 +387,19 @@ private func decodeNode<T: Decodable>(_ type: T.Type, _ node: Node, _ codingPath
 
 extension CodingUserInfoKey {
     static let yamlMark = CodingUserInfoKey(rawValue: "ocpp-gateway.yamlMark")!
-    static let problemReporter = CodingUserInfoKey(rawValue: "ocpp-gateway.problemReporter")!
 }
 
-/// Notes a rule broken by the value being decoded, at its position.
-private struct ProblemReporter {
+/// Notes a rule broken by the value being decoded (`Checked`, `Decoder.reportConfigurationProblem`
+/// in StageKit), at the value's position, named by its key.
+private struct ProblemReporter: ConfigurationProblemReporter {
     let recorder: KeyRecorder
     let mark: Mark?
-}
+    let codingPath: [any CodingKey]
 
-extension Decoder {
-    /// Reports that the value being decoded breaks a rule ("must be greater than 0"), at its
-    /// `file:line:col`, and lets decoding go on so that every problem of a file is reported at once.
-    /// The message is prefixed with the key's name. Outside `NodeDecoder` this throws a `DecodingError`.
-    public func reportConfigurationProblem(_ message: String) throws {
-        let text = "\(describe(codingPath)) \(message)"
-        guard let reporter = userInfo[.problemReporter] as? ProblemReporter else {
-            throw DecodingError.dataCorrupted(DecodingError.Context(codingPath: codingPath, debugDescription: text))
-        }
-        reporter.recorder.report(text, at: reporter.mark)
+    func report(_ message: String) {
+        recorder.report("\(describe(codingPath)) \(message)", at: mark)
     }
 }
-
-/// A rule a configuration value must follow, checked while decoding (see `Checked`).
-public protocol ConfigurationRule {
-    associatedtype Value: Decodable & Sendable
-    /// What is wrong with `value` ("must be greater than 0"), or nil.
-    static func problem(with value: Value) -> String?
-}
-
-/// A configuration value that must follow `Rule`. A value that does not is reported at its
-/// position and decoding goes on, so `validate` lists every problem of a file at once.
-public struct Checked<Rule: ConfigurationRule>: Decodable, Sendable {
-    public var value: Rule.Value
-    public var mark: Mark?
-
-    public init(_ value: Rule.Value, mark: Mark? = nil) {
-        self.value = value
-        self.mark = mark
-    }
-
-    public init(from decoder: any Decoder) throws {
-        value = try Rule.Value(from: decoder)
-        mark = decoder.userInfo[.yamlMark] as? Mark
-        if let problem = Rule.problem(with: value) { try decoder.reportConfigurationProblem(problem) }
-    }
-}
-
-public enum GreaterThanZero<Value: Decodable & Sendable & Comparable & Numeric>: ConfigurationRule {
-    public static func problem(with value: Value) -> String? { value > .zero ? nil : "must be greater than 0, found \(value)" }
-}
-
-public enum ZeroOrMore<Value: Decodable & Sendable & Comparable & Numeric>: ConfigurationRule {
-    public static func problem(with value: Value) -> String? { value >= .zero ? nil : "must be 0 or more, found \(value)" }
-}
-
-/// Frame size limits: at least 1 KiB (a BootNotification must fit).
-public enum FrameSizeRule: ConfigurationRule {
-    public static func problem(with value: Int) -> String? { value >= 1024 ? nil : "must be at least 1024, found \(value)" }
-}
-
-/// A number greater than 0 (timeouts, delays, queue lengths).
-public typealias Positive<Value: Decodable & Sendable & Comparable & Numeric> = Checked<GreaterThanZero<Value>>
-/// A number of 0 or more (0 usually turns a feature off).
-public typealias NonNegative<Value: Decodable & Sendable & Comparable & Numeric> = Checked<ZeroOrMore<Value>>
-/// A frame size limit in bytes.
-public typealias FrameSize = Checked<FrameSizeRule>
 
 /// A configuration value that remembers its line and column, for checks made after decoding
 /// ("the CA file does not exist") to point at the right place.

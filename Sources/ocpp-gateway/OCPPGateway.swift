@@ -203,7 +203,9 @@ struct Certs: ParsableCommand {
                 print([id, "SP\(entry.securityProfile)", entry.keyType ?? "-",
                        entry.notAfter.map { $0.formatted(.iso8601) } ?? "(no certificate)", days,
                        entry.subject ?? "-", entry.issuer ?? "-"].joined(separator: "\t")
-                      + (entry.hasPendingKey ? "\t(CSR pending)" : ""))
+                      + (entry.hasPendingKey ? "\t(CSR pending)" : "")
+                      + (entry.settingsProblem.map { "\t(settings.json unreadable: \($0))" } ?? "")
+                      + (entry.exposedKeyMode.map { "\t(key.pem readable by group/others, mode bits \($0): refused; chmod 600)" } ?? ""))
             }
         }
     }
