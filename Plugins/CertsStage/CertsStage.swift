@@ -159,6 +159,11 @@ public struct CertsStage: Stage {
         events.record(event, techInfo: failure.detail, chargerId: chargerId, at: Date().timeIntervalSince1970)
     }
 
+    /// Leaving service: what is queued for the disk gets there.
+    public func shutdown() async {
+        await store.files.flush()
+    }
+
     public func sessionStarted(_ session: any SessionContext) {
         events.flush(in: session)
         if let problem = store.takeUnreportedSettingsProblem(session.chargerId) {
