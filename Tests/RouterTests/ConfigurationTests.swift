@@ -333,4 +333,15 @@ struct LogSafetyTests {
         #expect(loggableURI("/ocpp/\u{1b}[31mred\nforged") == "/ocpp/\\u{1b}[31mred\\nforged")
         #expect(loggableURI(String(repeating: "a", count: 1000)).count < 230)
     }
+
+    @Test func aPrivateKeyOthersCanReadIsNamedAsAProblem() throws {
+        let key = try temporaryFile("key.pem", "-----BEGIN PRIVATE KEY-----\n")
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: key)
+        #expect(privateKeyFileProblem(key) == nil)
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: key)
+        #expect(privateKeyFileProblem(key)?.contains("chmod 600") == true)
+        try FileManager.default.setAttributes([.posixPermissions: 0o620], ofItemAtPath: key)
+        #expect(privateKeyFileProblem(key) != nil)
+        #expect(privateKeyFileProblem(key + ".missing") == nil)
+    }
 }
