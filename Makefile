@@ -20,7 +20,9 @@ APT_PACKAGES := curl ca-certificates python3-venv pkg-config libmosquitto-dev mo
 # tables behind tagged pointers that LSan cannot follow, so every static reads as a leak.
 SECONDS    ?= 600
 FUZZ_DIR   := .build-fuzz
-FUZZ_FLAGS := -detect_leaks=0 -max_len=16384
+# Crash inputs go to $(FUZZ_DIR), never to the working directory (libFuzzer's default): every
+# invocation takes FUZZ_FLAGS, which carries the prefix.
+FUZZ_FLAGS := -detect_leaks=0 -max_len=16384 -artifact_prefix=$(CURDIR)/$(FUZZ_DIR)/
 
 .PHONY: all build test test-swift test-tsan test-interop test-fuzz fuzz fuzz-build schemas bench bench-full bench-deps run validate stages clean deps venv help
 
@@ -78,13 +80,13 @@ fuzz-build: $(APT_STAMP)
 fuzz: fuzz-build
 	@mkdir -p $(FUZZ_DIR)/corpus
 	SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 $(FUZZ_DIR)/debug/ocpp-fuzz $(FUZZ_FLAGS) -max_total_time=$(SECONDS) \
-		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus Tests/Fuzz/corpus
+		$(FUZZ_DIR)/corpus Tests/Fuzz/corpus
 
 ## A short fuzz run as part of `make test`: any crash fails the build.
 test-fuzz: fuzz-build
 	@mkdir -p $(FUZZ_DIR)/corpus
 	SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 $(FUZZ_DIR)/debug/ocpp-fuzz $(FUZZ_FLAGS) -max_total_time=15 \
-		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus Tests/Fuzz/corpus 2>&1 | tail -n 3
+		$(FUZZ_DIR)/corpus Tests/Fuzz/corpus 2>&1 | tail -n 3
 
 ## Benchmarks (release build): the gateway side by side with no proxy and with nginx.
 ## Writes bench/results/latest.json and docs/benchmarks.md.

@@ -68,6 +68,7 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
                 logging,
                 metrics,
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -85,7 +86,7 @@ let package = Package(
         // Drives a stage (or a whole pipeline) with envelopes and a fake clock; no sockets.
         .target(
             name: "StageTesting",
-            dependencies: ["OCPP", "StageKit", "Router", logging],
+            dependencies: ["OCPP", "StageKit", "Router", logging, .product(name: "Yams", package: "Yams")],
             swiftSettings: swiftSettings
         ),
 
@@ -103,7 +104,6 @@ let package = Package(
                 "OCPP", "StageKit", "Router", "Transport", "HealthChannel",
                 logging,
                 metrics,
-                .product(name: "Prometheus", package: "swift-prometheus"),
             ] + nio,
             swiftSettings: swiftSettings
         ),
@@ -178,19 +178,20 @@ let package = Package(
         // Wires the stage modules into a registry; the one line a stage author adds lives here.
         .target(
             name: "GatewayStages",
-            dependencies: ["StageKit", "Router", "AuthStage", "CertsStage", "FirewallStage", "SmartChargingStage", "MQTTTapStage", "DashcamStage", "CompressorStage"],
+            dependencies: ["Router", "AuthStage", "CertsStage", "FirewallStage", "SmartChargingStage", "MQTTTapStage", "DashcamStage", "CompressorStage"],
             swiftSettings: swiftSettings
         ),
 
         .executableTarget(
             name: "ocpp-gateway",
             dependencies: [
-                "OCPP", "StageKit", "Router", "Transport", "Gateway", "GatewayStages", "AuthStage", "CertsStage", "HealthChannel",
+                "OCPP", "StageKit", "Router", "Gateway", "GatewayStages", "AuthStage", "CertsStage", "HealthChannel",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 argumentParser,
                 logging,
                 metrics,
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
@@ -200,9 +201,12 @@ let package = Package(
         .target(
             name: "Simulators",
             dependencies: [
-                "OCPP", "DevPKI", "Transport",
-                logging,
-            ] + nio,
+                "OCPP", "Transport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
@@ -210,7 +214,8 @@ let package = Package(
             dependencies: [
                 "Simulators", "DevPKI", "OCPP", "Transport",
                 argumentParser,
-                logging,
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -232,12 +237,12 @@ let package = Package(
 
         .testTarget(
             name: "SmartChargingStageTests",
-            dependencies: ["SmartChargingStage", "ChargingSchedules", "StageTesting", "StageKit", "OCPP", "Router"],
+            dependencies: ["SmartChargingStage", "StageTesting", "StageKit", "OCPP"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "MQTTTapStageTests",
-            dependencies: ["MQTTTapStage", "StageTesting", "StageKit", "OCPP", "Router"],
+            dependencies: ["MQTTTapStage", "StageTesting", "StageKit", "OCPP"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -253,7 +258,7 @@ let package = Package(
         .testTarget(name: "TelemetryCompressionTests", dependencies: ["TelemetryCompression"], swiftSettings: swiftSettings),
         .testTarget(name: "ChargingSchedulesTests", dependencies: ["ChargingSchedules", "OCPP"], swiftSettings: swiftSettings),
         .testTarget(name: "OCPPTests", dependencies: ["OCPP"], swiftSettings: swiftSettings),
-        .testTarget(name: "RouterTests", dependencies: ["Router", "StageKit", "StageTesting", "OCPP"], swiftSettings: swiftSettings),
+        .testTarget(name: "RouterTests", dependencies: ["Router", "StageKit", "StageTesting", "OCPP", logging], swiftSettings: swiftSettings),
         .testTarget(
             name: "CertsStageTests",
             dependencies: [
@@ -269,11 +274,11 @@ let package = Package(
             dependencies: ["FirewallStage", "StageTesting", "StageKit", "OCPP", "Router"],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "AuthStageTests", dependencies: ["AuthStage", "StageTesting", "StageKit", "OCPP"], swiftSettings: swiftSettings),
+        .testTarget(name: "AuthStageTests", dependencies: ["AuthStage", "StageTesting", "StageKit", "OCPP", "Router"], swiftSettings: swiftSettings),
         .testTarget(
             name: "TransportTests",
             dependencies: [
-                "Transport", "Gateway", "Router", "GatewayStages", "Simulators", "DevPKI", "OCPP", "StageKit",
+                "Transport", "Gateway", "Router", "GatewayStages", "Simulators", "DevPKI", "OCPP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

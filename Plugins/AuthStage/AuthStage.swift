@@ -65,7 +65,7 @@ public struct AuthStage: Stage {
         guard let entry = chargers[id] else {
             if southProfile == 0, allowUnlisted { return .accept(north: northCredentials(for: id, entry: ChargerCredentials())) }
             // With Basic auth, do not tell a prober which ids exist.
-            return .reject(status: southProfile == 0 ? 404 : 401, reason: "charger '\(id)' is not in south.chargers")
+            return .reject(status: southProfile == 0 ? 404 : 401, reason: "charger '\(LogSafe.escape(id))' is not in south.chargers")
         }
         if southProfile >= 1 {
             guard let credentials = request.credentials else {
@@ -73,7 +73,8 @@ public struct AuthStage: Stage {
                     ? "malformed Authorization header" : "no Basic auth credentials")
             }
             guard credentials.username == id else {
-                return .reject(status: 401, reason: "Basic auth user '\(credentials.username)' is not the charge point id")
+                // The user name is not logged: a charger that swapped its fields sends its password there.
+                return .reject(status: 401, reason: "Basic auth user is not the charge point id (user name not logged)")
             }
             guard verify(credentials.password, against: entry, chargerId: id) else {
                 return .reject(status: 401, reason: "wrong password")

@@ -3,6 +3,7 @@ import Logging
 import Foundation
 public import OCPP
 public import StageKit
+import Synchronization
 import SwiftASN1
 import X509
 
@@ -22,11 +23,11 @@ public struct CertsStage: Stage {
         public var commonName: CommonNameSource?
         public var keyType: KeyType?
         /// Start renewing this many days before the certificate expires (A03: one month).
-        public var renewBeforeDays: Int?
+        public var renewBeforeDays: Positive<Int>?
         /// Seconds before retrying a renewal the CSMS did not accept (doubles up to a day).
-        public var renewalRetry: Double?
-        public var certificateSignedMaxChainSize: Int?
-        public var certificateStoreMaxLength: Int?
+        public var renewalRetry: Positive<Double>?
+        public var certificateSignedMaxChainSize: Positive<Int>?
+        public var certificateStoreMaxLength: Positive<Int>?
         public var additionalRootCertificateCheck: Bool?
         /// Extra CAs of the CPO hierarchy that may sign charger certificates (PEM), besides the CSMS roots.
         public var chargerCaFile: String?
@@ -53,33 +54,37 @@ public struct CertsStage: Stage {
     let maxChainSize: Int
     let maxStoredRoots: Int
     let additionalRootCheck: Bool
+    let logger: Logger
+    /// Chargers whose key.pem was refused for its permissions (logged once until it is fixed).
+    let exposedKeys = ExposedKeys()
 
     public init(configuration: Configuration, context: StageSetupContext) throws {
-        let paths = IdentityPaths(stateDirectory: context.stateDirectory)
-        store = IdentityStore(paths: paths, keys: FileKeyProvider(paths: paths))
-        events = SecurityEventOutbox(paths: paths)
+        store = IdentityStore(stateDirectory: context.stateDirectory, files: context.store)
+        events = SecurityEventOutbox(files: context.store, logger: context.logger)
+        logger = context.logger
         configuredProfile = context.north.securityProfile
         provisionedRoots = try context.north.caFile.map { file in
-            guard let pem = AtomicFile.read(file) else { throw StoreError("cannot read north.ca_file \(file)") }
-            return CertificateTools.parseChain(pem)
+            guard let pem = try? AtomicFile.read(file) else { throw StoreError("cannot read north.ca_file \(file)") }
+            return CertificateTools.parseChain(String(decoding: pem, as: UTF8.self))
         } ?? []
         chargerAnchors = try configuration.chargerCaFile.map { file in
             let path = file.hasPrefix("/") ? file : context.stateDirectory + "/" + file
-            guard let pem = AtomicFile.read(path) else { throw StoreError("'charger_ca_file' \(path) cannot be read") }
-            let certificates = CertificateTools.parseChain(pem)
-            guard !certificates.isEmpty else { throw StoreError("'charger_ca_file' \(path) holds no certificate") }
+            guard let pem = try? AtomicFile.read(path) else { throw ConfigurationKeyError(key: "charger_ca_file", "\(path) cannot be read") }
+            let certificates = CertificateTools.parseChain(String(decoding: pem, as: UTF8.self))
+            guard !certificates.isEmpty else { throw ConfigurationKeyError(key: "charger_ca_file", "\(path) holds no certificate") }
             return certificates
         } ?? []
         defaultCpoName = configuration.cpoName
         commonNameSource = configuration.commonName ?? .identity
         keyType = configuration.keyType ?? .ecP256
-        renewBefore = Double(configuration.renewBeforeDays ?? 30) * 86400
-        renewalRetry = configuration.renewalRetry ?? 3600
-        maxChainSize = configuration.certificateSignedMaxChainSize ?? 10_000
-        maxStoredRoots = configuration.certificateStoreMaxLength ?? 20
+        // Ranges (> 0) are checked while the configuration is decoded, at each key's position.
+        renewBefore = Double(configuration.renewBeforeDays?.value ?? 30) * 86400
+        renewalRetry = configuration.renewalRetry?.value ?? 3600
+        maxChainSize = configuration.certificateSignedMaxChainSize?.value ?? 10_000
+        maxStoredRoots = configuration.certificateStoreMaxLength?.value ?? 20
         additionalRootCheck = configuration.additionalRootCertificateCheck ?? false
-        guard renewBefore > 0, renewalRetry > 0, maxChainSize > 0, maxStoredRoots > 0 else {
-            throw StoreError("'renew_before_days', 'renewal_retry', 'certificate_signed_max_chain_size' and 'certificate_store_max_length' must be positive")
+        if let name = configuration.cpoName, name.isEmpty || name.count > 64 {
+            throw ConfigurationKeyError(key: "cpo_name", "must be 1 to 64 characters (CpoName)")
         }
     }
 
@@ -88,15 +93,21 @@ public struct CertsStage: Stage {
     public func process(_ envelope: Envelope, in session: any SessionContext) -> Verdict {
         switch (envelope.direction, envelope.messageType, envelope.action ?? "") {
         case (.fromCSMS, .call, "ExtendedTriggerMessage"): return extendedTrigger(envelope.payload(), session)
-        case (.fromCSMS, .call, "CertificateSigned"): return certificateSigned(envelope.payload(), session)
-        case (.fromCSMS, .call, "InstallCertificate"): return installCertificate(envelope.payload(), session)
-        case (.fromCSMS, .call, "DeleteCertificate"): return deleteCertificate(envelope.payload(), session)
+        case (.fromCSMS, .call, "CertificateSigned"): return certificateSigned(envelope, session)
+        case (.fromCSMS, .call, "InstallCertificate"): return installCertificate(envelope, session)
+        case (.fromCSMS, .call, "DeleteCertificate"): return deleteCertificate(envelope, session)
         case (.fromCSMS, .call, "GetInstalledCertificateIds"): return installedCertificateIds(envelope.payload(), session)
-        case (.fromCSMS, .call, "ChangeConfiguration"): return changeConfiguration(envelope.payload(), session)
+        case (.fromCSMS, .call, "ChangeConfiguration"): return changeConfiguration(envelope, session)
         case (.fromCSMS, .call, "GetConfiguration"): return getConfiguration(envelope, session)
         case (.fromCharger, .callResult, "GetConfiguration"): return mergeConfiguration(envelope, session)
         case (.fromCharger, .call, "BootNotification"):
             rememberSerialNumber(envelope.payload(), session)
+            return .forward
+        case (.fromCSMS, .callResult, "BootNotification"):
+            // The charger has booted and the CSMS took it in: that, not a (re)connection, is a startup.
+            if envelope.payload()["status"]?.stringValue == "Accepted" {
+                events.raise(.startupOfTheDevice, techInfo: "legacy charger booted (BootNotification accepted)", in: session)
+            }
             return .forward
         default: return .forward
         }
@@ -105,15 +116,36 @@ public struct CertsStage: Stage {
     public func amendNorthCredentials(_ credentials: NorthCredentials, for chargerId: String) -> NorthCredentials {
         var amended = credentials
         let settings = store.settings(chargerId)
-        amended.securityProfile = max(credentials.securityProfile, settings.securityProfile ?? 0)
+        amended.securityProfile = max(credentials.securityProfile, effectiveProfile(chargerId))
         if amended.securityProfile == 3 {
             amended.certificatePath = store.paths.certificate(chargerId)
-            amended.privateKeyPath = store.keys.currentKeyPath(chargerId: chargerId)
+            amended.privateKeyPath = usableKeyPath(chargerId)
         }
         if amended.securityProfile == 2, let key = settings.authorizationKey {
             amended.basicAuth = BasicCredentials(username: chargerId, password: key)
         }
         return amended
+    }
+
+    /// The charger's key file for the north TLS handshake, or nil when it is readable by group or
+    /// others: such a key is refused (the north link then fails and the charger gets 502), with an
+    /// error that says how to fix it and a security event, rather than used.
+    func usableKeyPath(_ chargerId: String) -> String? {
+        let path = store.keys.currentKeyPath(chargerId: chargerId)
+        guard let exposure = store.keyExposure(chargerId) else {
+            exposedKeys.fixed(chargerId)
+            return path
+        }
+        if exposedKeys.firstReport(chargerId) {
+            let mode = String(exposure, radix: 8)
+            logger.error("refusing the charger's private key: it is readable or writable by group or others; run chmod 600 on it", metadata: [
+                "charger": "\(chargerId)", "file": "\(path)", "group_other_bits": "0\(mode)",
+            ])
+            events.record(.reconfigurationOfSecurityParameters,
+                          techInfo: "private key file refused: group/other permission bits 0\(mode); chmod 600 key.pem",
+                          chargerId: chargerId, at: Date().timeIntervalSince1970)
+        }
+        return nil
     }
 
     public func northConnectionFailed(chargerId: String, failure: NorthFailure) {
@@ -123,29 +155,41 @@ public struct CertsStage: Stage {
         case .tlsVersion: event = .invalidTLSVersion
         case .other: return
         }
-        let events = self.events
-        let now = Date().timeIntervalSince1970
-        // Disk work off whichever thread reported the failure.
-        Task.detached { events.record(event, techInfo: failure.detail, chargerId: chargerId, at: now) }
+        // The write itself is queued to the state store's writer, off whichever thread reported the failure.
+        events.record(event, techInfo: failure.detail, chargerId: chargerId, at: Date().timeIntervalSince1970)
+    }
+
+    /// Leaving service: what is queued for the disk gets there.
+    public func shutdown() async {
+        await store.files.flush()
     }
 
     public func sessionStarted(_ session: any SessionContext) {
         events.flush(in: session)
-        if session[StartupReported.self] == nil {
-            session[StartupReported.self] = true
-            events.raise(.startupOfTheDevice, techInfo: "ocpp-gateway session for a legacy charger", in: session)
+        if let problem = store.takeUnreportedSettingsProblem(session.chargerId) {
+            session.logger.error("settings.json is unreadable: keeping the security profile it cannot lower, refusing changes until it is fixed",
+                                 metadata: ["error": "\(problem)", "security_profile": "\(effectiveProfile(session.chargerId))"])
+            events.raise(.reconfigurationOfSecurityParameters,
+                         techInfo: "settings.json unreadable; security profile kept at \(effectiveProfile(session.chargerId)), changes refused",
+                         in: session)
         }
         checkRenewal(session)
     }
-
-    enum StartupReported: SessionStateKey { typealias Value = Bool }
     /// A CSR is out and its certificate not yet installed.
     enum CSRInFlight: SessionStateKey { typealias Value = Bool }
     enum RenewalAttempts: SessionStateKey { typealias Value = Int }
     /// GetConfiguration requests forwarded to the charger whose answers get the gateway's keys merged in.
     enum ConfigurationRequests: SessionStateKey { typealias Value = [String: Set<String>?] }
 
-    func effectiveProfile(_ id: String) -> Int { max(configuredProfile, store.settings(id).securityProfile ?? 0) }
+    /// The security profile the charger's north link uses. When `settings.json` is unreadable and no
+    /// good copy is known, it is never lowered: with a certificate installed the charger may have been
+    /// raised to 3, so 3 it is.
+    func effectiveProfile(_ id: String) -> Int {
+        switch store.loadSettings(id) {
+        case .success(let settings): max(configuredProfile, settings.securityProfile ?? 0)
+        case .failure: store.currentChain(id).isEmpty ? configuredProfile : max(configuredProfile, 3)
+        }
+    }
     func cpoName(_ id: String) -> String? { store.settings(id).cpoName ?? defaultCpoName }
 
     // MARK: A02 / A03: key pair, CSR, CertificateSigned
@@ -173,16 +217,13 @@ public struct CertsStage: Stage {
         let keyType = self.keyType
         session.logger.info("making a key pair and CSR", metadata: ["reason": "\(reason)", "key_type": "\(keyType.rawValue)"])
         let handle = session.handle
-        let work: @Sendable () -> Result<String, any Error> = {
-            Result {
-                let key = try store.keys.generatePendingKey(chargerId: id, type: keyType)
-                return try CertificateTools.makeCSR(commonName: commonName, organization: organization, key: key, type: keyType)
-            }
-        }
-        // Key generation and the key file write leave the event loop; the CSR comes back to it.
+        // Key generation and the key file write leave the event loop; the CSR comes back to it
+        // once the pending key is on disk.
         Task.detached {
-            let result = work()
-            handle.run { session in sendCSR(result, session) }
+            store.keys.generatePendingKey(chargerId: id, type: keyType) { made in
+                let result = Result { try CertificateTools.makeCSR(commonName: commonName, organization: organization, key: made.get(), type: keyType) }
+                handle.run { session in sendCSR(result, session) }
+            }
         }
     }
 
@@ -204,7 +245,8 @@ public struct CertsStage: Stage {
         }
     }
 
-    private func certificateSigned(_ payload: JSONValue, _ session: any SessionContext) -> Verdict {
+    private func certificateSigned(_ envelope: Envelope, _ session: any SessionContext) -> Verdict {
+        let payload = envelope.payload()
         let id = session.chargerId
         func reject(_ problem: String) -> Verdict {
             session.logger.warning("CertificateSigned rejected", metadata: ["problem": "\(problem)"])
@@ -227,23 +269,41 @@ public struct CertsStage: Stage {
         if let organization = cpoName(id), CertificateTools.organization(leaf.subject) != organization {
             return reject("the subject O is not the CpoName '\(organization)'")
         }
+        // The files are written off the event loop; the CSMS is answered once they are on disk.
+        let messageId = envelope.messageId
+        let handle = session.handle
+        let notBefore = leaf.notValidBefore
+        let notAfter = leaf.notValidAfter
+        let installed: WriteCompletion = { result in
+            handle.run { session in installedSignedChain(result, messageId: messageId, notBefore: notBefore, notAfter: notAfter, session) }
+        }
         do {
-            try store.installSignedChain(id, pem: pem)
+            try store.installSignedChain(id, pem: pem, completion: installed)
         } catch {
             session.logger.error("could not store the signed certificate", metadata: ["error": "\(error)"])
             return .answer(["status": "Rejected"])
         }
+        return .answerLater
+    }
+
+    private func installedSignedChain(_ result: Result<Void, StateStoreError>, messageId: String, notBefore: Date, notAfter: Date,
+                                      _ session: any SessionContext) {
+        if case .failure(let error) = result {
+            session.logger.error("could not store the signed certificate", metadata: ["error": "\(error)"])
+            session.answer(messageId, to: .csms, with: ["status": "Rejected"], error: nil)
+            return
+        }
         session[CSRInFlight.self] = false
         session[RenewalAttempts.self] = 0
         session.logger.notice("new charger certificate installed", metadata: [
-            "not_before": "\(leaf.notValidBefore)", "not_after": "\(leaf.notValidAfter)",
+            "not_before": "\(notBefore)", "not_after": "\(notAfter)",
         ])
+        session.answer(messageId, to: .csms, with: ["status": "Accepted"], error: nil)
         // A02.FR.08: in use from its notBefore; with profile 3 the north link moves over without dropping the charger.
-        if effectiveProfile(id) == 3 {
-            let wait = max(0, leaf.notValidBefore.timeIntervalSince1970 - session.wallTime)
+        if effectiveProfile(session.chargerId) == 3 {
+            let wait = max(0, notBefore.timeIntervalSince1970 - session.wallTime)
             session.schedule(after: .milliseconds(Int64(wait * 1000))) { relink(session, profile: 3, because: "new charger certificate") }
         }
-        return .answer(["status": "Accepted"])
     }
 
     private func relink(_ session: any SessionContext, profile: Int, because reason: String, onSuccess: (() -> Void)? = nil) {
@@ -252,7 +312,13 @@ public struct CertsStage: Stage {
         credentials.securityProfile = profile
         if profile == 3 {
             credentials.certificatePath = store.paths.certificate(session.chargerId)
-            credentials.privateKeyPath = store.keys.currentKeyPath(chargerId: session.chargerId)
+            credentials.privateKeyPath = usableKeyPath(session.chargerId)
+            guard credentials.privateKeyPath != nil else {
+                session.logger.error("north re-link not attempted: the charger's private key is refused; keeping the previous link",
+                                     metadata: ["reason": "\(reason)"])
+                events.raise(.reconfigurationOfSecurityParameters, techInfo: "re-link for \(reason) not attempted: key.pem refused", in: session)
+                return
+            }
         }
         session.relinkNorth(with: credentials) { result in
             switch result {
@@ -298,7 +364,8 @@ public struct CertsStage: Stage {
         payload["certificateType"]?.stringValue.flatMap(RootType.init(rawValue:))
     }
 
-    private func installCertificate(_ payload: JSONValue, _ session: any SessionContext) -> Verdict {
+    private func installCertificate(_ envelope: Envelope, _ session: any SessionContext) -> Verdict {
+        let payload = envelope.payload()
         let id = session.chargerId
         guard let type = rootType(payload), let pem = payload["certificate"]?.stringValue else {
             return .answerError(.formatViolation(for: session.version), "certificateType and certificate are required")
@@ -319,17 +386,31 @@ public struct CertsStage: Stage {
             let vouched = current.contains { $0.subject == certificate.issuer && $0.publicKey.isValidSignature(certificate.signature, for: certificate) }
             guard current.isEmpty || vouched else { return .answer(["status": "Rejected"]) }
         }
+        let messageId = envelope.messageId
+        let handle = session.handle
+        let subject = "\(certificate.subject)"
         do {
-            try store.addRoot(id, type, certificate: certificate)
+            try store.addRoot(id, type, certificate: certificate) { result in
+                handle.run { session in
+                    switch result {
+                    case .success:
+                        session.logger.notice("root certificate installed", metadata: ["type": "\(type.rawValue)", "subject": "\(subject)"])
+                        session.answer(messageId, to: .csms, with: ["status": "Accepted"], error: nil)
+                    case .failure(let error):
+                        session.logger.error("could not store a root certificate", metadata: ["error": "\(error)"])
+                        session.answer(messageId, to: .csms, with: ["status": "Failed"], error: nil)
+                    }
+                }
+            }
         } catch {
             session.logger.error("could not store a root certificate", metadata: ["error": "\(error)"])
             return .answer(["status": "Failed"])
         }
-        session.logger.notice("root certificate installed", metadata: ["type": "\(type.rawValue)", "subject": "\(certificate.subject)"])
-        return .answer(["status": "Accepted"])
+        return .answerLater
     }
 
-    private func deleteCertificate(_ payload: JSONValue, _ session: any SessionContext) -> Verdict {
+    private func deleteCertificate(_ envelope: Envelope, _ session: any SessionContext) -> Verdict {
+        let payload = envelope.payload()
         let id = session.chargerId
         guard let data = payload["certificateHashData"], let wanted = hashData(from: data) else {
             return .answerError(.formatViolation(for: session.version), "certificateHashData is required")
@@ -346,9 +427,22 @@ public struct CertsStage: Stage {
         for type in RootType.allCases {
             for root in store.roots(id, type) where CertificateTools.hashData(of: root.certificate).matches(wanted) {
                 if type == .centralSystem, isInUse(root.certificate, session) { return .answer(["status": "Failed"]) }
-                guard unlink(root.path) == 0 else { return .answer(["status": "Failed"]) }
-                session.logger.notice("root certificate deleted", metadata: ["type": "\(type.rawValue)", "subject": "\(root.certificate.subject)"])
-                return .answer(["status": "Accepted"])
+                let messageId = envelope.messageId
+                let handle = session.handle
+                let subject = "\(root.certificate.subject)"
+                store.removeRoot(id, root) { result in
+                    handle.run { session in
+                        switch result {
+                        case .success:
+                            session.logger.notice("root certificate deleted", metadata: ["type": "\(type.rawValue)", "subject": "\(subject)"])
+                            session.answer(messageId, to: .csms, with: ["status": "Accepted"], error: nil)
+                        case .failure(let error):
+                            session.logger.error("could not delete a root certificate", metadata: ["error": "\(error)"])
+                            session.answer(messageId, to: .csms, with: ["status": "Failed"], error: nil)
+                        }
+                    }
+                }
+                return .answerLater
             }
         }
         return .answer(["status": "NotFound"])
@@ -383,10 +477,15 @@ public struct CertsStage: Stage {
 
     // MARK: Configuration keys the gateway owns (whitepaper §7)
 
-    static let ownedKeys: Set<String> = [
+    static let ownedKeys: [String] = [
         "SecurityProfile", "AuthorizationKey", "CpoName", "CertificateSignedMaxChainSize", "CertificateStoreMaxLength",
         "AdditionalRootCertificateCheck",
     ]
+
+    /// The owned key a name means: OCPP configuration keys (CiString) compare without case.
+    static func ownedKey(_ name: String) -> String? {
+        ownedKeys.first { $0.caseInsensitiveCompare(name) == .orderedSame }
+    }
 
     /// The gateway's keys as GetConfiguration reports them (AuthorizationKey is write-only, never read back).
     func configurationEntries(_ id: String, only wanted: Set<String>?) -> [JSONValue] {
@@ -410,59 +509,97 @@ public struct CertsStage: Stage {
         let id = session.chargerId
         if requested.isEmpty {
             // All keys: the charger's, then ours merged into its answer.
-            session[ConfigurationRequests.self, default: [:]][envelope.messageId] = .some(nil)
+            track(envelope.messageId, nil, session)
             return .forward
         }
-        let ours = Set(requested).intersection(Self.ownedKeys)
+        let ours = Set(requested.compactMap(Self.ownedKey))
         if ours.isEmpty { return .forward }
-        let theirs = requested.filter { !Self.ownedKeys.contains($0) }
+        let theirs = requested.filter { Self.ownedKey($0) == nil }
         if theirs.isEmpty {
+            // AuthorizationKey is write-only: asked for, it is reported as unknown (never its value).
             let unknown = ours.contains("AuthorizationKey") ? [JSONValue.string("AuthorizationKey")] : []
             return .answer(["configurationKey": .array(configurationEntries(id, only: ours)), "unknownKey": .array(unknown)])
         }
-        session[ConfigurationRequests.self, default: [:]][envelope.messageId] = .some(ours)
+        track(envelope.messageId, ours, session)
         var payload = envelope.payload()
         payload["key"] = .array(theirs.map { .string($0) })
         return .forward(modifiedPayload: payload)
     }
 
+    /// Remembers a forwarded request; requests whose answers never came (timed out) are forgotten
+    /// beyond a few, so a CSMS cannot grow the session's memory.
+    private func track(_ messageId: String, _ wanted: Set<String>?, _ session: any SessionContext) {
+        var requests = session[ConfigurationRequests.self] ?? [:]
+        if requests.count >= 8 { requests.removeAll() }
+        requests[messageId] = .some(wanted)
+        session[ConfigurationRequests.self] = requests
+    }
+
+    /// Every GetConfiguration answer from the charger passes here on its way to the CSMS, whether
+    /// or not this stage saw the request (a reload in between, another stage's rewrite): the
+    /// charger's copies of the gateway's keys never leave — AuthorizationKey above all (it would
+    /// carry the charger's secret in clear) — and the gateway's own values take their place.
     private func mergeConfiguration(_ envelope: Envelope, _ session: any SessionContext) -> Verdict {
-        guard let wanted = session[ConfigurationRequests.self]?.removeValue(forKey: envelope.messageId) else { return .forward }
+        let tracked = session[ConfigurationRequests.self]?.removeValue(forKey: envelope.messageId)
         var payload = envelope.payload()
-        var keys = payload["configurationKey"]?.arrayValue ?? []
-        // The charger's own copy of a key the gateway owns would be stale: ours wins.
-        keys.removeAll { Self.ownedKeys.contains($0["key"]?.stringValue ?? "") }
-        keys += configurationEntries(session.chargerId, only: wanted)
-        payload["configurationKey"] = .array(keys)
+        let keys = payload["configurationKey"]?.arrayValue ?? []
+        let unknown = payload["unknownKey"]?.arrayValue ?? []
+        let theirsOfOurs = Set(keys.compactMap { $0["key"]?.stringValue.flatMap(Self.ownedKey) })
+        let unknownOfOurs = unknown.contains { $0.stringValue.flatMap(Self.ownedKey) != nil }
+        guard tracked != nil || !theirsOfOurs.isEmpty || unknownOfOurs else { return .forward }
+        // The charger's own copy of a key the gateway owns would be stale, or secret: ours wins.
+        var merged = keys.filter { $0["key"]?.stringValue.flatMap(Self.ownedKey) == nil }
+        var unknownKeys = unknown.filter { $0.stringValue.flatMap(Self.ownedKey) == nil }
+        let wanted: Set<String>?
+        switch tracked {
+        case .some(.some(let ours)): wanted = ours
+        case .some(.none): wanted = nil
+        case .none: wanted = theirsOfOurs.union(unknown.compactMap { $0.stringValue.flatMap(Self.ownedKey) })
+        }
+        merged += configurationEntries(session.chargerId, only: wanted)
+        if wanted?.contains("AuthorizationKey") == true { unknownKeys.append("AuthorizationKey") }
+        payload["configurationKey"] = .array(merged)
+        if payload["unknownKey"] != nil || !unknownKeys.isEmpty { payload["unknownKey"] = .array(unknownKeys) }
         return .forward(modifiedPayload: payload)
     }
 
-    private func changeConfiguration(_ payload: JSONValue, _ session: any SessionContext) -> Verdict {
-        guard let key = payload["key"]?.stringValue, Self.ownedKeys.contains(key) else { return .forward }
+    private func changeConfiguration(_ envelope: Envelope, _ session: any SessionContext) -> Verdict {
+        let payload = envelope.payload()
+        guard let name = payload["key"]?.stringValue, let key = Self.ownedKey(name) else { return .forward }
         let value = payload["value"]?.stringValue ?? ""
         let id = session.chargerId
+        let messageId = envelope.messageId
+        let handle = session.handle
+        /// Answers once the change is on disk: Accepted, or Rejected if it could not be kept.
+        func persist(_ change: (inout ChargerSettings) -> Void, then accepted: @escaping @Sendable (any SessionContext) -> Void) -> Verdict {
+            store.updateSettings(id, change) { result in
+                handle.run { session in
+                    switch result {
+                    case .success:
+                        session.answer(messageId, to: .csms, with: ["status": "Accepted"], error: nil)
+                        accepted(session)
+                    case .failure(let error):
+                        session.logger.error("configuration key not changed: could not store it", metadata: ["key": "\(key)", "error": "\(error)"])
+                        session.answer(messageId, to: .csms, with: ["status": "Rejected"], error: nil)
+                    }
+                }
+            }
+            return .answerLater
+        }
         switch key {
         case "SecurityProfile":
             return changeSecurityProfile(to: Int(value), session)
         case "AuthorizationKey":
             // A00.FR.205: 16 to 20 bytes, as up to 40 hexadecimal digits. Never logged (A01.FR.12).
             guard (32...40).contains(value.count), value.allSatisfy(\.isHexDigit) else { return .answer(["status": "Rejected"]) }
-            do {
-                try store.update(id) { $0.authorizationKey = value }
-            } catch {
-                return .answer(["status": "Rejected"])
+            let events = self.events
+            return persist({ $0.authorizationKey = value }) { session in
+                session.logger.notice("AuthorizationKey changed (value not logged)")
+                events.raise(.reconfigurationOfSecurityParameters, techInfo: "AuthorizationKey changed", in: session)
             }
-            session.logger.notice("AuthorizationKey changed (value not logged)")
-            events.raise(.reconfigurationOfSecurityParameters, techInfo: "AuthorizationKey changed", in: session)
-            return .answer(["status": "Accepted"])
         case "CpoName":
             guard !value.isEmpty, value.count <= 64 else { return .answer(["status": "Rejected"]) }
-            do {
-                try store.update(id) { $0.cpoName = value }
-            } catch {
-                return .answer(["status": "Rejected"])
-            }
-            return .answer(["status": "Accepted"])
+            return persist({ $0.cpoName = value }) { _ in }
         default:
             return .answer(["status": "Rejected"])  // read-only keys
         }
@@ -478,6 +615,7 @@ public struct CertsStage: Stage {
             return .answer(["status": "Rejected"])
         }
         guard requested > current else { return refuse("a security profile can only be raised (A05.FR.01)") }
+        if case .failure = store.loadSettings(id) { return refuse("settings.json is unreadable; fix it before changing the profile") }
         let now = Date(timeIntervalSince1970: session.wallTime)
         let roots = provisionedRoots + store.roots(id, .centralSystem).map(\.certificate)
         guard requested < 2 || roots.contains(where: { $0.notValidAfter > now }) else {
@@ -493,10 +631,11 @@ public struct CertsStage: Stage {
         }
         session.schedule(after: .zero) {
             relink(session, profile: requested, because: "SecurityProfile \(current) → \(requested)") {
-                do {
-                    try store.update(id) { $0.securityProfile = requested }
-                } catch {
-                    session.logger.error("could not persist the new security profile", metadata: ["error": "\(error)"])
+                let logger = session.logger
+                store.updateSettings(id, { $0.securityProfile = requested }) { result in
+                    if case .failure(let error) = result {
+                        logger.error("could not persist the new security profile; it holds until the gateway restarts", metadata: ["error": "\(error)"])
+                    }
                 }
                 events.raise(.reconfigurationOfSecurityParameters, techInfo: "SecurityProfile \(current) → \(requested)", in: session)
             }
@@ -506,12 +645,19 @@ public struct CertsStage: Stage {
 
     private func rememberSerialNumber(_ payload: JSONValue, _ session: any SessionContext) {
         guard let serial = payload["chargePointSerialNumber"]?.stringValue ?? payload["chargeBoxSerialNumber"]?.stringValue,
-              store.settings(session.chargerId).serialNumber != serial
+              serial.count <= 64, store.settings(session.chargerId).serialNumber != serial
         else { return }
-        let store = self.store
-        let id = session.chargerId
-        Task.detached { try? store.update(id) { $0.serialNumber = serial } }
+        // In memory at once, on disk off the event loop.
+        store.updateSettings(session.chargerId) { $0.serialNumber = serial }
     }
+}
+
+/// Chargers whose key file was refused for its permissions, so the error is logged once, not on every attempt.
+final class ExposedKeys: Sendable {
+    private let reported = Mutex<Set<String>>([])
+    /// True the first time a charger's key is refused (until it is fixed).
+    func firstReport(_ id: String) -> Bool { reported.withLock { $0.insert(id).inserted } }
+    func fixed(_ id: String) { _ = reported.withLock { $0.remove(id) } }
 }
 
 extension CertificateHashData {

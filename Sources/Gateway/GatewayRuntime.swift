@@ -241,17 +241,17 @@ public final class GatewayRuntime: Sendable {
                 return loop.makeSucceededFuture(.reject(.tooManyRequests))
             }
         }
-        // Only the path is logged (escaped): a query string may carry credentials.
-        let path = LogSafe.escape(request.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
+        // A query string or user info may carry credentials: never logged.
+        let path = loggableURI(request.uri)
         guard let chargerId = chargerId(fromURI: request.uri) else {
             refusedChargers.increment()
-            logger.warning("upgrade refused: path is not \(configuration.southPath)/<chargeId>", metadata: ["path": "\(path)", "remote": "\(remote)"])
+            logger.warning("upgrade refused: path is not \(configuration.southPath)/<chargeId>", metadata: ["uri": "\(path)", "remote": "\(remote)"])
             return loop.makeSucceededFuture(.reject(.notFound))
         }
         if let problem = ChargerIdentity.problem(with: chargerId) {
             // Checked once, here: everything after (state files, topics, URLs, logs) relies on it.
             refusedChargers.increment()
-            logger.warning("upgrade refused: invalid charge point id", metadata: ["path": "\(path)", "remote": "\(remote)", "problem": "\(problem)"])
+            logger.warning("upgrade refused: invalid charge point id", metadata: ["uri": "\(path)", "remote": "\(remote)", "problem": "\(problem)"])
             return loop.makeSucceededFuture(.reject(.badRequest))
         }
         guard request.offeredSubprotocols.contains(OCPPVersion.v16.subprotocol) else {

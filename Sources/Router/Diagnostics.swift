@@ -30,10 +30,15 @@ public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
 }
 
 extension Diagnostic {
-    /// Maps a Yams parse error to a diagnostic at its position.
-    static func from(yamlError error: any Error, file: String) -> Diagnostic {
+    /// Maps a Yams parse error to a diagnostic at its position. Never quotes the file's text: the
+    /// offending line may hold a password (Yams' own descriptions print the whole line).
+    static func from(yamlError error: any Error, file: String, text: String = "") -> Diagnostic {
         if let error = error as? YamlError {
             switch error {
+            case let .reader(problem, offset, value, _):
+                let (line, column) = offset.map { position(ofUTF8Offset: $0, in: text) } ?? (1, 1)
+                let character = Unicode.Scalar(UInt32(bitPattern: value)).map { String(format: "U+%04X", $0.value) } ?? "\(value)"
+                return Diagnostic(file: file, line: line, column: column, message: "invalid YAML: \(problem) (\(character))")
             case let .scanner(context, problem, mark, _), let .parser(context, problem, mark, _),
                 let .composer(context, problem, mark, _):
                 let prefix = context.map { "\($0.text) " } ?? ""
@@ -42,10 +47,26 @@ extension Diagnostic {
                 return Diagnostic(file: file, mark: context.mark,
                                   message: "duplicate key\(duplicates.count > 1 ? "s" : "") \(duplicates.map { "'\($0)'" }.joined(separator: ", "))")
             default:
+                // The remaining cases (memory, encoding, emitter) carry no text of the file.
                 return Diagnostic(file: file, line: 1, column: 1, message: "invalid YAML: \(error)")
             }
         }
-        return Diagnostic(file: file, line: 1, column: 1, message: "invalid YAML: \(error)")
+        return Diagnostic(file: file, line: 1, column: 1, message: "invalid YAML (\(type(of: error)))")
+    }
+
+    /// Line and column (1-based) of a byte offset into `text`.
+    static func position(ofUTF8Offset offset: Int, in text: String) -> (line: Int, column: Int) {
+        var line = 1
+        var column = 1
+        for byte in text.utf8.prefix(offset) {
+            if byte == UInt8(ascii: "\n") {
+                line += 1
+                column = 1
+            } else if byte & 0xC0 != 0x80 {
+                column += 1
+            }
+        }
+        return (line, column)
     }
 }
 
@@ -61,7 +82,7 @@ func composeYAML(file: String) throws(ConfigurationError) -> Node? {
     do {
         return try Yams.compose(yaml: text)
     } catch {
-        throw ConfigurationError([Diagnostic.from(yamlError: error, file: file)])
+        throw ConfigurationError([Diagnostic.from(yamlError: error, file: file, text: text)])
     }
 }
 

@@ -1,5 +1,6 @@
 public import Foundation
 public import StageKit
+import OCPP
 import Yams
 
 /// `gateway.yaml`: where the gateway listens, which CSMS it talks to, and with what.
@@ -21,17 +22,17 @@ public struct GatewayConfiguration: Decodable, Sendable {
         public var securityProfile: Located<Int>
         public var chargers: [String: Charger]?
         /// Largest frame accepted from a charger, in bytes.
-        public var maxFrameBytes: Int?
+        public var maxFrameBytes: FrameSize?
         /// Seconds to wait for the charger's answer to a CALL before giving up on it.
-        public var callTimeout: Double?
+        public var callTimeout: Positive<Double>?
         /// CALLs waiting for their turn towards the charger before new ones are refused.
-        public var maxQueuedCalls: Int?
+        public var maxQueuedCalls: Positive<Int>?
         /// Seconds between WebSocket pings to the charger (0 turns them off).
-        public var pingInterval: Double?
+        public var pingInterval: NonNegative<Double>?
         /// Open connections (and upgrades in progress) allowed from one source address.
-        public var maxConnectionsPerSource: Int?
+        public var maxConnectionsPerSource: Positive<Int>?
         /// Seconds SIGTERM waits for CALLs in flight (both ways) before closing a charger's session.
-        public var drainTimeout: Double?
+        public var drainTimeout: Positive<Double>?
     }
 
     public struct Charger: Decodable, Sendable, Equatable {
@@ -60,19 +61,19 @@ public struct GatewayConfiguration: Decodable, Sendable {
         public var serverName: String?
         /// Allows `ws://` north (no TLS). For development against a local CSMS only.
         public var allowInsecure: Bool?
-        public var connectTimeout: Double?
-        public var callTimeout: Double?
-        public var maxQueuedCalls: Int?
-        public var pingInterval: Double?
-        public var maxFrameBytes: Int?
+        public var connectTimeout: Positive<Double>?
+        public var callTimeout: Positive<Double>?
+        public var maxQueuedCalls: Positive<Int>?
+        public var pingInterval: NonNegative<Double>?
+        public var maxFrameBytes: FrameSize?
         public var reconnect: Reconnect?
         /// `mirror` (default) or `buffer`.
         public var offlineMode: OfflineMode?
     }
 
     public struct Reconnect: Decodable, Sendable {
-        public var initialDelay: Double?
-        public var maxDelay: Double?
+        public var initialDelay: Positive<Double>?
+        public var maxDelay: Positive<Double>?
     }
 
     public struct Admin: Decodable, Sendable {
@@ -165,10 +166,13 @@ public struct ResolvedGatewayConfiguration: Sendable {
         func absolute(_ path: String) -> String {
             path.hasPrefix("/") ? path : URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: folder + "/")).standardizedFileURL.path
         }
-        func positive(_ value: Double?, _ name: String, default fallback: Double) -> Duration {
-            guard let value else { return .milliseconds(Int64(fallback * 1000)) }
-            if value <= 0 { diagnostics.append(Diagnostic(file: file, line: 1, column: 1, message: "'\(name)' must be greater than 0")) }
-            return .milliseconds(Int64(value * 1000))
+        // Ranges (timeouts > 0, frame sizes ≥ 1024, …) were checked while decoding (`Checked`), with their positions.
+        func seconds(_ value: Double?, default fallback: Double) -> Duration {
+            .milliseconds(Int64((value ?? fallback) * 1000))
+        }
+        /// A ping interval; 0 turns pings off.
+        func interval(_ value: Double?) -> Duration? {
+            (value ?? 30) > 0 ? seconds(value, default: 30) : nil
         }
 
         let south = raw.south
@@ -239,8 +243,6 @@ public struct ResolvedGatewayConfiguration: Sendable {
                 error(admin.listen, "admin 'listen' should be host:port, e.g. \"127.0.0.1:9100\"")
             }
         }
-        let maxFrame = south.maxFrameBytes ?? 65_536
-        if maxFrame < 1024 { error(south.listen, "'max_frame_bytes' must be at least 1024") }
 
         guard diagnostics.isEmpty else { throw ConfigurationError(diagnostics) }
         return ResolvedGatewayConfiguration(
@@ -248,23 +250,23 @@ public struct ResolvedGatewayConfiguration: Sendable {
             southHost: southHost, southPort: southPort, southPath: path,
             southSecurityProfile: south.securityProfile.value,
             chargers: chargers,
-            southMaxFrameBytes: maxFrame,
-            southCallTimeout: positive(south.callTimeout, "call_timeout", default: 30),
-            southMaxQueuedCalls: south.maxQueuedCalls ?? 32,
-            southPingInterval: (south.pingInterval ?? 30) > 0 ? positive(south.pingInterval, "ping_interval", default: 30) : nil,
-            southMaxConnectionsPerSource: south.maxConnectionsPerSource ?? 8,
-            drainTimeout: positive(south.drainTimeout, "drain_timeout", default: 10),
+            southMaxFrameBytes: south.maxFrameBytes?.value ?? 65_536,
+            southCallTimeout: seconds(south.callTimeout?.value, default: 30),
+            southMaxQueuedCalls: south.maxQueuedCalls?.value ?? 32,
+            southPingInterval: interval(south.pingInterval?.value),
+            southMaxConnectionsPerSource: south.maxConnectionsPerSource?.value ?? 8,
+            drainTimeout: seconds(south.drainTimeout?.value, default: 10),
             northURL: northURL,
             northSecurityProfile: north.securityProfile.value,
             northCAFile: caFile,
             northServerName: north.serverName,
-            northConnectTimeout: positive(north.connectTimeout, "connect_timeout", default: 10),
-            northCallTimeout: positive(north.callTimeout, "call_timeout", default: 30),
-            northMaxQueuedCalls: north.maxQueuedCalls ?? 32,
-            northPingInterval: (north.pingInterval ?? 30) > 0 ? positive(north.pingInterval, "ping_interval", default: 30) : nil,
-            northMaxFrameBytes: north.maxFrameBytes ?? 1_048_576,
-            reconnectInitialDelay: positive(north.reconnect?.initialDelay, "initial_delay", default: 1),
-            reconnectMaxDelay: positive(north.reconnect?.maxDelay, "max_delay", default: 60),
+            northConnectTimeout: seconds(north.connectTimeout?.value, default: 10),
+            northCallTimeout: seconds(north.callTimeout?.value, default: 30),
+            northMaxQueuedCalls: north.maxQueuedCalls?.value ?? 32,
+            northPingInterval: interval(north.pingInterval?.value),
+            northMaxFrameBytes: north.maxFrameBytes?.value ?? 1_048_576,
+            reconnectInitialDelay: seconds(north.reconnect?.initialDelay?.value, default: 1),
+            reconnectMaxDelay: seconds(north.reconnect?.maxDelay?.value, default: 60),
             offlineMode: north.offlineMode ?? .mirror,
             chargerOfflineModes: (south.chargers ?? [:]).compactMapValues(\.offlineMode),
             stateDirectory: stateDirectory,
@@ -285,4 +287,36 @@ func parseHostPort(_ text: String) -> (String, Int)? {
     if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
     guard !host.isEmpty else { return nil }
     return (host, port)
+}
+
+/// A request URI as it may appear in a log line: no query or fragment (`?password=…`), no user
+/// info (`ws://user:pass@host/…`), control characters escaped, length bounded.
+/// For the gateway's "upgrade refused" lines, which log what a peer sent.
+public func loggableURI(_ uri: String) -> String {
+    var text = Substring(uri)
+    var hidden: [String] = []
+    if let end = text.firstIndex(where: { $0 == "?" || $0 == "#" }) {
+        text = text[..<end]
+        hidden.append("query")
+    }
+    if let scheme = text.range(of: "://") {
+        let authority = text[scheme.upperBound...].prefix { $0 != "/" }
+        if let at = authority.lastIndex(of: "@") {
+            text = text[..<scheme.upperBound] + text[text.index(after: at)...]
+            hidden.append("user info")
+        }
+    }
+    let shown = LogSafe.escape(text, limit: 200)
+    return hidden.isEmpty ? shown : shown + " (\(hidden.joined(separator: " and ")) not logged)"
+}
+
+/// Why a private key file must not be used, or nil: a key readable or writable by group or others
+/// (any of the mode bits 0o077) is refused. For every place that hands a key file to TLS (the
+/// north link's client key, whichever stage chose it).
+public func privateKeyFileProblem(_ path: String) -> String? {
+    var info = stat()
+    guard stat(path, &info) == 0 else { return nil }
+    let exposed = info.st_mode & 0o077
+    guard exposed != 0 else { return nil }
+    return "private key \(path) is readable or writable by group or others (mode \(String(info.st_mode & 0o777, radix: 8))); run chmod 600 on it"
 }

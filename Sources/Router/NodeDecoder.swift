@@ -1,4 +1,6 @@
 public import Yams
+import OCPP
+import StageKit
 
 /// Decodes a `Decodable` from a Yams node, strictly.
 ///
@@ -18,8 +20,9 @@ public struct NodeDecoder {
         let recorder = KeyRecorder(probing: false)
         do {
             let value = try T(from: NodeBackedDecoder(node: root, codingPath: [], recorder: recorder))
-            let unknown = recorder.unknownKeyDiagnostics(file: file, prefix: prefix)
-            guard unknown.isEmpty else { throw ConfigurationError(unknown) }
+            let problems = recorder.unknownKeyDiagnostics(file: file, prefix: prefix)
+                + recorder.problemDiagnostics(file: file, prefix: prefix, fallback: fallbackMark)
+            guard problems.isEmpty else { throw ConfigurationError(problems) }
             return value
         } catch let error as ConfigurationError {
             throw error
@@ -27,11 +30,13 @@ public struct NodeDecoder {
             // Decoding stopped at the first problem, so the keys after it were never asked for.
             // A second pass that stands in placeholders for missing or mistyped values learns every
             // valid key; only if it completes are unknown keys reported next to the error.
+            // Values out of range were noted, not thrown: the probe, which reads every value, reports them all.
             let probe = KeyRecorder(probing: true)
-            let unknown = (try? T(from: NodeBackedDecoder(node: root, codingPath: [], recorder: probe))) != nil
-                ? probe.unknownKeyDiagnostics(file: file, prefix: prefix) : []
+            let completed = (try? T(from: NodeBackedDecoder(node: root, codingPath: [], recorder: probe))) != nil
+            let unknown = completed ? probe.unknownKeyDiagnostics(file: file, prefix: prefix) : []
+            let problems = (completed ? probe : recorder).problemDiagnostics(file: file, prefix: prefix, fallback: fallbackMark)
             let (mark, message) = (error as? NodeDecodingError).map { ($0.mark, $0.message) } ?? (root.mark, "\(error)")
-            throw ConfigurationError(unknown + [Diagnostic(file: file, mark: mark ?? fallbackMark, message: prefix + message)])
+            throw ConfigurationError(unknown + [Diagnostic(file: file, mark: mark ?? fallbackMark, message: prefix + message)] + problems)
         }
     }
 
@@ -68,6 +73,21 @@ final class KeyRecorder {
     }
     var entries: [Entry] = []
 
+    /// Values that decoded but break a rule (`Checked`, `Decoder.reportConfigurationProblem`):
+    /// noted with their position while decoding goes on, so every problem is reported at once.
+    var problems: [(mark: Mark?, message: String)] = []
+
+    func report(_ message: String, at mark: Mark?) {
+        // A probing pass also decodes placeholders, which have no position: their "problems" are not the file's.
+        if probing && mark == nil { return }
+        problems.append((mark, message))
+    }
+
+    func problemDiagnostics(file: String, prefix: String, fallback: Mark?) -> [Diagnostic] {
+        problems.map { Diagnostic(file: file, mark: $0.mark ?? fallback, message: prefix + $0.message) }
+            .sorted { ($0.line, $0.column) < ($1.line, $1.column) }
+    }
+
     func register(_ mapping: Node.Mapping) -> Int {
         entries.append(Entry(mapping: mapping))
         return entries.count - 1
@@ -93,12 +113,19 @@ private struct NodeBackedDecoder: Decoder {
     let node: Node
     let codingPath: [any CodingKey]
     let recorder: KeyRecorder
-    /// Carries the node's position so that `Located` values can remember where they came from.
-    var userInfo: [CodingUserInfoKey: Any] { node.mark.map { [CodingUserInfoKey.yamlMark: $0] } ?? [:] }
+    /// Carries the node's position so that `Located` values can remember where they came from, and
+    /// a way to report a value that breaks a rule without stopping (`reportConfigurationProblem`).
+    var userInfo: [CodingUserInfoKey: Any] {
+        var info: [CodingUserInfoKey: Any] = [
+            .configurationProblemReporter: ProblemReporter(recorder: recorder, mark: node.mark, codingPath: codingPath),
+        ]
+        if let mark = node.mark { info[.yamlMark] = mark }
+        return info
+    }
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
         guard case .mapping(let mapping) = node else {
-            throw NodeDecodingError(mark: node.mark, message: "\(describe(codingPath)) should be a mapping (key: value), found \(node.kindName)")
+            throw NodeDecodingError(mark: node.mark, message: "\(describe(codingPath)) should be a mapping (key: value), found \(node.kindName(shown: false))")
         }
         let index = recorder.register(mapping)
         return KeyedDecodingContainer(KeyedNodeContainer<Key>(mapping: mapping, mark: node.mark, codingPath: codingPath,
@@ -107,7 +134,7 @@ private struct NodeBackedDecoder: Decoder {
 
     func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
         guard case .sequence(let sequence) = node else {
-            throw NodeDecodingError(mark: node.mark, message: "\(describe(codingPath)) should be a list, found \(node.kindName)")
+            throw NodeDecodingError(mark: node.mark, message: "\(describe(codingPath)) should be a list, found \(node.kindName(shown: false))")
         }
         return UnkeyedNodeContainer(elements: Array(sequence), codingPath: codingPath, recorder: recorder)
     }
@@ -119,17 +146,47 @@ private struct NodeBackedDecoder: Decoder {
 
 func describe(_ path: [any CodingKey]) -> String {
     guard let last = path.last else { return "the configuration" }
-    if let index = last.intValue { return "item \(index + 1) of '\(path.dropLast().last.map { NodeDecoder.snakeCase($0.stringValue) } ?? "list")'" }
-    return "'\(NodeDecoder.snakeCase(last.stringValue))'"
+    if let index = last.intValue { return "item \(index + 1) of '\(path.dropLast().last.map(yamlName) ?? "list")'" }
+    return "'\(yamlName(last))'"
+}
+
+/// A key as the file spells it: property names snake_cased, dictionary keys (charger ids) as written.
+private func yamlName(_ key: any CodingKey) -> String {
+    key is LiteralKey ? key.stringValue : NodeDecoder.snakeCase(key.stringValue)
+}
+
+/// A dictionary key taken from the file (a charger id): never renamed in messages.
+private struct LiteralKey: CodingKey {
+    let stringValue: String
+    var intValue: Int? { nil }
+    init(_ name: String) { stringValue = name }
+    init?(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}
+
+/// Words that mark a key whose value is a secret: its value never appears in a message.
+private let secretWords = ["password", "secret", "token", "passphrase", "authorization_key", "private_key", "credential"]
+
+/// True when a value at `path` may be a secret: under a secret-named key, or a charger entry
+/// (`CP001: "<password>"` written where a mapping belongs).
+func isSecret(_ path: [any CodingKey]) -> Bool {
+    path.contains { key in
+        let name = yamlName(key).lowercased()
+        return key is LiteralKey || secretWords.contains { name.contains($0) }
+    }
 }
 
 extension Node {
-    var kindName: String {
+    /// What was found, for messages. A scalar's text is shown only when `shown`: where a mapping
+    /// or a list belongs, a scalar is often a misplaced password, so it is never echoed there.
+    func kindName(shown: Bool) -> String {
         switch self {
-        case .scalar(let s): s.string.isEmpty || s.string == "~" || s.string == "null" ? "nothing" : "'\(s.string)'"
-        case .mapping: "a mapping"
-        case .sequence: "a list"
-        case .alias: "an alias"
+        case .scalar(let s):
+            if s.string.isEmpty || s.string == "~" || s.string == "null" { return "nothing" }
+            return shown ? "'\(LogSafe.escape(s.string))'" : "a single value (not shown)"
+        case .mapping: return "a mapping"
+        case .sequence: return "a list"
+        case .alias: return "an alias"
         }
     }
 }
@@ -170,25 +227,30 @@ private struct KeyedNodeContainer<Key: CodingKey>: KeyedDecodingContainerProtoco
         return isNull(node)
     }
 
+    /// The coding path of a value under `key`; a dictionary key (charger id) stays as written.
+    private func path(_ key: Key) -> [any CodingKey] {
+        codingPath + [recorder.entries[entryIndex].acceptsAnyKey ? LiteralKey(key.stringValue) : key]
+    }
+
     func decode<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T {
         guard let node = lookup(key) else {
-            if recorder.probing, let placeholder = placeholder(T.self, codingPath + [key], recorder) { return placeholder }
+            if recorder.probing, let placeholder = placeholder(T.self, path(key), recorder) { return placeholder }
             throw NodeDecodingError(mark: mark, message: "missing required key '\(yamlName(key))'")
         }
-        return try decodeNode(T.self, node, codingPath + [key], recorder)
+        return try decodeNode(T.self, node, path(key), recorder)
     }
 
     func decodeIfPresent<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T? {
         guard let node = lookup(key), !isNull(node) else { return nil }
-        return try decodeNode(T.self, node, codingPath + [key], recorder)
+        return try decodeNode(T.self, node, path(key), recorder)
     }
 
     func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws -> KeyedDecodingContainer<NestedKey> {
-        try NodeBackedDecoder(node: lookup(key) ?? .mapping(Node.Mapping([])), codingPath: codingPath + [key], recorder: recorder).container(keyedBy: type)
+        try NodeBackedDecoder(node: lookup(key) ?? .mapping(Node.Mapping([])), codingPath: path(key), recorder: recorder).container(keyedBy: type)
     }
 
     func nestedUnkeyedContainer(forKey key: Key) throws -> any UnkeyedDecodingContainer {
-        try NodeBackedDecoder(node: lookup(key) ?? .sequence([]), codingPath: codingPath + [key], recorder: recorder).unkeyedContainer()
+        try NodeBackedDecoder(node: lookup(key) ?? .sequence([]), codingPath: path(key), recorder: recorder).unkeyedContainer()
     }
 
     func superDecoder() throws -> any Decoder {
@@ -196,7 +258,7 @@ private struct KeyedNodeContainer<Key: CodingKey>: KeyedDecodingContainerProtoco
     }
 
     func superDecoder(forKey key: Key) throws -> any Decoder {
-        NodeBackedDecoder(node: lookup(key) ?? .mapping(Node.Mapping([])), codingPath: codingPath + [key], recorder: recorder)
+        NodeBackedDecoder(node: lookup(key) ?? .mapping(Node.Mapping([])), codingPath: path(key), recorder: recorder)
     }
 }
 
@@ -256,7 +318,8 @@ private struct SingleNodeContainer: SingleValueDecodingContainer {
 
     private func scalar<T>(_ what: String, _ convert: (Node) -> T?) throws -> T {
         if case .scalar = node, let value = convert(node) { return value }
-        throw NodeDecodingError(mark: node.mark, message: "\(describe(codingPath)) should be \(what), found \(node.kindName)")
+        let found = node.kindName(shown: !isSecret(codingPath))
+        throw NodeDecodingError(mark: node.mark, message: "\(describe(codingPath)) should be \(what), found \(found)")
     }
 
     func decode(_ type: Bool.Type) throws -> Bool { try scalar("true or false") { $0.bool } }
@@ -309,19 +372,33 @@ private func decodeNode<T: Decodable>(_ type: T.Type, _ node: Node, _ codingPath
         if let value = placeholder(T.self, codingPath, recorder) { return value }
         throw error
     } catch let error as DecodingError {
-        let explanation: String
+        var explanation: String
         switch error {
         case .dataCorrupted(let context), .typeMismatch(_, let context), .valueNotFound(_, let context), .keyNotFound(_, let context):
             explanation = context.debugDescription
         @unknown default:
             explanation = "\(error)"
         }
+        // A custom type's explanation may quote the value (`Cannot initialize Mode from invalid String value x`).
+        if isSecret(codingPath) { explanation = "not a valid value (not shown)" }
         throw NodeDecodingError(mark: node.mark, message: "\(describe(codingPath)): \(explanation)")
     }
 }
 
 extension CodingUserInfoKey {
     static let yamlMark = CodingUserInfoKey(rawValue: "ocpp-gateway.yamlMark")!
+}
+
+/// Notes a rule broken by the value being decoded (`Checked`, `Decoder.reportConfigurationProblem`
+/// in StageKit), at the value's position, named by its key.
+private struct ProblemReporter: ConfigurationProblemReporter {
+    let recorder: KeyRecorder
+    let mark: Mark?
+    let codingPath: [any CodingKey]
+
+    func report(_ message: String) {
+        recorder.report("\(describe(codingPath)) \(message)", at: mark)
+    }
 }
 
 /// A configuration value that remembers its line and column, for checks made after decoding

@@ -102,12 +102,34 @@ public struct PipelineLoader: Sendable {
                                           instance: instance))
             } catch let error as ConfigurationError {
                 diagnostics += error.diagnostics
+            } catch let error as ConfigurationKeyError {
+                diagnostics.append(Diagnostic(file: file, mark: Self.mark(of: error.key, in: declaration.config) ?? declaration.config?.mark ?? declaration.mark,
+                                              message: "\(subject): \(error)"))
+            } catch let error as ConfigurationKeyError.Many {
+                for problem in error.errors {
+                    diagnostics.append(Diagnostic(file: file, mark: Self.mark(of: problem.key, in: declaration.config) ?? declaration.config?.mark ?? declaration.mark,
+                                                  message: "\(subject): \(problem)"))
+                }
             } catch {
                 diagnostics.append(Diagnostic(file: file, mark: declaration.config?.mark ?? declaration.mark, message: "\(subject): \(error)"))
             }
         }
         guard diagnostics.isEmpty else { throw ConfigurationError(diagnostics) }
         return Pipeline(stages: stages, file: file)
+    }
+
+    /// Where a stage's config key (`a.b` for nested ones) is written: its value, else the key itself.
+    static func mark(of key: String, in config: Node?) -> Mark? {
+        var node = config
+        var keyNode: Node?
+        for part in key.split(separator: ".") {
+            guard case .mapping(let mapping)? = node, let entry = mapping.first(where: { $0.key.string == String(part) }) else {
+                return keyNode?.mark
+            }
+            keyNode = entry.key
+            node = entry.value
+        }
+        return node?.mark ?? keyNode?.mark
     }
 
     /// Parses the file's structure: `version`, `stages`, each stage's `id`, `type`, `enabled`, `config`.

@@ -240,12 +240,14 @@ public final class StageStore: Sendable {
             if let newest = pending.withLock({ $0[path] }) {
                 do throws(StateStoreError) {
                     if let bytes = newest.data { try AtomicFile.write(bytes, to: path) } else { try AtomicFile.remove(path) }
+                    pending.withLock { waiting in
+                        if waiting[path]?.generation == newest.generation { waiting[path] = nil }
+                    }
                 } catch {
+                    // Stays pending: reads keep seeing it, and the next save of this file tries again
+                    // (and reports its own outcome instead of a success it did not have).
                     report(error)
                     result = .failure(error)
-                }
-                pending.withLock { waiting in
-                    if waiting[path]?.generation == newest.generation { waiting[path] = nil }
                 }
             }
             completion?(result)

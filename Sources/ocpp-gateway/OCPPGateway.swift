@@ -197,10 +197,13 @@ struct Certs: ParsableCommand {
             for id in inventory.chargerIds {
                 let entry = inventory.entry(id)
                 let days = entry.notAfter.map { String(Int($0.timeIntervalSince(now) / 86400)) } ?? "-"
-                print([id, "SP\(entry.securityProfile)", entry.keyType ?? "-",
-                       entry.notAfter.map { $0.formatted(.iso8601) } ?? "(no certificate)", days,
-                       entry.subject ?? "-", entry.issuer ?? "-"].joined(separator: "\t")
-                      + (entry.hasPendingKey ? "\t(CSR pending)" : ""))
+                var columns: [String] = [id, "SP\(entry.securityProfile)", entry.keyType ?? "-"]
+                columns += [entry.notAfter.map { $0.formatted(.iso8601) } ?? "(no certificate)", days]
+                columns += [entry.subject ?? "-", entry.issuer ?? "-"]
+                if entry.hasPendingKey { columns.append("(CSR pending)") }
+                if let problem = entry.settingsProblem { columns.append("(settings.json unreadable: \(problem))") }
+                if let mode = entry.exposedKeyMode { columns.append("(key.pem readable by group/others, mode bits \(mode): refused; chmod 600)") }
+                print(columns.joined(separator: "\t"))
             }
         }
     }

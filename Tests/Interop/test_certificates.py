@@ -5,10 +5,14 @@ import asyncio
 import ssl
 import stat
 
-from conftest import Gateway, NORTH_PASSWORD, basic_auth, boot, connect_charger, hang_up, run_with, start_csms_and_gateway, wait_for
+import websockets
+from conftest import (Gateway, LegacyCharger, NORTH_PASSWORD, PASSWORD, basic_auth, boot, connect_charger, hang_up, run_with,
+                      start_csms_and_gateway, wait_for)
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from ocpp.v16 import call
+from ocpp.routing import on
+from ocpp.v16 import call, call_result
+from ocpp.v16.enums import Action
 
 PIPELINE = """version: 1
 stages:
@@ -109,3 +113,72 @@ def test_a_downgrade_request_is_refused_and_the_link_stays(tmp_path, pki, csms_p
         await hang_up(csms, (connection, task))
 
     run_with(gateway, scenario)
+
+
+def test_startup_is_reported_on_an_accepted_boot_not_on_a_reconnect(tmp_path, pki, csms_port):
+    """Issue 12.4: field chargers reconnect without a new BootNotification; that is no startup."""
+    gateway = Gateway(tmp_path, pki, csms_port, pipeline=PIPELINE, north_profile=3)
+
+    async def scenario():
+        csms = await start_csms_and_gateway(gateway, pki, csms_port)
+        charger, connection, task = await connect_charger(gateway)
+        await charger.call(call.Heartbeat())
+        await asyncio.sleep(0.3)
+        assert "StartupOfTheDevice" not in csms.security_events, "a connection is not a startup"
+        await boot(charger)
+        await wait_for(lambda: csms.security_events.count("StartupOfTheDevice") == 1, what="the startup event")
+        # Critical: kept on disk until the gateway has the CSMS's acknowledgement (else sent again next session).
+        pending = gateway.state / "chargers" / "CP001" / "pending-events.json"
+        await wait_for(lambda: not pending.exists(), what="the acknowledged event to leave pending-events.json")
+        await connection.close()
+        task.cancel()
+
+        charger, connection, task = await connect_charger(gateway)
+        assert (await charger.call(call.Heartbeat())).current_time
+        await asyncio.sleep(0.3)
+        assert csms.security_events.count("StartupOfTheDevice") == 1, "a reconnect without a boot is no startup"
+        await boot(charger)
+        await wait_for(lambda: csms.security_events.count("StartupOfTheDevice") == 2, what="the second startup event")
+        await wait_for(lambda: not pending.exists(), what="acknowledged events to be removed")
+        await hang_up(csms, (connection, task))
+
+    run_with(gateway, scenario)
+
+
+SECRET = "00112233445566778899aabbccddeeff00112233"
+
+
+class LeakyCharger(LegacyCharger):
+    """Field firmware: GetConfiguration answers AuthorizationKey in clear, whatever was asked."""
+
+    @on(Action.get_configuration)
+    def on_get_configuration(self, **_):
+        return call_result.GetConfiguration(configuration_key=[
+            {"key": "HeartbeatInterval", "readonly": False, "value": "300"},
+            {"key": "AuthorizationKey", "readonly": False, "value": SECRET},
+        ])
+
+
+def test_the_chargers_authorization_key_never_reaches_the_csms(tmp_path, pki, csms_port):
+    """Issue 20.4: every form of GetConfiguration."""
+    gateway = Gateway(tmp_path, pki, csms_port, pipeline=PIPELINE, north_profile=3)
+
+    async def scenario():
+        csms = await start_csms_and_gateway(gateway, pki, csms_port)
+        connection = await websockets.connect(
+            f"ws://127.0.0.1:{gateway.south_port}/ocpp/CP001", subprotocols=["ocpp1.6"],
+            additional_headers=basic_auth("CP001", PASSWORD), open_timeout=10)
+        charger = LeakyCharger("CP001", connection)
+        task = asyncio.create_task(charger.start())
+        await boot(charger)
+        cp = csms.charge_points["CP001"]
+        for keys in (None, ["AuthorizationKey"], ["authorizationkey"], ["HeartbeatInterval", "AuthorizationKey"],
+                     ["HeartbeatInterval", "AUTHORIZATIONKEY"], ["HeartbeatInterval"]):
+            answer = await cp.call(call.GetConfiguration(key=keys))
+            names = [entry["key"].lower() for entry in answer.configuration_key or []]
+            assert "authorizationkey" not in names, keys
+        assert all(SECRET not in frame for frame in csms.frames_from("CP001"))
+        await hang_up(csms, (connection, task))
+
+    run_with(gateway, scenario)
+    assert SECRET not in gateway.log()

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 import websockets
-from conftest import GATEWAY_BIN, Gateway, PASSWORD, boot, connect_charger, start_csms_and_gateway
+from conftest import GATEWAY_BIN, Gateway, PASSWORD, basic_auth, boot, connect_charger, run_with, start_csms_and_gateway
 
 
 def run(*args, stdin=None):
@@ -107,3 +107,63 @@ def test_certs_commands_enrol_a_charger_by_hand(tmp_path, pki, csms_port):
     assert "CN=CP002" in rows["CP002"][5]
     roots = run("certs", "roots", "--config", str(gateway.config)).stdout
     assert "CentralSystemRootCertificate\tnorth.ca_file" in roots
+
+
+def test_validate_never_prints_a_password(tmp_path, pki, csms_port):
+    """A charger written as `id: "<password>"`, or a password with a control character, is reported
+    at its position without the password; charger ids are shown as written (issue 12.13)."""
+    gateway = Gateway(tmp_path, pki, csms_port)
+    text = gateway.config.read_text()
+    gateway.config.write_text(text.replace("  chargers:\n", '  chargers:\n    CP0000: "s3cret-in-place"\n'))
+    result = run("validate", "--config", str(gateway.config))
+    assert result.returncode == 78
+    assert "s3cret-in-place" not in result.stderr + result.stdout
+    assert f"{gateway.config}:6:13: error: 'CP0000' should be a mapping" in result.stderr, result.stderr
+    assert "c_p0000" not in result.stderr
+
+    gateway.config.write_text(text.replace("  chargers:\n", '  chargers:\n    CP0000: { password: "s3cret\x07bell" }\n'))
+    result = run("validate", "--config", str(gateway.config))
+    assert result.returncode == 78
+    assert "s3cret" not in result.stderr + result.stdout
+    assert f"{gateway.config}:6:" in result.stderr and "invalid YAML" in result.stderr, result.stderr
+
+
+def test_refused_credentials_are_not_logged(tmp_path, pki, csms_port):
+    """A charger that sends its password as the Basic auth user name is refused without the
+    name (its password) appearing in the log (issue 12.13)."""
+    gateway = Gateway(tmp_path, pki, csms_port)
+
+    async def scenario():
+        gateway.start()
+        with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+            await websockets.connect(
+                f"ws://127.0.0.1:{gateway.south_port}/ocpp/CP001",
+                subprotocols=["ocpp1.6"],
+                additional_headers=basic_auth("swapped-s3cret", "CP001"),
+                open_timeout=10,
+            )
+        assert refused.value.response.status_code == 401
+
+    run_with(gateway, scenario)
+    log = gateway.log()
+    assert "is not the charge point id" in log
+    assert "swapped-s3cret" not in log
+
+
+def test_a_refused_uri_is_logged_without_its_query(tmp_path, pki, csms_port):
+    gateway = Gateway(tmp_path, pki, csms_port)
+
+    async def scenario():
+        gateway.start()
+        with pytest.raises(websockets.exceptions.InvalidStatus):
+            await websockets.connect(
+                f"ws://127.0.0.1:{gateway.south_port}/wrong/CP001?password=query-s3cret",
+                subprotocols=["ocpp1.6"],
+                additional_headers=basic_auth("CP001", PASSWORD),
+                open_timeout=10,
+            )
+
+    run_with(gateway, scenario)
+    log = gateway.log()
+    assert "upgrade refused" in log
+    assert "query-s3cret" not in log

@@ -16,7 +16,8 @@ struct RateLimitStage: Stage {
     static let summary = "test"
     let configuration: Configuration
     init(configuration: Configuration, context: StageSetupContext) throws {
-        guard configuration.ratePerSecond > 0 else { throw TestError("'rate_per_second' must be positive") }
+        guard configuration.ratePerSecond > 0 else { throw ConfigurationKeyError(key: "rate_per_second", "must be positive") }
+        if let burst = configuration.burst, burst < 0 { throw TestError("'burst' must not be negative") }
         self.configuration = configuration
     }
     func process(_ envelope: OCPP.Envelope, in session: any SessionContext) -> Verdict { .forward }
@@ -134,7 +135,18 @@ struct PipelineLoaderTests {
         #expect(try diagnostics("version: 1\nstages:\n  - id: r\n    type: rate_limit\n    config: { rate_per_second: 1, mode: sometimes }\n").first?
             .hasPrefix("site.yaml:5:41: error: stage 'r' (rate_limit): 'mode':") == true)
         #expect(try diagnostics("version: 1\nstages:\n  - id: r\n    type: rate_limit\n    config: { rate_per_second: 0 }\n") == [
-            "site.yaml:5:13: error: stage 'r' (rate_limit): 'rate_per_second' must be positive",
+            "site.yaml:5:32: error: stage 'r' (rate_limit): 'rate_per_second' must be positive",
+        ])
+    }
+
+    @Test func aStageInitErrorNamingAKeyPointsAtThatKey() throws {
+        // ConfigurationKeyError: at the key's value, in block style too.
+        #expect(try diagnostics("version: 1\nstages:\n  - id: r\n    type: rate_limit\n    config:\n      burst: 3\n      rate_per_second: -1\n") == [
+            "site.yaml:7:24: error: stage 'r' (rate_limit): 'rate_per_second' must be positive",
+        ])
+        // Any other error keeps pointing at the config mapping.
+        #expect(try diagnostics("version: 1\nstages:\n  - id: r\n    type: rate_limit\n    config: { rate_per_second: 1, burst: -2 }\n") == [
+            "site.yaml:5:13: error: stage 'r' (rate_limit): 'burst' must not be negative",
         ])
     }
 
@@ -186,6 +198,97 @@ struct GatewayConfigurationTests {
         #expect(config.chargers["CP001"]?.password == "p")
     }
 
+    func messages(_ yaml: String) throws -> [String] {
+        guard case .failure(let error) = try load(yaml) else { return [] }
+        return error.diagnostics.map { "\($0.line):\($0.column): \($0.message)" }
+    }
+
+    @Test func rangesAreCheckedWithPositionsAndAllReportedAtOnce() throws {
+        let found = try messages("""
+            south:
+              listen: "127.0.0.1:9000"
+              security_profile: 0
+              call_timeout: -5
+              max_queued_calls: -1
+              ping_interval: -2
+              max_frame_bytes: 100
+            north:
+              url: "wss://csms.example.com/ocpp"
+              security_profile: 3
+              connect_timeout: -1
+              call_timeout: 0
+              reconnect: { initial_delay: -3, max_delay: 60 }
+            pipeline: pipeline.yaml
+            """)
+        #expect(found == [
+            "4:17: 'call_timeout' must be greater than 0, found -5.0",
+            "5:21: 'max_queued_calls' must be greater than 0, found -1",
+            "6:18: 'ping_interval' must be 0 or more, found -2.0",
+            "7:20: 'max_frame_bytes' must be at least 1024, found 100",
+            "11:20: 'connect_timeout' must be greater than 0, found -1.0",
+            "12:17: 'call_timeout' must be greater than 0, found 0.0",
+            "13:31: 'initial_delay' must be greater than 0, found -3.0",
+        ])
+        // A range problem and a structural one (missing key) come out together.
+        let mixed = try messages("""
+            south: { listen: "127.0.0.1:9000", security_profile: 0, call_timeout: -5 }
+            north: { url: "wss://csms.example.com/ocpp" }
+            pipeline: pipeline.yaml
+            """)
+        #expect(mixed.contains("1:71: 'call_timeout' must be greater than 0, found -5.0"))
+        #expect(mixed.contains { $0.contains("missing required key 'security_profile'") })
+        // Good values still resolve.
+        let good = try load("""
+            south: { listen: "127.0.0.1:9000", security_profile: 0, call_timeout: 5, ping_interval: 0, max_queued_calls: 4 }
+            north: { url: "wss://csms.example.com/ocpp", security_profile: 3, reconnect: { initial_delay: 0.5 } }
+            pipeline: pipeline.yaml
+            """).get()
+        #expect(good.southCallTimeout == .seconds(5) && good.southPingInterval == nil && good.southMaxQueuedCalls == 4)
+        #expect(good.reconnectInitialDelay == .milliseconds(500))
+    }
+
+    @Test func secretsAreNeverEchoedAndChargerIdsAreNotRenamed() throws {
+        // A charger written as `id: "<password>"`.
+        let scalar = try messages("""
+            south:
+              listen: "127.0.0.1:9000"
+              security_profile: 1
+              chargers:
+                CP0000: "hunter2-secret"
+            north: { url: "wss://csms.example.com/ocpp", security_profile: 3 }
+            pipeline: pipeline.yaml
+            """)
+        #expect(scalar.contains { $0.hasPrefix("5:13: 'CP0000' should be a mapping") }, "\(scalar)")
+        #expect(!scalar.joined().contains("hunter2"))
+        #expect(!scalar.joined().contains("c_p0000"))
+        // A control character in a password: the YAML error does not quote the line.
+        let control = try messages("""
+            south:
+              listen: "127.0.0.1:9000"
+              security_profile: 1
+              chargers:
+                CP0000: { password: "hunter2\u{07}secret" }
+            north: { url: "wss://csms.example.com/ocpp", security_profile: 3 }
+            pipeline: pipeline.yaml
+            """)
+        #expect(control.count == 1 && control[0].hasPrefix("5:") && control[0].contains("invalid YAML"), "\(control)")
+        #expect(!control.joined().contains("hunter2"))
+        // A password of the wrong shape is described, not shown.
+        let shape = try messages("""
+            south: { listen: "127.0.0.1:9000", security_profile: 1, chargers: { CP0000: { password: [ "hunter2" ] } } }
+            north: { url: "wss://csms.example.com/ocpp", security_profile: 3 }
+            pipeline: pipeline.yaml
+            """)
+        #expect(shape.contains { $0.contains("'password' should be a string, found a list") }, "\(shape)")
+        // Ordinary values are still quoted where that helps.
+        let ordinary = try messages("""
+            south: { listen: "127.0.0.1:9000", security_profile: one }
+            north: { url: "wss://csms.example.com/ocpp", security_profile: 3 }
+            pipeline: pipeline.yaml
+            """)
+        #expect(ordinary.contains("1:54: 'security_profile' should be a whole number, found 'one'"), "\(ordinary)")
+    }
+
     @Test func mistakesPointAtTheirKeys() throws {
         guard case .failure(let error) = try load("""
             south:
@@ -217,5 +320,28 @@ struct GatewayConfigurationTests {
         #expect(semantic.contains("1:47: south 'security_profile' must be 0 or 1 (the gateway terminates TLS north, not south)"))
         #expect(semantic.contains { $0.hasPrefix("2:15: north 'url' is ws:// (no TLS)") })
         #expect(semantic.contains { $0.hasPrefix("2:75: 'ca_file' ") && $0.hasSuffix("missing.pem does not exist or cannot be read") })
+    }
+}
+
+@Suite("log safety")
+struct LogSafetyTests {
+    @Test func aRefusedURIIsLoggedWithoutQueryOrUserInfo() {
+        #expect(loggableURI("/ocpp/CP001") == "/ocpp/CP001")
+        #expect(loggableURI("/wrong/CP001?password=s3cret") == "/wrong/CP001 (query not logged)")
+        #expect(loggableURI("/x#frag") == "/x (query not logged)")
+        #expect(loggableURI("ws://user:s3cret@host:9000/ocpp/CP001") == "ws://host:9000/ocpp/CP001 (user info not logged)")
+        #expect(loggableURI("/ocpp/\u{1b}[31mred\nforged") == "/ocpp/\\u{1b}[31mred\\nforged")
+        #expect(loggableURI(String(repeating: "a", count: 1000)).count < 230)
+    }
+
+    @Test func aPrivateKeyOthersCanReadIsNamedAsAProblem() throws {
+        let key = try temporaryFile("key.pem", "-----BEGIN PRIVATE KEY-----\n")
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: key)
+        #expect(privateKeyFileProblem(key) == nil)
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: key)
+        #expect(privateKeyFileProblem(key)?.contains("chmod 600") == true)
+        try FileManager.default.setAttributes([.posixPermissions: 0o620], ofItemAtPath: key)
+        #expect(privateKeyFileProblem(key) != nil)
+        #expect(privateKeyFileProblem(key + ".missing") == nil)
     }
 }
