@@ -8,6 +8,9 @@ import Transport
 
 /// Binds a router `Session` to its two WebSockets, on the charger's event loop.
 /// Mirror mode: when either link closes, the other is closed too (OCPP 2.0.1 part 4 §6.3).
+/// Backpressure: while one side's outbound queue is over its high-water mark, the gateway stops
+/// reading from the other side (a charger's flood is not buffered for a slow CSMS, nor a CSMS's
+/// for a charger that does not read); each connection also stops reading from its own peer then.
 final class SessionLink: SessionDriver {
     let chargerId: String
     let south: WebSocketConnection
@@ -16,10 +19,12 @@ final class SessionLink: SessionDriver {
     var session: Session?
     var onEnded: ((_ closedSide: Side, _ reason: String) -> Void)?
     /// Opens a north link with given credentials on this loop (the runtime's TLS and URL rules).
-    let connectNorth: (NorthCredentials) -> EventLoopFuture<WebSocketConnection>
+    let connectNorth: (NorthCredentials) -> WebSocketConnectAttempt
+    /// A re-link in its handshake, cancelled if the session ends first.
+    private var pendingRelink: WebSocketConnectAttempt?
 
     init(chargerId: String, south: WebSocketConnection, north: WebSocketConnection, eventLoop: any EventLoop,
-         connectNorth: @escaping (NorthCredentials) -> EventLoopFuture<WebSocketConnection>) {
+         connectNorth: @escaping (NorthCredentials) -> WebSocketConnectAttempt) {
         self.chargerId = chargerId
         self.south = south
         self.north = north
@@ -31,6 +36,7 @@ final class SessionLink: SessionDriver {
     func activate(_ session: Session) {
         self.session = session
         south.onClose = { [weak self] reason in self?.linkClosed(.charger, reason: reason) }
+        south.onWritabilityChanged = { [weak self] writable in self?.southWritabilityChanged(writable) }
         session.start()
         south.onText = { [weak session] bytes in session?.receive(bytes, from: .charger) }
         attachNorth(north)
@@ -38,7 +44,23 @@ final class SessionLink: SessionDriver {
 
     private func attachNorth(_ link: WebSocketConnection) {
         link.onClose = { [weak self] reason in self?.linkClosed(.csms, reason: reason) }
+        link.onWritabilityChanged = { [weak self] writable in self?.northWritabilityChanged(writable) }
         link.onText = { [weak session] bytes in session?.receive(bytes, from: .csms) }
+        // The coupling starts from the two links' current state (a re-link brings a fresh one).
+        southWritabilityChanged(south.isWritable)
+        northWritabilityChanged(link.isWritable)
+    }
+
+    // MARK: Backpressure
+
+    /// The charger's queue is full (or drained): stop (or resume) reading from the CSMS.
+    private func southWritabilityChanged(_ writable: Bool) {
+        writable ? north.resumeReading(.counterpart) : north.pauseReading(.counterpart)
+    }
+
+    /// The CSMS's queue is full (or drained): stop (or resume) reading from the charger.
+    private func northWritabilityChanged(_ writable: Bool) {
+        writable ? south.resumeReading(.counterpart) : south.pauseReading(.counterpart)
     }
 
     private func linkClosed(_ side: Side, reason: String) {
@@ -47,6 +69,8 @@ final class SessionLink: SessionDriver {
         session.logger.info("\(side == .charger ? "charger" : "CSMS") link closed; closing the \(side == .charger ? "CSMS" : "charger") link",
                             metadata: ["reason": "\(reason)"])
         session.end()
+        pendingRelink?.cancel(reason: "the session ended")
+        pendingRelink = nil
         if side == .charger {
             north.close(code: .normalClosure, reason: "charger disconnected")
         } else {
@@ -81,7 +105,10 @@ final class SessionLink: SessionDriver {
     func relinkNorth(with credentials: NorthCredentials, isIdle: @escaping () -> Bool,
                      completion: @escaping (Result<Void, any Error>) -> Void) {
         let loop = eventLoop.assumeIsolated()
-        connectNorth(credentials).assumeIsolated().whenComplete { [weak self] result in
+        let attempt = connectNorth(credentials)
+        pendingRelink = attempt
+        attempt.futureResult.assumeIsolated().whenComplete { [weak self] result in
+            if self?.pendingRelink === attempt { self?.pendingRelink = nil }
             switch result {
             case .failure(let error):
                 completion(.failure(error))
@@ -119,6 +146,7 @@ final class SessionLink: SessionDriver {
         let retired = north
         retired.onClose = nil
         retired.onText = nil
+        retired.onWritabilityChanged = nil
         north = replacement
         attachNorth(replacement)
         retired.close(code: .normalClosure, reason: "replaced by a link with new credentials")

@@ -30,6 +30,14 @@ public struct GatewayConfiguration: Decodable, Sendable {
         public var pingInterval: Double?
         /// Open connections (and upgrades in progress) allowed from one source address.
         public var maxConnectionsPerSource: Int?
+        /// Seconds from accept until a complete upgrade request; slower connections are closed.
+        public var handshakeTimeout: Double?
+        /// Connections accepted and not yet upgraded, from all sources together.
+        public var maxPendingConnections: Int?
+        /// Bytes queued for one charger that does not read; see `OutboundLimits`.
+        public var maxOutboundBytes: Int?
+        /// Seconds a charger may leave its queue full before it is disconnected.
+        public var writeTimeout: Double?
     }
 
     public struct Charger: Decodable, Sendable, Equatable {
@@ -54,6 +62,12 @@ public struct GatewayConfiguration: Decodable, Sendable {
         public var pingInterval: Double?
         public var maxFrameBytes: Int?
         public var reconnect: Reconnect?
+        /// Bytes queued for a CSMS link that does not read.
+        public var maxOutboundBytes: Int?
+        /// Seconds a CSMS link may leave its queue full before it is closed.
+        public var writeTimeout: Double?
+        /// Accept a CSMS certificate that names its host only in the common name (no SAN).
+        public var allowCommonName: Bool?
     }
 
     public struct Reconnect: Decodable, Sendable {
@@ -100,6 +114,10 @@ public struct ResolvedGatewayConfiguration: Sendable {
     public var southMaxQueuedCalls: Int
     public var southPingInterval: Duration?
     public var southMaxConnectionsPerSource: Int
+    public var southHandshakeTimeout: Duration = .seconds(10)
+    public var southMaxPendingConnections: Int = 256
+    public var southMaxOutboundBytes: Int = 1 << 20
+    public var southWriteTimeout: Duration = .seconds(30)
 
     public var northURL: URL
     public var northSecurityProfile: Int
@@ -112,6 +130,9 @@ public struct ResolvedGatewayConfiguration: Sendable {
     public var northMaxFrameBytes: Int
     public var reconnectInitialDelay: Duration
     public var reconnectMaxDelay: Duration
+    public var northMaxOutboundBytes: Int = 1 << 20
+    public var northWriteTimeout: Duration = .seconds(30)
+    public var northAllowCommonName = false
 
     public var stateDirectory: String
     public var pipelineFile: String
@@ -218,8 +239,17 @@ public struct ResolvedGatewayConfiguration: Sendable {
         let maxFrame = south.maxFrameBytes ?? 65_536
         if maxFrame < 1024 { error(south.listen, "'max_frame_bytes' must be at least 1024") }
 
+        // Connection limits (docs/firewall.md "Connection limits").
+        let southHandshakeTimeout = positive(south.handshakeTimeout, "handshake_timeout", default: 10)
+        let southWriteTimeout = positive(south.writeTimeout, "write_timeout", default: 30)
+        let northWriteTimeout = positive(north.writeTimeout, "write_timeout", default: 30)
+        if (south.maxPendingConnections ?? 256) < 1 { error(south.listen, "'max_pending_connections' must be at least 1") }
+        for (side, value) in [("south", south.maxOutboundBytes), ("north", north.maxOutboundBytes)] where (value ?? 1 << 20) < 4096 {
+            error(side == "south" ? south.listen : north.url, "\(side) 'max_outbound_bytes' must be at least 4096")
+        }
+
         guard diagnostics.isEmpty else { throw ConfigurationError(diagnostics) }
-        return ResolvedGatewayConfiguration(
+        var resolved = ResolvedGatewayConfiguration(
             file: file,
             southHost: southHost, southPort: southPort, southPath: path,
             southSecurityProfile: south.securityProfile.value,
@@ -246,6 +276,14 @@ public struct ResolvedGatewayConfiguration: Sendable {
             mqtt: raw.mqtt,
             warnings: warnings
         )
+        resolved.southHandshakeTimeout = southHandshakeTimeout
+        resolved.southMaxPendingConnections = south.maxPendingConnections ?? 256
+        resolved.southMaxOutboundBytes = south.maxOutboundBytes ?? 1 << 20
+        resolved.southWriteTimeout = southWriteTimeout
+        resolved.northMaxOutboundBytes = north.maxOutboundBytes ?? 1 << 20
+        resolved.northWriteTimeout = northWriteTimeout
+        resolved.northAllowCommonName = north.allowCommonName ?? false
+        return resolved
     }
 }
 

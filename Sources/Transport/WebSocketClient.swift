@@ -134,6 +134,11 @@ public enum WebSocketClient {
         start(options, on: eventLoop).futureResult
     }
 
+    /// An attempt that has already failed with `error`.
+    public static func failed(_ error: any Error, on eventLoop: any EventLoop) -> WebSocketConnectAttempt {
+        WebSocketConnectAttempt(futureResult: eventLoop.makeFailedFuture(error), eventLoop: eventLoop, cancel: { _ in })
+    }
+
     /// Starts opening a WebSocket on `eventLoop`; the attempt ends (with the connection or an
     /// error) within `options.connectTimeout`, or earlier when cancelled.
     public static func start(_ options: WebSocketClientOptions, on eventLoop: any EventLoop) -> WebSocketConnectAttempt {
