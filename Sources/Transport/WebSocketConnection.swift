@@ -56,7 +56,10 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     let pingInterval: TimeAmount?
     public let outboundLimits: OutboundLimits
     private var context: ChannelHandlerContext?
+    /// Messages read but not yet delivered: before `onText` is set, or while reading is paused
+    /// (the rest of a read burst; at most what one burst holds).
     private var pending: [[UInt8]] = []
+    private var pendingHead = 0
     private var pingTask: Scheduled<Void>?
     private var awaitingPong = false
     private var closeSent = false
@@ -68,12 +71,7 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
 
     /// Receives each text message.
     public var onText: (([UInt8]) -> Void)? {
-        didSet {
-            guard let onText, !pending.isEmpty else { return }
-            let buffered = pending
-            pending = []
-            for message in buffered { onText(message) }
-        }
+        didSet { deliverPending() }
     }
     /// The TLS peer's certificate (DER), for a client connection over TLS.
     public internal(set) var peerCertificateDER: [UInt8]?
@@ -137,7 +135,11 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
                 close(code: .dataInconsistentWithMessage, reason: "text message is not valid UTF-8")
                 return
             }
-            if let onText { onText(bytes) } else { pending.append(bytes) }
+            if let onText, readPauses.isEmpty, pendingHead == pending.count {
+                onText(bytes)
+            } else {
+                pending.append(bytes)
+            }
         case .binary:
             // OCPP-J is text only (1.6 §4.1.1); a binary frame means a confused or hostile peer.
             close(code: .unacceptableData, reason: "binary frame received")
@@ -233,9 +235,24 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     /// Withdraws `reason`; reading resumes when no reason is left.
     public func resumeReading(_ reason: ReadPause) {
         channel.eventLoop.assertInEventLoop()
-        guard readPauses.remove(reason) != nil, readPauses.isEmpty, heldRead, let context else { return }
+        guard readPauses.remove(reason) != nil, readPauses.isEmpty else { return }
+        deliverPending()
+        guard readPauses.isEmpty, heldRead, let context else { return }
         heldRead = false
         context.read()
+    }
+
+    /// Delivers held messages in order until none is left or reading is paused again.
+    private func deliverPending() {
+        while pendingHead < pending.count, readPauses.isEmpty, let onText {
+            let message = pending[pendingHead]
+            pendingHead += 1
+            onText(message)
+        }
+        if pendingHead == pending.count {
+            pending.removeAll(keepingCapacity: false)
+            pendingHead = 0
+        }
     }
 
     // MARK: Sending
