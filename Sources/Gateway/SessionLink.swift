@@ -36,7 +36,6 @@ final class SessionLink: SessionDriver {
     func activate(_ session: Session) {
         self.session = session
         south.onClose = { [weak self] reason in self?.linkClosed(.charger, reason: reason) }
-        south.onWritabilityChanged = { [weak self] writable in self?.southWritabilityChanged(writable) }
         session.start()
         south.onText = { [weak session] bytes in session?.receive(bytes, from: .charger) }
         attachNorth(north)
@@ -44,14 +43,20 @@ final class SessionLink: SessionDriver {
 
     private func attachNorth(_ link: WebSocketConnection) {
         link.onClose = { [weak self] reason in self?.linkClosed(.csms, reason: reason) }
-        link.onWritabilityChanged = { [weak self] writable in self?.northWritabilityChanged(writable) }
         link.onText = { [weak session] bytes in session?.receive(bytes, from: .csms) }
-        // The coupling starts from the two links' current state (a re-link brings a fresh one).
-        southWritabilityChanged(south.isWritable)
-        northWritabilityChanged(link.isWritable)
+        coupleBackpressure()
     }
 
     // MARK: Backpressure
+
+    /// Couples the two links' reading to each other's writability, starting from their current
+    /// state (a re-link brings a fresh north link). Must run on `eventLoop`.
+    func coupleBackpressure() {
+        south.onWritabilityChanged = { [weak self] writable in self?.southWritabilityChanged(writable) }
+        north.onWritabilityChanged = { [weak self] writable in self?.northWritabilityChanged(writable) }
+        southWritabilityChanged(south.isWritable)
+        northWritabilityChanged(north.isWritable)
+    }
 
     /// The charger's queue is full (or drained): stop (or resume) reading from the CSMS.
     private func southWritabilityChanged(_ writable: Bool) {

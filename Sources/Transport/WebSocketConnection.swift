@@ -4,8 +4,8 @@ public import NIOWebSocket
 /// How much a connection may hold for a peer that does not read, and for how long.
 public struct OutboundLimits: Sendable, Equatable {
     /// The most bytes queued for the peer. Reading from the peer stops at half of it (NIO's
-    /// high-water mark) and resumes at a quarter; a message that would take the queue past it
-    /// closes the connection (a single message into an empty queue always goes).
+    /// high-water mark) and resumes at a quarter; a message sent while the queue is already past
+    /// it closes the connection (so the queue never holds more than this plus one message).
     public var maxBytes: Int
     /// A peer whose queue stays over the high-water mark this long is disconnected; nil: never.
     public var writeTimeout: TimeAmount?
@@ -257,13 +257,13 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
 
     // MARK: Sending
 
-    /// Sends one text message. A message that would take the outbound queue past
-    /// `outboundLimits.maxBytes` closes the connection instead (the peer is not reading).
+    /// Sends one text message. While the outbound queue is already past `outboundLimits.maxBytes`
+    /// a message closes the connection instead (the peer is not reading).
     public func send(_ bytes: [UInt8]) {
         channel.eventLoop.assertInEventLoop()
         guard let context, !closeSent else { return }
         let queued = bufferedOutboundBytes
-        if queued > 0, queued + bytes.count > outboundLimits.maxBytes {
+        if queued > outboundLimits.maxBytes {
             if closeReason == nil { closeReason = "outbound queue over \(outboundLimits.maxBytes) bytes (the peer does not read)" }
             context.close(promise: nil)
             return

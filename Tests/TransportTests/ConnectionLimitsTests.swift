@@ -22,12 +22,13 @@ final class TestServer: Sendable {
     var port: Int { channel.localAddress!.port! }
 
     init(_ options: WebSocketServerOptions = WebSocketServerOptions(host: "127.0.0.1", port: 0),
+         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
          configure: @escaping @Sendable (WebSocketConnection) -> Void = { _ in }) async throws {
         var options = options
         let refusals = self.refusals
         options.onRefusal = { refusal in refusals.withLock { $0.append(refusal) } }
         let connections = self.connections
-        channel = try await WebSocketServer.start(options, group: MultiThreadedEventLoopGroup.singleton) { _, channel in
+        channel = try await WebSocketServer.start(options, group: group) { _, channel in
             channel.eventLoop.makeSucceededFuture(.accept(subprotocol: "ocpp1.6", onUpgrade: { connection in
                 connections.withLock { $0.append(connection) }
                 configure(connection)

@@ -55,7 +55,9 @@ func makeGateway(north: String, northExtra: String = "", southExtra: String = ""
         """.write(toFile: folder + "/gateway.yaml", atomically: true, encoding: .utf8)
     let configuration = try ResolvedGatewayConfiguration.load(file: folder + "/gateway.yaml")
     let gateway = try GatewayRuntime(configuration: configuration, registry: makeStageRegistry(), group: group,
-                                     logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+                                     logger: ProcessInfo.processInfo.environment["TRANSPORT_TEST_LOG"] != nil
+                                        ? Logger(label: "test", factory: { StreamLogHandler.standardError(label: $0) })
+                                        : Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
     let port = try await gateway.start().port ?? 0
     return (gateway, port, folder)
 }
