@@ -278,10 +278,14 @@ let package = Package(
         .testTarget(
             name: "TransportTests",
             dependencies: [
-                "Transport", "Gateway", "Router", "GatewayStages", "Simulators", "DevPKI", "OCPP",
+                "Transport", "Gateway", "Router", "GatewayStages", "Simulators", "DevPKI", "OCPP", "StageKit",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 logging,
             ],
             swiftSettings: swiftSettings

@@ -26,8 +26,6 @@ public final class GatewayRuntime: Sendable {
     let publisher: MQTTPublisher?
     private let sessions = Mutex<[String: ActiveSession]>([:])
     private let listeners = Mutex<[any Channel]>([])
-    private let northConnects = Counter(label: "ocpp_gateway_north_connects_total", dimensions: [("result", "ok")])
-    private let northConnectFailures = Counter(label: "ocpp_gateway_north_connects_total", dimensions: [("result", "failed")])
     private let refusedChargers = Counter(label: "ocpp_gateway_south_refused_total")
     /// What `/healthz` reports: the last reload and the last north connection attempt.
     private let healthState = Mutex(HealthState())
@@ -36,8 +34,15 @@ public final class GatewayRuntime: Sendable {
         var northFailedLast = false
         var northDetail = ""
     }
-    /// Open south connections per source address (`south.max_connections_per_source`).
-    private let connectionsPerSource = Mutex<[String: Int]>([:])
+    /// South connections per source and not yet upgraded, counted from accept (docs/firewall.md).
+    let connectionLimiter: ConnectionLimiter
+    /// North attempts not yet completed, so a leaving charger or a shutdown can cancel them.
+    private let pendingNorth = Mutex<[ObjectIdentifier: WebSocketConnectAttempt]>([:])
+    /// Admissions (auth hooks + north connect) in progress; shutdown waits for them.
+    private let admissions = Mutex(0)
+    private let stopping = Mutex(false)
+    /// Refusal lines per reason, so a flood of idle sockets does not flood the log.
+    private let refusalLogs = Mutex<[String: LogThrottle]>([:])
 
     /// A session in service, reachable from any thread through its event loop.
     private struct ActiveSession: Sendable {
@@ -90,6 +95,8 @@ public final class GatewayRuntime: Sendable {
                                 logger: logger, publisher: publisher)
         pipelines = PipelineHolder(try loader.load(file: configuration.pipelineFile))
         backoff = ReconnectBackoff(initialDelay: configuration.reconnectInitialDelay, maxDelay: configuration.reconnectMaxDelay)
+        connectionLimiter = ConnectionLimiter(maxPerSource: configuration.southMaxConnectionsPerSource,
+                                              maxPending: configuration.southMaxPendingConnections)
     }
 
     public var pipeline: Pipeline { pipelines.pipeline }
@@ -109,8 +116,14 @@ public final class GatewayRuntime: Sendable {
         let server = try await WebSocketServer.start(
             WebSocketServerOptions(host: configuration.southHost, port: configuration.southPort,
                                    maxMessageBytes: configuration.southMaxFrameBytes,
-                                   pingInterval: configuration.southPingInterval?.timeAmount),
-            group: group
+                                   pingInterval: configuration.southPingInterval?.timeAmount,
+                                   handshakeTimeout: configuration.southHandshakeTimeout.timeAmount,
+                                   // Auth hooks and the north connect; a little slack for the hash.
+                                   decisionTimeout: (configuration.northConnectTimeout + .seconds(5)).timeAmount,
+                                   outboundLimits: OutboundLimits(maxBytes: configuration.southMaxOutboundBytes,
+                                                                  writeTimeout: configuration.southWriteTimeout.timeAmount),
+                                   onRefusal: { [self] refusal in connectionRefused(refusal) }),
+            group: group, limiter: connectionLimiter
         ) { [self] request, channel in decide(request, channel: channel) }
         listeners.withLock { $0.append(server) }
         let buffering = configuration.offlineMode == .buffer || configuration.chargerOfflineModes.values.contains(.buffer)
@@ -170,6 +183,7 @@ public final class GatewayRuntime: Sendable {
             return servers
         }
         for server in servers { try? await server.close() }
+        await cancelPendingNorthConnects(until: ContinuousClock.now + grace)
         let active = sessions.withLock { Array($0.values) }
         logger.info("draining", metadata: ["sessions": "\(active.count)", "grace_s": "\(grace.components.seconds)"])
         let drainDeadline = NIODeadline.now() + grace.timeAmount
@@ -217,30 +231,48 @@ public final class GatewayRuntime: Sendable {
         return (healthy, body)
     }
 
+    /// Before the event loops go: cancels every north attempt still in its handshake and waits
+    /// (until `deadline`) for the admissions waiting on them, so nothing completes a promise on a
+    /// loop that has shut down.
+    private func cancelPendingNorthConnects(until deadline: ContinuousClock.Instant) async {
+        stopping.withLock { $0 = true }
+        let attempts = pendingNorth.withLock { Array($0.values) }
+        if !attempts.isEmpty { logger.info("cancelling pending north connections", metadata: ["count": "\(attempts.count)"]) }
+        for attempt in attempts { attempt.cancel(reason: "gateway shutting down") }
+        while admissionsInProgress > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    var admissionsInProgress: Int { admissions.withLock { $0 } }
+    var pendingNorthConnects: Int { pendingNorth.withLock { $0.count } }
+
+    /// A south connection closed before its upgrade by a limit or a timeout: counted, and logged
+    /// at most 10 times a minute per reason.
+    private func connectionRefused(_ refusal: ConnectionRefusal) {
+        Counter(label: "ocpp_gateway_south_connection_limits_total", dimensions: [("reason", refusal.reason.rawValue)]).increment()
+        if refusal.reason == .tooManyFromSource || refusal.reason == .tooManyPending { refusedChargers.increment() }
+        let now = Duration.nanoseconds(Int64(clamping: NIODeadline.now().uptimeNanoseconds))
+        let (log, suppressed) = refusalLogs.withLock { $0[refusal.reason.rawValue, default: LogThrottle()].admit(now: now) }
+        guard log else { return }
+        var metadata: Logger.Metadata = ["reason": "\(refusal.reason.rawValue)", "source": "\(refusal.source ?? "?")"]
+        switch refusal.reason {
+        case .tooManyFromSource: metadata["limit"] = "\(configuration.southMaxConnectionsPerSource)"
+        case .tooManyPending: metadata["limit"] = "\(configuration.southMaxPendingConnections)"
+        case .handshakeTimeout: metadata["timeout_s"] = "\(configuration.southHandshakeTimeout.components.seconds)"
+        case .decisionTimeout, .requestTooLarge: break
+        }
+        if suppressed > 0 { metadata["suppressed"] = "\(suppressed)" }
+        logger.warning("south connection closed before its upgrade", metadata: metadata)
+    }
+
     // MARK: Admission
 
     /// Decides a charger's upgrade: path, subprotocol, the pipeline's connection hooks, then the north link.
     func decide(_ request: UpgradeRequest, channel: any Channel) -> EventLoopFuture<UpgradeAnswer> {
         let loop = channel.eventLoop
         let remote = request.remoteAddress.map { "\($0)" } ?? "?"
-        if let source = request.remoteAddress?.ipAddress {
-            let open = connectionsPerSource.withLock { counts in
-                counts[source, default: 0] += 1
-                return counts[source]!
-            }
-            channel.closeFuture.whenComplete { [self] _ in
-                connectionsPerSource.withLock { counts in
-                    counts[source] = (counts[source] ?? 1) > 1 ? counts[source]! - 1 : nil
-                }
-            }
-            guard open <= configuration.southMaxConnectionsPerSource else {
-                refusedChargers.increment()
-                logger.warning("upgrade refused: too many connections from one source", metadata: [
-                    "source": "\(source)", "open": "\(open - 1)", "limit": "\(configuration.southMaxConnectionsPerSource)",
-                ])
-                return loop.makeSucceededFuture(.reject(.tooManyRequests))
-            }
-        }
+        // Per-source and pending limits are counted at accept (WebSocketServer, `connectionLimiter`).
         // A query string or user info may carry credentials: never logged.
         let path = loggableURI(request.uri)
         guard let chargerId = chargerId(fromURI: request.uri) else {
@@ -271,7 +303,11 @@ public final class GatewayRuntime: Sendable {
         }
         let promise = loop.makePromise(of: UpgradeAnswer.self)
         let request = connectRequest
-        promise.completeWithTask { await self.admit(request, remote: remote, southChannel: channel) }
+        admissions.withLock { $0 += 1 }
+        promise.completeWithTask {
+            defer { self.admissions.withLock { $0 -= 1 } }
+            return await self.admit(request, remote: remote, southChannel: channel)
+        }
         return promise.futureResult
     }
 
@@ -294,30 +330,37 @@ public final class GatewayRuntime: Sendable {
             logger.info("north link in back-off; charger asked to retry", metadata: ["charger": "\(chargerId)", "retry_after_s": "\(seconds)"])
             return .reject(.badGateway, headers: ["Retry-After": "\(seconds)"])
         }
+        if stopping.withLock({ $0 }) { return .reject(.serviceUnavailable, headers: ["Retry-After": "5"]) }
         let north: WebSocketConnection?
         do {
             if buffered, backoff.waitRemaining(for: chargerId, now: NIODeadline.now().uptimeNanoseconds) != nil {
                 north = nil  // the CSMS failed a moment ago: serve the charger now, retry in the background
             } else {
-                north = try await connectNorth(chargerId: chargerId, credentials: credentials, on: southChannel.eventLoop).get()
+                let attempt = connectNorth(chargerId: chargerId, credentials: credentials, on: southChannel.eventLoop)
+                // A charger that leaves before its north link is up takes the attempt with it.
+                southChannel.closeFuture.whenComplete { _ in attempt.cancel(reason: "the charger left during the north handshake") }
+                north = try await attempt.futureResult.get()
             }
-        } catch where buffered {
-            northConnectFailures.increment()
-            healthState.withLock {
-                $0.northFailedLast = true
-                $0.northDetail = LogSafe.escape("\(error)", limit: 160)
-            }
-            logger.warning("north connection failed; buffer mode keeps the charger connected", metadata: [
-                "charger": "\(chargerId)", "error": "\(LogSafe.escape("\(error)", limit: 200))",
-            ])
-            north = nil
         } catch {
-            northConnectFailures.increment()
+            let result = NorthFailureClassifier.resultLabel(for: error)
+            Counter(label: "ocpp_gateway_north_connects_total", dimensions: [("result", result)]).increment()
+            if case WebSocketConnectError.cancelled(let reason) = error {
+                // Nobody waits for an answer: no back-off, no security event.
+                logger.info("north connection abandoned", metadata: ["charger": "\(LogSafe.escape(chargerId))", "reason": "\(reason)"])
+                return .reject(.serviceUnavailable, headers: ["Retry-After": "5"])
+            }
             healthState.withLock {
                 $0.northFailedLast = true
                 $0.northDetail = LogSafe.escape("\(error)", limit: 160)
             }
-            let failure = NorthFailure(kind: Self.classify(error), detail: "\(error)")
+            let failure = NorthFailureClassifier.failure(for: error)
+            guard !buffered else {
+                for stage in pipelines.pipeline.stages { stage.instance.northConnectionFailed(chargerId: chargerId, failure: failure) }
+                logger.warning("north connection failed; buffer mode keeps the charger connected", metadata: [
+                    "charger": "\(chargerId)", "error": "\(LogSafe.escape("\(error)", limit: 200))",
+                ])
+                return acceptCharger(chargerId, north: nil, credentials: credentials)
+            }
             for stage in pipelines.pipeline.stages { stage.instance.northConnectionFailed(chargerId: chargerId, failure: failure) }
             let delay = backoff.recordFailure(for: chargerId, now: NIODeadline.now().uptimeNanoseconds)
             logger.error("north connection failed; charger refused with 502", metadata: [
@@ -326,31 +369,27 @@ public final class GatewayRuntime: Sendable {
             ])
             return .reject(.badGateway, headers: ["Retry-After": "\(max(1, delay.components.seconds))"])
         }
-        if north != nil {
-            northConnects.increment()
-            healthState.withLock { $0.northFailedLast = false }
-            backoff.recordSuccess(for: chargerId)
-        }
-        let booted = bootRecord(for: chargerId)?.accepted ?? false
+        Counter(label: "ocpp_gateway_north_connects_total", dimensions: [("result", "ok")]).increment()
+        healthState.withLock { $0.northFailedLast = false }
+        backoff.recordSuccess(for: chargerId)
         // If the charger goes away before its upgrade completes, nobody will use this north link.
         if let north {
             southChannel.closeFuture.whenComplete { _ in
                 if !north.isRelaying { north.close(code: .normalClosure, reason: "charger left during the handshake") }
             }
         }
+        return acceptCharger(chargerId, north: north, credentials: credentials)
+    }
+
+    /// The upgrade answer that starts the charger's session (with its north link, or without one in buffer mode).
+    private func acceptCharger(_ chargerId: String, north: WebSocketConnection?, credentials: NorthCredentials) -> UpgradeAnswer {
+        let booted = bootRecord(for: chargerId)?.accepted ?? false
         return .accept(subprotocol: OCPPVersion.v16.subprotocol, onUpgrade: { [self] south in
             startSession(chargerId: chargerId, south: south, north: north, credentials: credentials, booted: booted)
         })
     }
 
-    static func classify(_ error: any Error) -> NorthFailure.Kind {
-        let text = "\(error)"
-        if text.contains("CERTIFICATE_VERIFY_FAILED") || text.contains("not trusted") || text.contains("hostname") {
-            return .untrustedCentralSystemCertificate
-        }
-        if text.contains("UNSUPPORTED_PROTOCOL") || text.contains("WRONG_VERSION") { return .tlsVersion }
-        return .other
-    }
+    static func classify(_ error: any Error) -> NorthFailure.Kind { NorthFailureClassifier.kind(of: error) }
 
     /// The charge point id from `<south.path>/<id>`, percent-decoded; nil if the path does not fit.
     func chargerId(fromURI uri: String) -> String? {
@@ -372,7 +411,12 @@ public final class GatewayRuntime: Sendable {
         return URL(string: (base.hasSuffix("/") ? base : base + "/") + encoded)!
     }
 
-    private func connectNorth(chargerId: String, credentials: NorthCredentials, on loop: any EventLoop) -> EventLoopFuture<WebSocketConnection> {
+    /// Starts a north attempt, bounded by `north.connect_timeout` as a whole (TCP + TLS + upgrade)
+    /// and registered until it completes, so a leaving charger or a shutdown can cancel it.
+    private func connectNorth(chargerId: String, credentials: NorthCredentials, on loop: any EventLoop) -> WebSocketConnectAttempt {
+        if stopping.withLock({ $0 }) {
+            return WebSocketClient.failed(WebSocketConnectError.cancelled("gateway shutting down"), on: loop)
+        }
         let url = northURL(for: chargerId)
         var tls: TLSConfiguration?
         if url.scheme == "wss" {
@@ -389,7 +433,7 @@ public final class GatewayRuntime: Sendable {
                     certificateFile: credentials.securityProfile == 3 ? credentials.certificatePath : nil,
                     keyFile: credentials.securityProfile == 3 ? credentials.privateKeyPath : nil)
             } catch {
-                return loop.makeFailedFuture(error)
+                return WebSocketClient.failed(error, on: loop)
             }
         }
         let basic = credentials.basicAuth.map { (username: $0.username, password: $0.password) }
@@ -397,8 +441,15 @@ public final class GatewayRuntime: Sendable {
                                              subprotocol: OCPPVersion.v16.subprotocol, basicAuth: basic,
                                              maxMessageBytes: configuration.northMaxFrameBytes,
                                              pingInterval: configuration.northPingInterval?.timeAmount,
-                                             connectTimeout: configuration.northConnectTimeout.timeAmount)
-        return WebSocketClient.connect(options, on: loop)
+                                             connectTimeout: configuration.northConnectTimeout.timeAmount,
+                                             allowCommonNameMatch: configuration.northAllowCommonName,
+                                             outboundLimits: OutboundLimits(maxBytes: configuration.northMaxOutboundBytes,
+                                                                            writeTimeout: configuration.northWriteTimeout.timeAmount))
+        let attempt = WebSocketClient.start(options, on: loop)
+        let key = ObjectIdentifier(attempt)
+        pendingNorth.withLock { $0[key] = attempt }
+        attempt.futureResult.whenComplete { [self] _ in pendingNorth.withLock { $0[key] = nil } }
+        return attempt
     }
 
     // MARK: Sessions
@@ -408,7 +459,7 @@ public final class GatewayRuntime: Sendable {
     /// `online` / `offline`).
     private func northLinkChanged(chargerId: String, up: Bool, detail: String) {
         if up {
-            northConnects.increment()
+            Counter(label: "ocpp_gateway_north_connects_total", dimensions: [("result", "ok")]).increment()
             backoff.recordSuccess(for: chargerId)
             healthState.withLock { $0.northFailedLast = false }
         } else {

@@ -9,6 +9,9 @@ import Transport
 
 /// Binds a router `Session` to its two WebSockets, on the charger's event loop.
 /// Mirror mode: when either link closes, the other is closed too (OCPP 2.0.1 part 4 §6.3).
+/// Backpressure: while one side's outbound queue is over its high-water mark, the gateway stops
+/// reading from the other side (a charger's flood is not buffered for a slow CSMS, nor a CSMS's
+/// for a charger that does not read); each connection also stops reading from its own peer then.
 final class SessionLink: SessionDriver {
     let chargerId: String
     let south: WebSocketConnection
@@ -18,7 +21,9 @@ final class SessionLink: SessionDriver {
     var session: Session?
     var onEnded: ((_ closedSide: Side, _ reason: String) -> Void)?
     /// Opens a north link with given credentials on this loop (the runtime's TLS and URL rules).
-    let connectNorth: (NorthCredentials) -> EventLoopFuture<WebSocketConnection>
+    let connectNorth: (NorthCredentials) -> WebSocketConnectAttempt
+    /// A re-link (or, in buffer mode, a reconnect) in its handshake, cancelled if the session ends first.
+    private var pendingRelink: WebSocketConnectAttempt?
     /// Buffer mode (`north.offline_mode: buffer`): the charger stays when the CSMS link drops, and the link
     /// is re-opened in the background with these hooks (back-off, bookkeeping); nil in mirror mode.
     var buffer: BufferMode?
@@ -33,7 +38,7 @@ final class SessionLink: SessionDriver {
     }
 
     init(chargerId: String, south: WebSocketConnection, north: WebSocketConnection?, credentials: NorthCredentials,
-         eventLoop: any EventLoop, connectNorth: @escaping (NorthCredentials) -> EventLoopFuture<WebSocketConnection>) {
+         eventLoop: any EventLoop, connectNorth: @escaping (NorthCredentials) -> WebSocketConnectAttempt) {
         self.chargerId = chargerId
         self.south = south
         self.north = north
@@ -57,18 +62,17 @@ final class SessionLink: SessionDriver {
         }
     }
 
-    private func attachNorth(_ link: WebSocketConnection) {
-        link.onClose = { [weak self] reason in self?.linkClosed(.csms, reason: reason) }
-        link.onText = { [weak session] bytes in session?.receive(bytes, from: .csms) }
-    }
-
     /// Buffer mode: tries the CSMS again after `delay`, until it answers or the charger leaves.
     private func scheduleReconnect(after delay: Duration) {
         eventLoop.assumeIsolated().scheduleTask(in: delay.timeAmount) { [weak self] in
-            guard let self, self.session != nil, self.north == nil else { return }
-            self.connectNorth(self.credentials).assumeIsolated().whenComplete { [weak self] result in
-                guard let self, let session = self.session else {
-                    if case .success(let link) = result { link.close(code: .normalClosure, reason: "charger left") }
+            guard let self, self.session != nil, self.north == nil, self.pendingRelink == nil else { return }
+            let attempt = self.connectNorth(self.credentials)
+            self.pendingRelink = attempt
+            attempt.futureResult.assumeIsolated().whenComplete { [weak self] result in
+                guard let self else { return }
+                if self.pendingRelink === attempt { self.pendingRelink = nil }
+                guard let session = self.session, self.north == nil else {
+                    if case .success(let link) = result { link.close(code: .normalClosure, reason: "no longer needed") }
                     return
                 }
                 switch result {
@@ -89,11 +93,39 @@ final class SessionLink: SessionDriver {
         }
     }
 
+    private func attachNorth(_ link: WebSocketConnection) {
+        link.onClose = { [weak self] reason in self?.linkClosed(.csms, reason: reason) }
+        link.onText = { [weak session] bytes in session?.receive(bytes, from: .csms) }
+        coupleBackpressure()
+    }
+
+    // MARK: Backpressure
+
+    /// Couples the two links' reading to each other's writability, starting from their current
+    /// state (a re-link brings a fresh north link). Must run on `eventLoop`.
+    func coupleBackpressure() {
+        south.onWritabilityChanged = { [weak self] writable in self?.southWritabilityChanged(writable) }
+        north?.onWritabilityChanged = { [weak self] writable in self?.northWritabilityChanged(writable) }
+        southWritabilityChanged(south.isWritable)
+        northWritabilityChanged(north?.isWritable ?? true)
+    }
+
+    /// The charger's queue is full (or drained): stop (or resume) reading from the CSMS.
+    private func southWritabilityChanged(_ writable: Bool) {
+        writable ? north?.resumeReading(.counterpart) : north?.pauseReading(.counterpart)
+    }
+
+    /// The CSMS's queue is full (or drained): stop (or resume) reading from the charger.
+    private func northWritabilityChanged(_ writable: Bool) {
+        writable ? south.resumeReading(.counterpart) : south.pauseReading(.counterpart)
+    }
+
     private func linkClosed(_ side: Side, reason: String) {
         guard let session else { return }
         if side == .csms, let buffer {
             // Buffer mode: the charger stays; the outbox answers for the CSMS until the link is back.
             north = nil
+            south.resumeReading(.counterpart)
             buffer.linkChanged(false, reason)
             session.northLinkDown()
             scheduleReconnect(after: buffer.nextDelay())
@@ -103,6 +135,8 @@ final class SessionLink: SessionDriver {
         session.logger.info("\(side == .charger ? "charger" : "CSMS") link closed; closing the \(side == .charger ? "CSMS" : "charger") link",
                             metadata: ["reason": "\(reason)"])
         session.end()
+        pendingRelink?.cancel(reason: "the session ended")
+        pendingRelink = nil
         if side == .charger {
             north?.close(code: .normalClosure, reason: "charger disconnected")
         } else {
@@ -149,7 +183,10 @@ final class SessionLink: SessionDriver {
     func relinkNorth(with credentials: NorthCredentials, isIdle: @escaping () -> Bool,
                      completion: @escaping (Result<Void, any Error>) -> Void) {
         let loop = eventLoop.assumeIsolated()
-        connectNorth(credentials).assumeIsolated().whenComplete { [weak self] result in
+        let attempt = connectNorth(credentials)
+        pendingRelink = attempt
+        attempt.futureResult.assumeIsolated().whenComplete { [weak self] result in
+            if self?.pendingRelink === attempt { self?.pendingRelink = nil }
             switch result {
             case .failure(let error):
                 completion(.failure(error))
@@ -188,6 +225,7 @@ final class SessionLink: SessionDriver {
         let retired = north
         retired?.onClose = nil
         retired?.onText = nil
+        retired?.onWritabilityChanged = nil
         north = replacement
         attachNorth(replacement)
         retired?.close(code: .normalClosure, reason: "replaced by a link with new credentials")

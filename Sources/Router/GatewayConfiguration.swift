@@ -33,6 +33,14 @@ public struct GatewayConfiguration: Decodable, Sendable {
         public var maxConnectionsPerSource: Positive<Int>?
         /// Seconds SIGTERM waits for CALLs in flight (both ways) before closing a charger's session.
         public var drainTimeout: Positive<Double>?
+        /// Seconds from accept until a complete upgrade request; slower connections are closed.
+        public var handshakeTimeout: Positive<Double>?
+        /// Connections accepted and not yet upgraded, from all sources together.
+        public var maxPendingConnections: Positive<Int>?
+        /// Bytes queued for one charger that does not read; see `OutboundLimits`.
+        public var maxOutboundBytes: OutboundBytes?
+        /// Seconds a charger may leave its queue full before it is disconnected.
+        public var writeTimeout: Positive<Double>?
     }
 
     public struct Charger: Decodable, Sendable, Equatable {
@@ -69,6 +77,12 @@ public struct GatewayConfiguration: Decodable, Sendable {
         public var reconnect: Reconnect?
         /// `mirror` (default) or `buffer`.
         public var offlineMode: OfflineMode?
+        /// Bytes queued for a CSMS link that does not read.
+        public var maxOutboundBytes: OutboundBytes?
+        /// Seconds a CSMS link may leave its queue full before it is closed.
+        public var writeTimeout: Positive<Double>?
+        /// Accept a CSMS certificate that names its host only in the common name (no SAN).
+        public var allowCommonName: Bool?
     }
 
     public struct Reconnect: Decodable, Sendable {
@@ -117,6 +131,10 @@ public struct ResolvedGatewayConfiguration: Sendable {
     public var southMaxConnectionsPerSource: Int
     /// How long SIGTERM waits for a session's CALLs in flight before closing it (`south.drain_timeout`).
     public var drainTimeout: Duration
+    public var southHandshakeTimeout: Duration = .seconds(10)
+    public var southMaxPendingConnections: Int = 256
+    public var southMaxOutboundBytes: Int = 1 << 20
+    public var southWriteTimeout: Duration = .seconds(30)
 
     public var northURL: URL
     public var northSecurityProfile: Int
@@ -132,6 +150,9 @@ public struct ResolvedGatewayConfiguration: Sendable {
     /// `north.offline_mode`, and the chargers that override it.
     public var offlineMode: GatewayConfiguration.OfflineMode
     public var chargerOfflineModes: [String: GatewayConfiguration.OfflineMode]
+    public var northMaxOutboundBytes: Int = 1 << 20
+    public var northWriteTimeout: Duration = .seconds(30)
+    public var northAllowCommonName = false
 
     public var stateDirectory: String
     public var pipelineFile: String
@@ -245,7 +266,7 @@ public struct ResolvedGatewayConfiguration: Sendable {
         }
 
         guard diagnostics.isEmpty else { throw ConfigurationError(diagnostics) }
-        return ResolvedGatewayConfiguration(
+        var resolved = ResolvedGatewayConfiguration(
             file: file,
             southHost: southHost, southPort: southPort, southPath: path,
             southSecurityProfile: south.securityProfile.value,
@@ -275,6 +296,15 @@ public struct ResolvedGatewayConfiguration: Sendable {
             mqtt: raw.mqtt,
             warnings: warnings
         )
+        // Connection limits (docs/firewall.md "Connection limits").
+        resolved.southHandshakeTimeout = seconds(south.handshakeTimeout?.value, default: 10)
+        resolved.southMaxPendingConnections = south.maxPendingConnections?.value ?? 256
+        resolved.southMaxOutboundBytes = south.maxOutboundBytes?.value ?? 1 << 20
+        resolved.southWriteTimeout = seconds(south.writeTimeout?.value, default: 30)
+        resolved.northMaxOutboundBytes = north.maxOutboundBytes?.value ?? 1 << 20
+        resolved.northWriteTimeout = seconds(north.writeTimeout?.value, default: 30)
+        resolved.northAllowCommonName = north.allowCommonName ?? false
+        return resolved
     }
 }
 

@@ -83,9 +83,16 @@ public enum FrameSizeRule: ConfigurationRule {
     public static func problem(with value: Int) -> String? { value >= 1024 ? nil : "must be at least 1024, found \(value)" }
 }
 
+/// Outbound buffer limits: at least 4 KiB.
+public enum OutboundBytesRule: ConfigurationRule {
+    public static func problem(with value: Int) -> String? { value >= 4096 ? nil : "must be at least 4096, found \(value)" }
+}
+
 /// A number greater than 0 (timeouts, delays, queue lengths).
 public typealias Positive<Value: Decodable & Sendable & Comparable & Numeric> = Checked<GreaterThanZero<Value>>
 /// A number of 0 or more (0 usually turns a feature off).
 public typealias NonNegative<Value: Decodable & Sendable & Comparable & Numeric> = Checked<ZeroOrMore<Value>>
 /// A frame size limit in bytes.
 public typealias FrameSize = Checked<FrameSizeRule>
+/// An outbound buffer limit in bytes.
+public typealias OutboundBytes = Checked<OutboundBytesRule>

@@ -1,6 +1,34 @@
 public import NIOCore
 public import NIOWebSocket
 
+/// How much a connection may hold for a peer that does not read, and for how long.
+public struct OutboundLimits: Sendable, Equatable {
+    /// The most bytes queued for the peer. Reading from the peer stops at half of it (NIO's
+    /// high-water mark) and resumes at a quarter; a message sent while the queue is already past
+    /// it closes the connection (so the queue never holds more than this plus one message).
+    public var maxBytes: Int
+    /// A peer whose queue stays over the high-water mark this long is disconnected; nil: never.
+    public var writeTimeout: TimeAmount?
+
+    public init(maxBytes: Int = 1 << 20, writeTimeout: TimeAmount? = .seconds(30)) {
+        self.maxBytes = maxBytes
+        self.writeTimeout = writeTimeout
+    }
+
+    var waterMark: ChannelOptions.Types.WriteBufferWaterMark {
+        let high = max(2, maxBytes / 2)
+        return .init(low: max(1, high / 2), high: high)
+    }
+}
+
+/// Why reading from a connection is paused; reading resumes when no reason is left.
+public enum ReadPause: Hashable, Sendable {
+    /// This connection's own outbound queue is over its high-water mark (the peer does not read).
+    case outboundFull
+    /// The connection this one's messages go to cannot take more (set by whoever couples the two).
+    case counterpart
+}
+
 /// One WebSocket carrying OCPP-J text frames, on either side of the gateway.
 ///
 /// Text messages (reassembled from fragments by `NIOWebSocketFrameAggregator`) go to `onText`;
@@ -8,31 +36,42 @@ public import NIOWebSocket
 /// previous one by the next tick is considered dead. Messages that arrive before `onText` is set
 /// are kept and delivered when it is, so nothing is lost between the upgrade and the session.
 ///
+/// Backpressure: the outbound queue is bounded (`OutboundLimits`); while it is over its
+/// high-water mark the connection stops reading from its peer (the `read()` requests are held,
+/// as NIO's `BackPressureHandler` does) and tells `onWritabilityChanged`, so whoever feeds it can
+/// stop reading from *its* peer too (`pauseReading(.counterpart)`).
+///
+/// Protocol errors close with the RFC 6455 §7.4.1 code: 1009 for a message (also a fragmented
+/// one) over the size limit, 1007 for a text message that is not UTF-8, 1003 for a binary one.
+///
 /// Everything runs on the channel's event loop. The class is `@unchecked Sendable` only so that
 /// futures can carry it to that loop; every method asserts it is called there.
-public final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler, @unchecked Sendable {
     public typealias InboundIn = WebSocketFrame
+    public typealias OutboundIn = WebSocketFrame
     public typealias OutboundOut = WebSocketFrame
 
     public let channel: any Channel
     let isClient: Bool
     let pingInterval: TimeAmount?
+    public let outboundLimits: OutboundLimits
     private var context: ChannelHandlerContext?
+    /// Messages read but not yet delivered: before `onText` is set, or while reading is paused
+    /// (the rest of a read burst; at most what one burst holds).
     private var pending: [[UInt8]] = []
+    private var pendingHead = 0
     private var pingTask: Scheduled<Void>?
     private var awaitingPong = false
     private var closeSent = false
+    private var readPauses: Set<ReadPause> = []
+    private var heldRead = false
+    private var writeTimeoutTask: Scheduled<Void>?
     /// Why the link closed, as far as this side knows (close frame code, ping timeout, error).
     public private(set) var closeReason: String?
 
     /// Receives each text message.
     public var onText: (([UInt8]) -> Void)? {
-        didSet {
-            guard let onText, !pending.isEmpty else { return }
-            let buffered = pending
-            pending = []
-            for message in buffered { onText(message) }
-        }
+        didSet { deliverPending() }
     }
     /// The TLS peer's certificate (DER), for a client connection over TLS.
     public internal(set) var peerCertificateDER: [UInt8]?
@@ -43,10 +82,26 @@ public final class WebSocketConnection: ChannelInboundHandler, RemovableChannelH
     /// Runs once when the channel closes, whatever the cause.
     public var onClose: ((String) -> Void)?
 
-    init(channel: any Channel, isClient: Bool, pingInterval: TimeAmount?) {
+    /// Told when the outbound queue goes over its high-water mark (`false`) and back under the
+    /// low-water mark (`true`).
+    public var onWritabilityChanged: ((Bool) -> Void)?
+
+    /// Whether the outbound queue is under its high-water mark.
+    public var isWritable: Bool { channel.isWritable }
+
+    /// Whether reading from the peer is paused, and why.
+    public var readPauseReasons: Set<ReadPause> { readPauses }
+
+    /// Bytes queued for the peer and not yet written to the socket.
+    public var bufferedOutboundBytes: Int {
+        (try? channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+    }
+
+    init(channel: any Channel, isClient: Bool, pingInterval: TimeAmount?, outboundLimits: OutboundLimits = OutboundLimits()) {
         self.channel = channel
         self.isClient = isClient
         self.pingInterval = pingInterval
+        self.outboundLimits = outboundLimits
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
@@ -56,13 +111,18 @@ public final class WebSocketConnection: ChannelInboundHandler, RemovableChannelH
         context.channel.closeFuture.whenComplete { _ in
             let connection = loopBound.value
             connection.pingTask?.cancel()
+            connection.writeTimeoutTask?.cancel()
+            connection.writeTimeoutTask = nil
             let reason = connection.closeReason ?? "connection closed"
             let onClose = connection.onClose
             connection.onClose = nil
             connection.onText = nil
+            connection.onWritabilityChanged = nil
             connection.context = nil
             onClose?(reason)
         }
+        // The queue may already be over the mark when the handler joins (the upgrade response).
+        if !context.channel.isWritable { outboundBecameFull(context: context) }
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -70,7 +130,16 @@ public final class WebSocketConnection: ChannelInboundHandler, RemovableChannelH
         switch frame.opcode {
         case .text:
             let bytes = Array(frame.unmaskedData.readableBytesView)
-            if let onText { onText(bytes) } else { pending.append(bytes) }
+            // RFC 6455 §8.1: a text message that is not UTF-8 fails the connection with 1007.
+            guard Self.isValidUTF8(bytes) else {
+                close(code: .dataInconsistentWithMessage, reason: "text message is not valid UTF-8")
+                return
+            }
+            if let onText, readPauses.isEmpty, pendingHead == pending.count {
+                onText(bytes)
+            } else {
+                pending.append(bytes)
+            }
         case .binary:
             // OCPP-J is text only (1.6 §4.1.1); a binary frame means a confused or hostile peer.
             close(code: .unacceptableData, reason: "binary frame received")
@@ -92,13 +161,113 @@ public final class WebSocketConnection: ChannelInboundHandler, RemovableChannelH
 
     public func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if closeReason == nil { closeReason = "\(error)" }
-        context.close(promise: nil)
+        switch error {
+        case is NIOWebSocketError:
+            // A single frame over the limit or a bad frame: `WebSocketProtocolErrorHandler` (earlier
+            // in the pipeline) has already sent the close frame with the right code and closes
+            // the channel once it is written.
+            closeSent = true
+            let channel = context.channel
+            channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
+        case NIOWebSocketFrameAggregator.Error.accumulatedFrameSizeIsTooLarge:
+            // Fragments adding up to more than the limit: 1009, as for a single frame.
+            close(code: .messageTooLarge, reason: "fragmented message over the size limit")
+        case NIOWebSocketFrameAggregator.Error.tooManyFragments:
+            close(code: .policyViolation, reason: "message in too many fragments")
+        case is NIOWebSocketFrameAggregator.Error:
+            close(code: .protocolError, reason: "invalid fragmentation")
+        default:
+            context.close(promise: nil)
+        }
     }
 
-    /// Sends one text message.
+    /// Whether `bytes` is UTF-8, without building a string.
+    static func isValidUTF8(_ bytes: [UInt8]) -> Bool {
+        if !bytes.contains(where: { $0 >= 0x80 }) { return true }  // ASCII: the usual OCPP frame
+        return !transcode(bytes.makeIterator(), from: UTF8.self, to: UTF32.self, stoppingOnError: true, into: { _ in })
+    }
+
+    // MARK: Backpressure
+
+    public func read(context: ChannelHandlerContext) {
+        if readPauses.isEmpty {
+            context.read()
+        } else {
+            heldRead = true
+        }
+    }
+
+    public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            writeTimeoutTask?.cancel()
+            writeTimeoutTask = nil
+            resumeReading(.outboundFull)
+            onWritabilityChanged?(true)
+        } else {
+            outboundBecameFull(context: context)
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    private func outboundBecameFull(context: ChannelHandlerContext) {
+        pauseReading(.outboundFull)
+        if writeTimeoutTask == nil, let timeout = outboundLimits.writeTimeout {
+            let channel = context.channel
+            let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            writeTimeoutTask = context.eventLoop.scheduleTask(in: timeout) {
+                let connection = loopBound.value
+                if connection.closeReason == nil {
+                    connection.closeReason = "the peer read nothing for \(timeout.nanoseconds / 1_000_000) ms with its queue full"
+                }
+                // The peer does not read: a close frame would only queue behind the rest.
+                channel.close(promise: nil)
+            }
+        }
+        onWritabilityChanged?(false)
+    }
+
+    /// Stops reading from the peer for `reason` (until `resumeReading` with the same reason).
+    public func pauseReading(_ reason: ReadPause) {
+        channel.eventLoop.assertInEventLoop()
+        readPauses.insert(reason)
+    }
+
+    /// Withdraws `reason`; reading resumes when no reason is left.
+    public func resumeReading(_ reason: ReadPause) {
+        channel.eventLoop.assertInEventLoop()
+        guard readPauses.remove(reason) != nil, readPauses.isEmpty else { return }
+        deliverPending()
+        guard readPauses.isEmpty, heldRead, let context else { return }
+        heldRead = false
+        context.read()
+    }
+
+    /// Delivers held messages in order until none is left or reading is paused again.
+    private func deliverPending() {
+        while pendingHead < pending.count, readPauses.isEmpty, let onText {
+            let message = pending[pendingHead]
+            pendingHead += 1
+            onText(message)
+        }
+        if pendingHead == pending.count {
+            pending.removeAll(keepingCapacity: false)
+            pendingHead = 0
+        }
+    }
+
+    // MARK: Sending
+
+    /// Sends one text message. While the outbound queue is already past `outboundLimits.maxBytes`
+    /// a message closes the connection instead (the peer is not reading).
     public func send(_ bytes: [UInt8]) {
         channel.eventLoop.assertInEventLoop()
         guard let context, !closeSent else { return }
+        let queued = bufferedOutboundBytes
+        if queued > outboundLimits.maxBytes {
+            if closeReason == nil { closeReason = "outbound queue over \(outboundLimits.maxBytes) bytes (the peer does not read)" }
+            context.close(promise: nil)
+            return
+        }
         var frame = WebSocketFrame(fin: true, opcode: .text, data: context.channel.allocator.buffer(bytes: bytes))
         if isClient { frame.maskKey = .random() }
         context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
@@ -143,8 +312,11 @@ public final class WebSocketConnection: ChannelInboundHandler, RemovableChannelH
 
 extension WebSocketConnection {
     /// Adds the aggregator and the connection to a channel that has just been upgraded.
-    static func install(on channel: any Channel, isClient: Bool, maxMessageBytes: Int, pingInterval: TimeAmount?) throws -> WebSocketConnection {
-        let connection = WebSocketConnection(channel: channel, isClient: isClient, pingInterval: pingInterval)
+    static func install(on channel: any Channel, isClient: Bool, maxMessageBytes: Int, pingInterval: TimeAmount?,
+                        outboundLimits: OutboundLimits = OutboundLimits()) throws -> WebSocketConnection {
+        try channel.syncOptions?.setOption(.writeBufferWaterMark, value: outboundLimits.waterMark)
+        let connection = WebSocketConnection(channel: channel, isClient: isClient, pingInterval: pingInterval,
+                                             outboundLimits: outboundLimits)
         try channel.pipeline.syncOperations.addHandlers([
             NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 64,
                                         maxAccumulatedFrameSize: maxMessageBytes),

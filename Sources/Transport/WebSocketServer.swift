@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 public import NIOCore
 public import NIOHTTP1
 public import NIOSSL
@@ -48,14 +49,109 @@ public struct WebSocketServerOptions: Sendable {
     public var tls: TLSConfiguration?
     public var maxMessageBytes: Int
     public var pingInterval: TimeAmount?
+    /// From accept until the upgrade request has arrived (TLS handshake included): a connection
+    /// that has not sent its whole request by then is closed (slowloris, idle sockets).
+    public var handshakeTimeout: TimeAmount
+    /// From the upgrade request until the decision is taken and the upgrade done.
+    public var decisionTimeout: TimeAmount
+    /// Connections from one IP address, counted from accept until close; nil: no limit.
+    public var maxConnectionsPerSource: Int?
+    /// Connections accepted and not yet upgraded, from all sources together; nil: no limit.
+    public var maxPendingConnections: Int?
+    /// The outbound queue of each upgraded connection.
+    public var outboundLimits: OutboundLimits
+    /// Told of every connection the server closes before its upgrade (limits, timeouts).
+    public var onRefusal: (@Sendable (ConnectionRefusal) -> Void)?
 
-    public init(host: String, port: Int, tls: TLSConfiguration? = nil, maxMessageBytes: Int = 65_536, pingInterval: TimeAmount? = nil) {
+    public init(host: String, port: Int, tls: TLSConfiguration? = nil, maxMessageBytes: Int = 65_536, pingInterval: TimeAmount? = nil,
+                handshakeTimeout: TimeAmount = .seconds(10), decisionTimeout: TimeAmount = .seconds(30),
+                maxConnectionsPerSource: Int? = nil, maxPendingConnections: Int? = nil,
+                outboundLimits: OutboundLimits = OutboundLimits(), onRefusal: (@Sendable (ConnectionRefusal) -> Void)? = nil) {
         self.host = host
         self.port = port
         self.tls = tls
         self.maxMessageBytes = maxMessageBytes
         self.pingInterval = pingInterval
+        self.handshakeTimeout = handshakeTimeout
+        self.decisionTimeout = decisionTimeout
+        self.maxConnectionsPerSource = maxConnectionsPerSource
+        self.maxPendingConnections = maxPendingConnections
+        self.outboundLimits = outboundLimits
+        self.onRefusal = onRefusal
     }
+}
+
+/// A connection the server closed before (or instead of) its upgrade.
+public struct ConnectionRefusal: Sendable, Equatable {
+    public enum Reason: String, Sendable, Equatable {
+        /// `maxConnectionsPerSource` reached at accept: answered HTTP 429 and closed.
+        case tooManyFromSource = "too_many_from_source"
+        /// `maxPendingConnections` reached at accept: answered HTTP 503 and closed.
+        case tooManyPending = "too_many_pending"
+        /// No complete upgrade request within `handshakeTimeout`.
+        case handshakeTimeout = "handshake_timeout"
+        /// The decision and upgrade took longer than `decisionTimeout`.
+        case decisionTimeout = "decision_timeout"
+        /// More than `WebSocketServer.maxRequestBytes` before the upgrade.
+        case requestTooLarge = "request_too_large"
+    }
+    public var reason: Reason
+    /// The peer's IP address, if known.
+    public var source: String?
+    /// Connections open from that source (for `tooManyFromSource`) or pending (for `tooManyPending`).
+    public var open: Int
+}
+
+/// Counts connections per source and connections not yet upgraded, from accept to close.
+public final class ConnectionLimiter: Sendable {
+    public let maxPerSource: Int?
+    public let maxPending: Int?
+    private struct Counts {
+        var perSource: [String: Int] = [:]
+        var pending = 0
+    }
+    private let counts = Mutex(Counts())
+
+    public init(maxPerSource: Int?, maxPending: Int?) {
+        self.maxPerSource = maxPerSource
+        self.maxPending = maxPending
+    }
+
+    /// Counts a new connection, or says why it must be refused (and then counts nothing).
+    func admit(source: String?) -> ConnectionRefusal? {
+        counts.withLock { counts in
+            if let maxPending, counts.pending >= maxPending {
+                return ConnectionRefusal(reason: .tooManyPending, source: source, open: counts.pending)
+            }
+            if let source, let maxPerSource {
+                let open = counts.perSource[source, default: 0]
+                if open >= maxPerSource { return ConnectionRefusal(reason: .tooManyFromSource, source: source, open: open) }
+                counts.perSource[source] = open + 1
+            }
+            counts.pending += 1
+            return nil
+        }
+    }
+
+    /// The connection was upgraded: it no longer counts as pending.
+    func upgraded() {
+        counts.withLock { $0.pending -= 1 }
+    }
+
+    /// The connection closed.
+    func closed(source: String?, wasPending: Bool) {
+        counts.withLock { counts in
+            if wasPending { counts.pending -= 1 }
+            if let source, maxPerSource != nil, let open = counts.perSource[source] {
+                counts.perSource[source] = open > 1 ? open - 1 : nil
+            }
+        }
+    }
+
+    /// Open connections from `source` (counted only when there is a per-source limit).
+    public func openConnections(from source: String) -> Int { counts.withLock { $0.perSource[source] ?? 0 } }
+    /// Connections accepted and not yet upgraded.
+    public var pendingConnections: Int { counts.withLock { $0.pending } }
 }
 
 /// A WebSocket server whose every upgrade is decided by a function (which may take its time:
@@ -63,23 +159,62 @@ public struct WebSocketServerOptions: Sendable {
 public enum WebSocketServer {
     public typealias Decide = @Sendable (UpgradeRequest, any Channel) -> EventLoopFuture<UpgradeAnswer>
 
+    /// Bytes a client may send before its upgrade completes (the request head is at most NIO's
+    /// 80 KiB header limit); more closes the connection, so nothing is buffered without bound
+    /// while the decision runs.
+    public static let maxRequestBytes = 96 * 1024
+
     /// Binds and returns the listening channel; close it to stop accepting.
     public static func start(_ options: WebSocketServerOptions, group: any EventLoopGroup, decide: @escaping Decide) async throws -> any Channel {
+        try await start(options, group: group, limiter: ConnectionLimiter(maxPerSource: options.maxConnectionsPerSource,
+                                                                          maxPending: options.maxPendingConnections),
+                        decide: decide)
+    }
+
+    /// As above, counting connections in `limiter` (which then overrides the options' limits).
+    public static func start(_ options: WebSocketServerOptions, group: any EventLoopGroup, limiter: ConnectionLimiter,
+                             decide: @escaping Decide) async throws -> any Channel {
         let sslContext = try options.tls.map { try NIOSSLContext(configuration: $0) }
+        let onRefusal = options.onRefusal
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                // Counted at accept, so idle sockets that never send a request count too.
+                let source = channel.remoteAddress?.ipAddress
+                if let refusal = limiter.admit(source: source) {
+                    onRefusal?(refusal)
+                    return channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(
+                            ImmediateRefusal(status: refusal.reason == .tooManyPending ? .serviceUnavailable : .tooManyRequests))
+                    }
+                }
+                let pending = NIOLoopBoundBox(PendingUpgrade(), eventLoop: channel.eventLoop)
+                pending.value.arm(on: channel, after: options.handshakeTimeout) {
+                    onRefusal?(ConnectionRefusal(reason: .handshakeTimeout, source: source, open: 0))
+                }
+                channel.closeFuture.whenComplete { _ in
+                    pending.value.deadline?.cancel()
+                    limiter.closed(source: source, wasPending: !pending.value.upgraded)
+                }
+                return channel.eventLoop.makeCompletedFuture {
                     if let sslContext {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
                     }
-                    let pending = NIOLoopBoundBox(PendingUpgrade(), eventLoop: channel.eventLoop)
+                    let byteLimit = RequestByteLimit(limit: maxRequestBytes) {
+                        onRefusal?(ConnectionRefusal(reason: .requestTooLarge, source: source, open: 0))
+                    }
+                    try channel.pipeline.syncOperations.addHandler(byteLimit)
+                    pending.value.byteLimit = byteLimit
                     let upgrader = NIOWebSocketServerUpgrader(
                         maxFrameSize: options.maxMessageBytes,
                         automaticErrorHandling: true,
                         shouldUpgrade: { channel, head in
+                            // The request is in: from here the decision has its own bound.
+                            pending.value.arm(on: channel, after: options.decisionTimeout) {
+                                onRefusal?(ConnectionRefusal(reason: .decisionTimeout, source: source, open: 0))
+                            }
                             let request = UpgradeRequest(uri: head.uri, headers: head.headers, remoteAddress: channel.remoteAddress)
                             return decide(request, channel).map { answer in
                                 switch answer {
@@ -101,9 +236,18 @@ public enum WebSocketServer {
                                     channel.pipeline.syncOperations.removeHandler(responder, promise: nil)
                                     pending.value.responder = nil
                                 }
+                                if let byteLimit = pending.value.byteLimit {
+                                    channel.pipeline.syncOperations.removeHandler(byteLimit, promise: nil)
+                                    pending.value.byteLimit = nil
+                                }
+                                pending.value.deadline?.cancel()
+                                pending.value.deadline = nil
+                                pending.value.upgraded = true
+                                limiter.upgraded()
                                 let connection = try WebSocketConnection.install(on: channel, isClient: false,
                                                                                  maxMessageBytes: options.maxMessageBytes,
-                                                                                 pingInterval: options.pingInterval)
+                                                                                 pingInterval: options.pingInterval,
+                                                                                 outboundLimits: options.outboundLimits)
                                 pending.value.onUpgrade?(connection)
                                 pending.value.onUpgrade = nil
                             }
@@ -125,6 +269,62 @@ final class PendingUpgrade {
     var onUpgrade: (@Sendable (WebSocketConnection) -> Void)?
     var rejection: (HTTPResponseStatus, HTTPHeaders)?
     fileprivate var responder: RefusalResponder?
+    fileprivate var byteLimit: RequestByteLimit?
+    /// When the connection is closed unless it has moved on (request in, upgrade done).
+    var deadline: Scheduled<Void>?
+    var upgraded = false
+
+    /// (Re)starts the deadline: `channel` is closed after `timeout` unless re-armed or upgraded.
+    func arm(on channel: any Channel, after timeout: TimeAmount, onExpiry: @escaping @Sendable () -> Void) {
+        deadline?.cancel()
+        deadline = channel.eventLoop.scheduleTask(in: timeout) {
+            onExpiry()
+            channel.close(promise: nil)
+        }
+    }
+}
+
+/// Closes a connection whose bytes before the upgrade exceed `limit`.
+private final class RequestByteLimit: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    let limit: Int
+    let onExceeded: @Sendable () -> Void
+    private var received = 0
+
+    init(limit: Int, onExceeded: @escaping @Sendable () -> Void) {
+        self.limit = limit
+        self.onExceeded = onExceeded
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        received += unwrapInboundIn(data).readableBytes
+        guard received <= limit else {
+            if context.channel.isActive { onExceeded() }
+            context.close(promise: nil)
+            return
+        }
+        context.fireChannelRead(data)
+    }
+}
+
+/// Answers a connection refused at accept with a bare HTTP status and closes it, reading nothing.
+private final class ImmediateRefusal: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let status: HTTPResponseStatus
+
+    init(status: HTTPResponseStatus) { self.status = status }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let text = "HTTP/1.1 \(status.code) \(status.reasonPhrase)\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(string: text))).whenComplete { _ in
+            channel.close(promise: nil)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 }
 
 /// Answers every request that did not become a WebSocket: with the refusal the decision gave,
