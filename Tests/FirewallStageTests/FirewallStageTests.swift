@@ -244,7 +244,7 @@ struct FirewallStageTests {
     static let open = "rate_limits: { default: { per_second: 1000000, burst: 1000000 } }\nvalidate_payloads: false"
 
     @Test func fiftyThousandUniqueIdsKeepTheReplayTableBounded() throws {
-        let tester = try tester(Self.open + "\nmax_replay_ids: 1000")
+        let tester = try tester(Self.open)  // the default cap, 4,096 ids per side
         for n in 0..<50_000 {
             let id = tester.chargerSends(call: "Heartbeat", id: "u\(n)")
             tester.csmsAnswers(id, payload: ["currentTime": "2026-01-01T00:00:00Z"])
@@ -327,7 +327,7 @@ struct FirewallStageTests {
 
     @Test func aFloodOfRefusalsIsOneIncidentPerRulePerInterval() throws {
         let probe = IncidentProbe()
-        let stage = try StageTester.build(FirewallStage.self, config: Self.config + "\nincident_interval: 60")
+        let stage = try StageTester.build(FirewallStage.self, config: Self.config)  // incident_interval: 60 by default
         let tester = StageTester(stages: [("ids", stage), ("probe", probe)])
         for n in 0..<500 { tester.chargerSends(call: "Heartbeat", id: "h\(n)") }
         for n in 0..<500 { tester.chargerSends(call: "MakeCoffee", id: "c\(n)") }
