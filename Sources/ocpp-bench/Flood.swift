@@ -34,6 +34,12 @@ struct FloodResult: Codable {
     var rssPeakCallFloodKiB: Int?
 }
 
+/// Fresh message ids for the floods.
+final class Sequence: Sendable {
+    private let counter = Atomic(0)
+    func next() -> Int { counter.add(1, ordering: .relaxed).newValue }
+}
+
 /// Samples a process's RSS every 100 ms until stopped; the highest value.
 final class RSSWatcher: Sendable {
     private let peak = Mutex(0)
@@ -64,6 +70,8 @@ func measureFlood(gatewayPort: Int, gateway: Process?, seconds: Double, badFrame
     let legit = try await connect(.plain(url: url + "BENCH0001", password: "bench-BENCH0001"), chargerId: "BENCH0001", group: group)
     _ = try await legit.call("BootNotification", LoadProfile.bootNotification).get()
     let flooder = try await connect(.plain(url: url + "BENCH0002", password: "bench-BENCH0002"), chargerId: "BENCH0002", group: group)
+    // Connected now: all three share one source address, which the first round's wrong passwords lock out.
+    let attacker = try await connect(.plain(url: url + "BENCH0003", password: "bench-BENCH0003"), chargerId: "BENCH0003", group: group)
 
     log("E: idle Authorize latency, \(seconds) s")
     let idle = await authorizeLatency(legit, seconds: seconds)
@@ -85,12 +93,11 @@ func measureFlood(gatewayPort: Int, gateway: Process?, seconds: Double, badFrame
         { #"[2,"f\#($0)","RemoteStartTransaction",{"idTag":"x"}]"# },
     ]
     let floodLoop = flooder.eventLoop
-    let sequence = NIOLoopBoundBox(0, eventLoop: floodLoop)
+    let sequence = Sequence()
     @Sendable func floodTick() {
         guard !stop.withLock({ $0 }) else { return }
         for n in 0..<batch {
-            sequence.value += 1
-            flooder.connection.send(Array(badFrames[n % badFrames.count](sequence.value).utf8))
+            flooder.connection.send(Array(badFrames[n % badFrames.count](sequence.next()).utf8))
         }
         sentFrames.withLock { $0 += batch }
         floodLoop.scheduleTask(in: .milliseconds(10)) { floodTick() }
@@ -117,7 +124,6 @@ func measureFlood(gatewayPort: Int, gateway: Process?, seconds: Double, badFrame
     try? await Task.sleep(for: .seconds(1))
 
     log("E: the same while a charger sends \(Int(callsPerSecond)) well-formed CALLs/s (unique ids) and never reads its socket")
-    let attacker = try await connect(.plain(url: url + "BENCH0003", password: "bench-BENCH0003"), chargerId: "BENCH0003", group: group)
     // Stop reading: the gateway's answers stay in the kernel buffers, then in the gateway, unless it pushes back.
     try await attacker.connection.channel.setOption(ChannelOptions.autoRead, value: false).get()
     let callStop = Mutex(false)
@@ -127,14 +133,13 @@ func measureFlood(gatewayPort: Int, gateway: Process?, seconds: Double, badFrame
     let callStart = Date()
     let callLoop = attacker.eventLoop
     let callBatch = max(1, Int(callsPerSecond / 1000))
-    let callSequence = NIOLoopBoundBox(0, eventLoop: callLoop)
+    let callSequence = Sequence()
     @Sendable func callTick() {
         guard !callStop.withLock({ $0 }) else { return }
         // Only what the socket takes: the attacker's own process must not buffer without bound either.
         if attacker.connection.channel.isWritable {
             for _ in 0..<callBatch {
-                callSequence.value += 1
-                attacker.connection.send(Array(#"[2,"c\#(callSequence.value)","Heartbeat",{}]"#.utf8))
+                attacker.connection.send(Array(#"[2,"c\#(callSequence.next())","Heartbeat",{}]"#.utf8))
             }
             callsSent.withLock { $0 += callBatch }
         } else {
