@@ -328,6 +328,9 @@ public struct FirewallStage: Stage {
         }
     }
 
+    /// Entries in the connection guard's tables (sources, charger ids, pending logins), for tests of their bound.
+    package var connectionTableEntries: Int { connections.entryCount }
+
     /// Called only for a charger that was let in: its successful login clears the failures counted
     /// against its id and against the source it came from.
     public func amendNorthCredentials(_ credentials: NorthCredentials, for chargerId: String) -> NorthCredentials {

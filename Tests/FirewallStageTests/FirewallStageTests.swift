@@ -238,6 +238,19 @@ struct FirewallStageTests {
         #expect(logs.text.contains(#"CP\nforged line"#))
     }
 
+    @Test func theConnectionTablesStayBoundedUnderASpreadOfSources() async throws {
+        let stage = try StageTester.build(FirewallStage.self, config: "connections: { max_failed_logins: 1 }")
+        let tester = StageTester(stages: [("ids", stage)])
+        for n in 0..<70_000 {
+            // Every attempt from a new address, for a new charger id, and every one a failed login (locking its source).
+            let request = ChargerConnectRequest(chargerId: "X\(n)", remoteAddress: "fd00::\(String(n, radix: 16))")
+            _ = await tester.connect(request)
+            stage.chargerRefused(request, status: 401)
+        }
+        #expect(stage.connectionTableEntries <= 60_000, "at most three times 20,000 entries, whatever the spread")
+        #expect(await tester.connect(ChargerConnectRequest(chargerId: "CP001", remoteAddress: "10.0.0.1")) == .noOpinion)
+    }
+
     // MARK: Replay table (issue 11.1)
 
     /// Rate limits high enough that every frame is forwarded and so enters the table.
