@@ -22,7 +22,7 @@ SECONDS    ?= 600
 FUZZ_DIR   := .build-fuzz
 FUZZ_FLAGS := -detect_leaks=0 -max_len=16384
 
-.PHONY: all build test test-swift test-interop test-fuzz fuzz fuzz-build schemas bench bench-full bench-deps run validate stages clean deps venv help
+.PHONY: all build test test-swift test-tsan test-interop test-fuzz fuzz fuzz-build schemas bench bench-full bench-deps run validate stages clean deps venv help
 
 all: build
 
@@ -56,10 +56,17 @@ $(VENV_STAMP): Tests/Interop/requirements.txt | $(APT_STAMP)
 build: $(APT_STAMP)
 	$(SWIFT) build --build-tests
 
-test: test-swift test-fuzz test-interop
+test: test-swift test-tsan test-fuzz test-interop
 
 test-swift: build
 	$(SWIFT) test --skip-build
+
+## ThreadSanitizer over the router, gateway (real sockets) and stage tests: any report fails the build.
+TSAN_DIR := .build-tsan
+test-tsan: $(APT_STAMP)
+	$(SWIFT) build --build-tests --sanitize=thread --scratch-path $(TSAN_DIR)
+	TSAN_OPTIONS=halt_on_error=1 $(SWIFT) test --skip-build --sanitize=thread --scratch-path $(TSAN_DIR) \
+		--filter 'RouterTests|TransportTests|StageTests'
 
 test-interop: build venv
 	OCPP_GATEWAY_BIN=$(CURDIR)/$(BIN)/ocpp-gateway $(VENV)/bin/pytest -q Tests/Interop

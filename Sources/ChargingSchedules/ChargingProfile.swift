@@ -2,7 +2,7 @@ public import Foundation
 public import OCPP
 
 /// The units a charging schedule limits (1.6 ChargingRateUnitType).
-public enum RateUnit: String, Sendable, Equatable {
+public enum RateUnit: String, Sendable, Equatable, Codable {
     case amps = "A"
     case watts = "W"
 }

@@ -1,6 +1,7 @@
 public import Foundation
 
-/// The supply a charger sits on, for converting watts to amps per phase: I = P / (U × phases).
+/// The supply a charger sits on, for converting between watts and amps per phase:
+/// I = P / (U × phases), P = I × U × phases.
 public struct ElectricalSupply: Sendable, Equatable {
     public var voltage: Double
     public var phases: Int
@@ -10,21 +11,77 @@ public struct ElectricalSupply: Sendable, Equatable {
         self.phases = phases
     }
 
+    /// A period's limit as a `Limit`, converted once from its own unit. A period without
+    /// `numberPhases` is for 3 phases (1.6 §7.13); a charger wired for fewer cannot use more.
+    public func limit(_ value: Double, unit: RateUnit, phases periodPhases: Int?) -> Limit {
+        let phases = max(1, min(periodPhases ?? 3, self.phases))
+        switch unit {
+        case .amps: return Limit(amps: value, phases: phases)
+        case .watts: return Limit(amps: value / (voltage * Double(phases)), phases: phases, watts: value)
+        }
+    }
+
     func amps(_ limit: Double, unit: RateUnit, phases periodPhases: Int?) -> Double {
-        unit == .amps ? limit : limit / (voltage * Double(periodPhases ?? phases))
+        self.limit(limit, unit: unit, phases: periodPhases).amps
     }
 }
 
-/// A stretch of time with one limit in amps per phase; nil means no limit.
+/// A limit as its source set it: amps per phase on a number of phases, and the exact watts when
+/// the source was in watts (so W → W never goes through amps and loses nothing).
+public struct Limit: Sendable, Equatable, Codable {
+    /// Amps per phase, unrounded.
+    public var amps: Double
+    /// The phases the limit is for.
+    public var phases: Int
+    /// The source's own value when it was given in watts.
+    public var sourceWatts: Double?
+
+    public init(amps: Double, phases: Int = 3, watts: Double? = nil) {
+        self.amps = amps
+        self.phases = phases
+        self.sourceWatts = watts
+    }
+
+    /// The power this limit allows on `voltage`: the source's watts, or I × U × phases.
+    public func watts(voltage: Double) -> Double { sourceWatts ?? amps * voltage * Double(phases) }
+
+    /// What satisfies both limits: the lower current on the fewer phases. When one limit is lower
+    /// or equal in both, it is taken whole (its exact watts kept); otherwise the result is in amps.
+    public static func lower(_ a: Limit, _ b: Limit) -> Limit {
+        if a.amps <= b.amps, a.phases <= b.phases { return a }
+        if b.amps <= a.amps, b.phases <= a.phases { return b }
+        return Limit(amps: min(a.amps, b.amps), phases: min(a.phases, b.phases))
+    }
+
+    /// A share of this limit (a cap divided among connectors).
+    public func divided(by count: Int) -> Limit {
+        guard count > 1 else { return self }
+        return Limit(amps: amps / Double(count), phases: phases, watts: sourceWatts.map { $0 / Double(count) })
+    }
+
+    /// Rounds down to 0.1, tolerating the last bits of floating-point noise (690 × 10.666… is 7360).
+    public static func roundedDown(_ value: Double) -> Double {
+        ((value * 10) + 1e-6).rounded(.down) / 10
+    }
+}
+
+/// A stretch of time with one limit; a nil limit means no limit.
 public struct LimitSegment: Sendable, Equatable {
     public var start: Date
     public var end: Date
-    public var amps: Double?
+    public var limit: Limit?
+    /// Amps per phase, unrounded; nil means no limit.
+    public var amps: Double? { limit?.amps }
 
-    public init(start: Date, end: Date, amps: Double?) {
+    public init(start: Date, end: Date, limit: Limit?) {
         self.start = start
         self.end = end
-        self.amps = amps
+        self.limit = limit
+    }
+
+    /// A limit in amps per phase on `phases` phases.
+    public init(start: Date, end: Date, amps: Double?, phases: Int = 3) {
+        self.init(start: start, end: end, limit: amps.map { Limit(amps: $0, phases: phases) })
     }
 }
 
@@ -63,16 +120,16 @@ public enum CompositeSchedule {
         var result: [LimitSegment] = []
         for (index, start) in points.enumerated() {
             let end = index + 1 < points.count ? points[index + 1] : until
-            var amps = limit(at: start, profiles: profiles, transaction: transaction, supply: supply)
+            var limit = effectiveLimit(at: start, profiles: profiles, transaction: transaction, supply: supply)
             for segments in constraints {
-                if let cap = segments.first(where: { $0.start <= start && start < $0.end })?.amps {
-                    amps = min(amps ?? cap, cap)
+                if let cap = segments.first(where: { $0.start <= start && start < $0.end })?.limit {
+                    limit = limit.map { Limit.lower($0, cap) } ?? cap
                 }
             }
-            if let last = result.last, last.amps == amps {
+            if let last = result.last, last.limit == limit {
                 result[result.count - 1].end = end
             } else {
-                result.append(LimitSegment(start: start, end: end, amps: amps))
+                result.append(LimitSegment(start: start, end: end, limit: limit))
             }
         }
         return result
@@ -80,7 +137,13 @@ public enum CompositeSchedule {
 
     /// The limit in amps per phase at `time`, or nil when no profile limits it.
     public static func limit(at time: Date, profiles: [ChargingProfile], transaction: TransactionContext?, supply: ElectricalSupply) -> Double? {
-        func winner(_ purpose: ProfilePurpose) -> Double? {
+        effectiveLimit(at: time, profiles: profiles, transaction: transaction, supply: supply)?.amps
+    }
+
+    /// The limit at `time` as its winning source set it, or nil when no profile limits it.
+    public static func effectiveLimit(at time: Date, profiles: [ChargingProfile], transaction: TransactionContext?,
+                                      supply: ElectricalSupply) -> Limit? {
+        func winner(_ purpose: ProfilePurpose) -> Limit? {
             profiles.filter { $0.purpose == purpose }
                 .sorted { $0.stackLevel > $1.stackLevel }
                 .lazy.compactMap { limit(of: $0, at: time, transaction: transaction, supply: supply) }
@@ -89,7 +152,7 @@ public enum CompositeSchedule {
         let transactionLimit = winner(.tx) ?? winner(.txDefault)
         let stationLimit = winner(.chargePointMax)
         switch (transactionLimit, stationLimit) {
-        case let (.some(a), .some(b)): return min(a, b)
+        case let (.some(a), .some(b)): return Limit.lower(a, b)
         case let (.some(a), nil): return a
         case let (nil, .some(b)): return b
         case (nil, nil): return nil
@@ -97,7 +160,7 @@ public enum CompositeSchedule {
     }
 
     /// The limit one profile sets at `time`, in amps per phase; nil when it is not in force.
-    static func limit(of profile: ChargingProfile, at time: Date, transaction: TransactionContext?, supply: ElectricalSupply) -> Double? {
+    static func limit(of profile: ChargingProfile, at time: Date, transaction: TransactionContext?, supply: ElectricalSupply) -> Limit? {
         if let validFrom = profile.validFrom, time < validFrom { return nil }
         if let validTo = profile.validTo, time >= validTo { return nil }
         if profile.purpose == .tx {
@@ -109,7 +172,7 @@ public enum CompositeSchedule {
         guard offset >= 0 else { return nil }
         if let duration = profile.schedule.duration, offset >= Double(duration) { return nil }
         guard let period = profile.schedule.periods.last(where: { Double($0.start) <= offset }) else { return nil }
-        return supply.amps(period.limit, unit: profile.schedule.unit, phases: period.numberPhases)
+        return supply.limit(period.limit, unit: profile.schedule.unit, phases: period.numberPhases)
     }
 
     /// When the schedule in force at `time` started.

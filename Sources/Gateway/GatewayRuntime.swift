@@ -29,6 +29,13 @@ public final class GatewayRuntime: Sendable {
     private let northConnects = Counter(label: "ocpp_gateway_north_connects_total", dimensions: [("result", "ok")])
     private let northConnectFailures = Counter(label: "ocpp_gateway_north_connects_total", dimensions: [("result", "failed")])
     private let refusedChargers = Counter(label: "ocpp_gateway_south_refused_total")
+    /// What `/healthz` reports: the last reload and the last north connection attempt.
+    private let healthState = Mutex(HealthState())
+    struct HealthState {
+        var lastReloadFailed = false
+        var northFailedLast = false
+        var northDetail = ""
+    }
     /// Open south connections per source address (`south.max_connections_per_source`).
     private let connectionsPerSource = Mutex<[String: Int]>([:])
 
@@ -42,6 +49,29 @@ public final class GatewayRuntime: Sendable {
             let link = self.link
             eventLoop.execute { link.value.closeSession(reason: reason) }
         }
+
+        /// Lets the session take the reloaded pipeline now (hooks of added and retired stages).
+        func adoptPipeline() -> EventLoopFuture<Void> {
+            let link = self.link
+            return eventLoop.submit { link.value.session?.adoptCurrentPipeline() }.map { _ in }
+        }
+
+        /// Closes the session (1001 both ways) once no CALL is in flight or queued either way, or at `deadline`.
+        func drain(until deadline: NIODeadline) {
+            let link = self.link
+            eventLoop.execute { link.value.drain(until: deadline) }
+        }
+    }
+
+    /// What the gateway remembers of a charger's last BootNotification (`chargers/<id>/boot.json`):
+    /// a charger that reconnects without booting again was accepted before, so the gateway's own
+    /// CALLs may flow at once — also after a gateway restart.
+    struct BootRecord: Codable {
+        var accepted: Bool
+        /// The heartbeat interval the CSMS gave, in seconds.
+        var interval: Int?
+        /// When the answer came (seconds since 1970).
+        var answeredAt: Double
     }
 
     /// Loads the pipeline; a broken one throws before anything listens.
@@ -83,6 +113,10 @@ public final class GatewayRuntime: Sendable {
             group: group
         ) { [self] request, channel in decide(request, channel: channel) }
         listeners.withLock { $0.append(server) }
+        let buffering = configuration.offlineMode == .buffer || configuration.chargerOfflineModes.values.contains(.buffer)
+        if buffering, !pipelines.pipeline.stages.contains(where: { $0.type == "outbox" }) {
+            logger.warning("north.offline_mode is 'buffer' but the pipeline has no 'outbox' stage: while the CSMS is away chargers stay connected and every CALL is answered with a CALLERROR")
+        }
         let address = server.localAddress!
         logger.info("listening for chargers", metadata: [
             "address": "ws://\(configuration.southHost):\(address.port ?? 0)\(configuration.southPath)/<chargeId>",
@@ -103,12 +137,18 @@ public final class GatewayRuntime: Sendable {
             new = try loader.load(file: configuration.pipelineFile, reusing: current)
         } catch {
             metrics.recordReload(succeeded: false)
+            healthState.withLock { $0.lastReloadFailed = true }
             for diagnostic in error.diagnostics { logger.error("\(diagnostic.description)") }
             logger.error("reload failed; the previous pipeline keeps running", metadata: ["pipeline": "\(configuration.pipelineFile)"])
             return error
         }
         let old = pipelines.swap(to: new)
         metrics.recordReload(succeeded: true)
+        healthState.withLock { $0.lastReloadFailed = false }
+        // Live sessions take the new pipeline now, not at their next frame: added stages start on them
+        // (a new site limit reaches running chargers), retired ones end on them before they shut down.
+        let live = sessions.withLock { Array($0.values) }
+        for session in live { try? await session.adoptPipeline().get() }
         let kept = Set(new.stages.map { "\($0.id)\u{0}\($0.type)\u{0}\($0.fingerprint)" })
         let retired = old.stages.filter { !kept.contains("\($0.id)\u{0}\($0.type)\u{0}\($0.fingerprint)") }
         logger.info("pipeline reloaded", metadata: [
@@ -120,24 +160,61 @@ public final class GatewayRuntime: Sendable {
         return nil
     }
 
-    /// Stops accepting chargers, closes every session (chargers reconnect to the next instance)
-    /// and shuts the stages down.
-    public func shutdown(grace: Duration = .seconds(10)) async {
+    /// Stops accepting chargers, drains every session — each closes with 1001 once no CALL is in
+    /// flight or queued either way (a StartTransaction already at the CSMS gets its answer to the
+    /// charger), or when `grace` is over — and shuts the stages down.
+    public func shutdown(grace: Duration? = nil) async {
+        let grace = grace ?? configuration.drainTimeout
         let servers = listeners.withLock { servers in
             defer { servers = [] }
             return servers
         }
         for server in servers { try? await server.close() }
         let active = sessions.withLock { Array($0.values) }
-        logger.info("draining", metadata: ["sessions": "\(active.count)"])
-        for session in active { session.close(reason: "gateway shutting down") }
-        let deadline = ContinuousClock.now + grace
+        logger.info("draining", metadata: ["sessions": "\(active.count)", "grace_s": "\(grace.components.seconds)"])
+        let drainDeadline = NIODeadline.now() + grace.timeAmount
+        for session in active { session.drain(until: drainDeadline) }
+        let deadline = ContinuousClock.now + grace + .seconds(1)
         while sessionCount > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(20))
         }
+        await loader.store.flush()
         for stage in pipelines.pipeline.stages { await stage.instance.shutdown() }
         await publisher?.shutdown()
         logger.info("stopped")
+    }
+
+    /// The truth for `/healthz`: 200 when everything the gateway depends on works, 503 otherwise,
+    /// with each check in the JSON body. Checks: listening for chargers, the last north connection
+    /// attempt, the health channel's broker (when configured), `state_dir` writable with ≥ 16 MiB free,
+    /// and the last reload.
+    public func health() -> (healthy: Bool, body: String) {
+        let listening = listeners.withLock { !$0.isEmpty }
+        let state = healthState.withLock { $0 }
+        let mqttUp = publisher.map(\.isConnected)
+        var disk = "ok"
+        var stats = statvfs()
+        let directory = configuration.stateDirectory
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        if access(directory, W_OK) != 0 {
+            disk = "state_dir not writable"
+        } else if statvfs(directory, &stats) == 0, UInt64(stats.f_bavail) * UInt64(stats.f_frsize) < 16 << 20 {
+            disk = "less than 16 MiB free"
+        }
+        let checks: [(String, Bool, String)] = [
+            ("south", listening, listening ? "listening" : "not listening"),
+            ("north", !state.northFailedLast, state.northFailedLast ? "last connection failed: \(state.northDetail)" : "ok"),
+            ("mqtt", mqttUp ?? true, mqttUp.map { $0 ? "connected" : "disconnected" } ?? "not configured"),
+            ("disk", disk == "ok", disk),
+            ("reload", !state.lastReloadFailed, state.lastReloadFailed ? "last reload failed; the previous pipeline runs" : "ok"),
+        ]
+        let healthy = checks.allSatisfy(\.1)
+        func quoted(_ text: String) -> String { "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
+        let chargers = connectedChargers.map(quoted).joined(separator: ",")
+        let body = "{\"status\":\(quoted(healthy ? "ok" : "degraded")),\"checks\":{"
+            + checks.map { "\(quoted($0.0)):{\"ok\":\($0.1),\"detail\":\(quoted($0.2))}" }.joined(separator: ",")
+            + "},\"sessions\":\(sessionCount),\"chargers\":[\(chargers)]}\n"
+        return (healthy, body)
     }
 
     // MARK: Admission
@@ -164,15 +241,23 @@ public final class GatewayRuntime: Sendable {
                 return loop.makeSucceededFuture(.reject(.tooManyRequests))
             }
         }
+        // Only the path is logged (escaped): a query string may carry credentials.
+        let path = LogSafe.escape(request.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
         guard let chargerId = chargerId(fromURI: request.uri) else {
             refusedChargers.increment()
-            logger.warning("upgrade refused: path is not \(configuration.southPath)/<chargeId>", metadata: ["uri": "\(request.uri)", "remote": "\(remote)"])
+            logger.warning("upgrade refused: path is not \(configuration.southPath)/<chargeId>", metadata: ["path": "\(path)", "remote": "\(remote)"])
             return loop.makeSucceededFuture(.reject(.notFound))
+        }
+        if let problem = ChargerIdentity.problem(with: chargerId) {
+            // Checked once, here: everything after (state files, topics, URLs, logs) relies on it.
+            refusedChargers.increment()
+            logger.warning("upgrade refused: invalid charge point id", metadata: ["path": "\(path)", "remote": "\(remote)", "problem": "\(problem)"])
+            return loop.makeSucceededFuture(.reject(.badRequest))
         }
         guard request.offeredSubprotocols.contains(OCPPVersion.v16.subprotocol) else {
             // OCPP-J 1.6 §3.1.2: complete the handshake without a subprotocol, then close.
             logger.warning("charger offered no supported subprotocol; closing after the handshake", metadata: [
-                "charger": "\(chargerId)", "offered": "\(request.offeredSubprotocols.joined(separator: ","))",
+                "charger": "\(chargerId)", "offered": "\(LogSafe.escape(request.offeredSubprotocols.joined(separator: ",")))",
             ])
             return loop.makeSucceededFuture(.accept(subprotocol: nil, onUpgrade: { connection in
                 connection.close(code: .protocolError, reason: "no supported OCPP subprotocol offered")
@@ -203,16 +288,35 @@ public final class GatewayRuntime: Sendable {
         case .accept(let north, _):
             credentials = north
         }
-        if let wait = backoff.waitRemaining(for: chargerId, now: NIODeadline.now().uptimeNanoseconds) {
+        let buffered = configuration.offlineMode(for: chargerId) == .buffer
+        if !buffered, let wait = backoff.waitRemaining(for: chargerId, now: NIODeadline.now().uptimeNanoseconds) {
             let seconds = max(1, Int((Double(wait) / 1e9).rounded(.up)))
             logger.info("north link in back-off; charger asked to retry", metadata: ["charger": "\(chargerId)", "retry_after_s": "\(seconds)"])
             return .reject(.badGateway, headers: ["Retry-After": "\(seconds)"])
         }
-        let north: WebSocketConnection
+        let north: WebSocketConnection?
         do {
-            north = try await connectNorth(chargerId: chargerId, credentials: credentials, on: southChannel.eventLoop).get()
+            if buffered, backoff.waitRemaining(for: chargerId, now: NIODeadline.now().uptimeNanoseconds) != nil {
+                north = nil  // the CSMS failed a moment ago: serve the charger now, retry in the background
+            } else {
+                north = try await connectNorth(chargerId: chargerId, credentials: credentials, on: southChannel.eventLoop).get()
+            }
+        } catch where buffered {
+            northConnectFailures.increment()
+            healthState.withLock {
+                $0.northFailedLast = true
+                $0.northDetail = LogSafe.escape("\(error)", limit: 160)
+            }
+            logger.warning("north connection failed; buffer mode keeps the charger connected", metadata: [
+                "charger": "\(chargerId)", "error": "\(LogSafe.escape("\(error)", limit: 200))",
+            ])
+            north = nil
         } catch {
             northConnectFailures.increment()
+            healthState.withLock {
+                $0.northFailedLast = true
+                $0.northDetail = LogSafe.escape("\(error)", limit: 160)
+            }
             let failure = NorthFailure(kind: Self.classify(error), detail: "\(error)")
             for stage in pipelines.pipeline.stages { stage.instance.northConnectionFailed(chargerId: chargerId, failure: failure) }
             let delay = backoff.recordFailure(for: chargerId, now: NIODeadline.now().uptimeNanoseconds)
@@ -222,14 +326,20 @@ public final class GatewayRuntime: Sendable {
             ])
             return .reject(.badGateway, headers: ["Retry-After": "\(max(1, delay.components.seconds))"])
         }
-        northConnects.increment()
-        backoff.recordSuccess(for: chargerId)
+        if north != nil {
+            northConnects.increment()
+            healthState.withLock { $0.northFailedLast = false }
+            backoff.recordSuccess(for: chargerId)
+        }
+        let booted = bootRecord(for: chargerId)?.accepted ?? false
         // If the charger goes away before its upgrade completes, nobody will use this north link.
-        southChannel.closeFuture.whenComplete { _ in
-            if !north.isRelaying { north.close(code: .normalClosure, reason: "charger left during the handshake") }
+        if let north {
+            southChannel.closeFuture.whenComplete { _ in
+                if !north.isRelaying { north.close(code: .normalClosure, reason: "charger left during the handshake") }
+            }
         }
         return .accept(subprotocol: OCPPVersion.v16.subprotocol, onUpgrade: { [self] south in
-            startSession(chargerId: chargerId, south: south, north: north, profile: credentials.securityProfile)
+            startSession(chargerId: chargerId, south: south, north: north, credentials: credentials, booted: booted)
         })
     }
 
@@ -293,28 +403,67 @@ public final class GatewayRuntime: Sendable {
 
     // MARK: Sessions
 
-    private func startSession(chargerId: String, south: WebSocketConnection, north: WebSocketConnection, profile: Int) {
+    /// Buffer mode: the CSMS link of a connected charger went down or came back. Counted, logged by the
+    /// link, and announced on the health channel (`<prefix>/<gateway>/<charger>/north`, retained
+    /// `online` / `offline`).
+    private func northLinkChanged(chargerId: String, up: Bool, detail: String) {
+        if up {
+            northConnects.increment()
+            backoff.recordSuccess(for: chargerId)
+            healthState.withLock { $0.northFailedLast = false }
+        } else {
+            healthState.withLock {
+                $0.northFailedLast = true
+                $0.northDetail = LogSafe.escape(detail, limit: 160)
+            }
+        }
+        if let publisher {
+            publisher.publish(topic: "\(publisher.topicRoot)/\(chargerId)/north", payload: Array((up ? "online" : "offline").utf8), retain: true)
+        }
+    }
+
+    /// The charger's last BootNotification answer; nil if none is known or the record cannot be read
+    /// (then the gateway waits for a BootNotification before sending anything of its own).
+    func bootRecord(for chargerId: String) -> BootRecord? {
+        try? loader.store.load(BootRecord.self, charger: chargerId, name: "boot.json")
+    }
+
+    private func startSession(chargerId: String, south: WebSocketConnection, north: WebSocketConnection?,
+                              credentials: NorthCredentials, booted: Bool) {
+        let profile = credentials.securityProfile
         let loop = south.channel.eventLoop
         let replaced = sessions.withLock { $0[chargerId] }
         if let replaced {
             logger.warning("charger reconnected; closing its previous session", metadata: ["charger": "\(chargerId)"])
             replaced.close(reason: "replaced by a new connection of the same charger")
         }
-        let link = SessionLink(chargerId: chargerId, south: south, north: north, eventLoop: loop) { [self] credentials in
-            connectNorth(chargerId: chargerId, credentials: credentials, on: loop)
+        let link = SessionLink(chargerId: chargerId, south: south, north: north, credentials: credentials, eventLoop: loop) {
+            [self] credentials in connectNorth(chargerId: chargerId, credentials: credentials, on: loop)
+        }
+        if configuration.offlineMode(for: chargerId) == .buffer {
+            link.buffer = SessionLink.BufferMode(
+                nextDelay: { [self] in backoff.recordFailure(for: chargerId, now: NIODeadline.now().uptimeNanoseconds) },
+                linkChanged: { [self] up, detail in northLinkChanged(chargerId: chargerId, up: up, detail: detail) })
+            if north == nil { northLinkChanged(chargerId: chargerId, up: false, detail: "unreachable at connect") }
         }
         let limits = SessionLimits(chargerCallTimeout: configuration.southCallTimeout,
                                    chargerMaxQueuedCalls: configuration.southMaxQueuedCalls,
                                    csmsCallTimeout: configuration.northCallTimeout,
                                    csmsMaxQueuedCalls: configuration.northMaxQueuedCalls)
-        let session = Session(chargerId: chargerId, pipelines: pipelines, limits: limits, metrics: metrics, driver: link, logger: logger)
+        let session = Session(chargerId: chargerId, pipelines: pipelines, limits: limits, metrics: metrics, driver: link, logger: logger,
+                              bootAccepted: booted)
+        let store = loader.store
+        session.onBootAnswered = { [wallTime = link.wallTime] accepted, payload in
+            store.save(BootRecord(accepted: accepted, interval: payload["interval"]?.intValue, answeredAt: wallTime),
+                       charger: chargerId, name: "boot.json")
+        }
         let token = ObjectIdentifier(link)
         sessions.withLock { $0[chargerId] = ActiveSession(token: token, eventLoop: loop, link: NIOLoopBound(link, eventLoop: loop)) }
         link.onEnded = { [self] side, reason in
             sessions.withLock { active in
                 if active[chargerId]?.token == token { active[chargerId] = nil }
             }
-            if side == .csms {
+            if side == .csms, configuration.offlineMode(for: chargerId) == .mirror {
                 // Treat a lost CSMS link as a failure so the charger's immediate reconnect backs off.
                 backoff.recordFailure(for: chargerId, now: NIODeadline.now().uptimeNanoseconds)
             }

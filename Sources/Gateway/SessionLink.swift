@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOWebSocket
 import NIOCore
+import OCPP
 import Router
 import StageKit
 import Transport
@@ -11,18 +12,32 @@ import Transport
 final class SessionLink: SessionDriver {
     let chargerId: String
     let south: WebSocketConnection
-    private(set) var north: WebSocketConnection
+    /// The CSMS link; nil while it is down in buffer mode.
+    private(set) var north: WebSocketConnection?
     let eventLoop: any EventLoop
     var session: Session?
     var onEnded: ((_ closedSide: Side, _ reason: String) -> Void)?
     /// Opens a north link with given credentials on this loop (the runtime's TLS and URL rules).
     let connectNorth: (NorthCredentials) -> EventLoopFuture<WebSocketConnection>
+    /// Buffer mode (`north.offline_mode: buffer`): the charger stays when the CSMS link drops, and the link
+    /// is re-opened in the background with these hooks (back-off, bookkeeping); nil in mirror mode.
+    var buffer: BufferMode?
+    /// The credentials of the current (or last) north link, for reconnecting.
+    var credentials: NorthCredentials
 
-    init(chargerId: String, south: WebSocketConnection, north: WebSocketConnection, eventLoop: any EventLoop,
-         connectNorth: @escaping (NorthCredentials) -> EventLoopFuture<WebSocketConnection>) {
+    struct BufferMode {
+        /// The delay before the next attempt after a failure or a loss.
+        var nextDelay: () -> Duration
+        /// Told of every change of the north link (`up`), e.g. for the health channel.
+        var linkChanged: (_ up: Bool, _ detail: String) -> Void
+    }
+
+    init(chargerId: String, south: WebSocketConnection, north: WebSocketConnection?, credentials: NorthCredentials,
+         eventLoop: any EventLoop, connectNorth: @escaping (NorthCredentials) -> EventLoopFuture<WebSocketConnection>) {
         self.chargerId = chargerId
         self.south = south
         self.north = north
+        self.credentials = credentials
         self.eventLoop = eventLoop
         self.connectNorth = connectNorth
     }
@@ -33,7 +48,13 @@ final class SessionLink: SessionDriver {
         south.onClose = { [weak self] reason in self?.linkClosed(.charger, reason: reason) }
         session.start()
         south.onText = { [weak session] bytes in session?.receive(bytes, from: .charger) }
-        attachNorth(north)
+        if let north {
+            attachNorth(north)
+        } else {
+            // Buffer mode, admitted while the CSMS was unreachable.
+            session.northLinkDown()
+            scheduleReconnect(after: buffer?.nextDelay() ?? .seconds(1))
+        }
     }
 
     private func attachNorth(_ link: WebSocketConnection) {
@@ -41,14 +62,49 @@ final class SessionLink: SessionDriver {
         link.onText = { [weak session] bytes in session?.receive(bytes, from: .csms) }
     }
 
+    /// Buffer mode: tries the CSMS again after `delay`, until it answers or the charger leaves.
+    private func scheduleReconnect(after delay: Duration) {
+        eventLoop.assumeIsolated().scheduleTask(in: delay.timeAmount) { [weak self] in
+            guard let self, self.session != nil, self.north == nil else { return }
+            self.connectNorth(self.credentials).assumeIsolated().whenComplete { [weak self] result in
+                guard let self, let session = self.session else {
+                    if case .success(let link) = result { link.close(code: .normalClosure, reason: "charger left") }
+                    return
+                }
+                switch result {
+                case .success(let link):
+                    self.north = link
+                    self.attachNorth(link)
+                    self.buffer?.linkChanged(true, "reconnected")
+                    session.northLinkUp()
+                case .failure(let error):
+                    let delay = self.buffer?.nextDelay() ?? .seconds(5)
+                    self.buffer?.linkChanged(false, "\(error)")
+                    session.logger.info("CSMS still unreachable; the charger stays connected", metadata: [
+                        "error": "\(LogSafe.escape("\(error)", limit: 200))", "next_attempt_in_s": "\(delay.components.seconds)",
+                    ])
+                    self.scheduleReconnect(after: delay)
+                }
+            }
+        }
+    }
+
     private func linkClosed(_ side: Side, reason: String) {
         guard let session else { return }
+        if side == .csms, let buffer {
+            // Buffer mode: the charger stays; the outbox answers for the CSMS until the link is back.
+            north = nil
+            buffer.linkChanged(false, reason)
+            session.northLinkDown()
+            scheduleReconnect(after: buffer.nextDelay())
+            return
+        }
         self.session = nil
         session.logger.info("\(side == .charger ? "charger" : "CSMS") link closed; closing the \(side == .charger ? "CSMS" : "charger") link",
                             metadata: ["reason": "\(reason)"])
         session.end()
         if side == .charger {
-            north.close(code: .normalClosure, reason: "charger disconnected")
+            north?.close(code: .normalClosure, reason: "charger disconnected")
         } else {
             south.close(code: .goingAway, reason: "CSMS link lost")
         }
@@ -59,12 +115,24 @@ final class SessionLink: SessionDriver {
     // MARK: SessionDriver
 
     func send(_ bytes: [UInt8], to side: Side) {
-        side == .charger ? south.send(bytes) : north.send(bytes)
+        side == .charger ? south.send(bytes) : north?.send(bytes)
     }
 
     func closeSession(reason: String) {
         south.close(code: .goingAway, reason: reason)
-        north.close(code: .normalClosure, reason: reason)
+        north?.close(code: .normalClosure, reason: reason)
+    }
+
+    /// Shutdown: closes both links with 1001 once no CALL is in flight or waiting either way, so an
+    /// answer already on its way (a StartTransaction at the CSMS) reaches the charger; at `deadline` at the latest.
+    func drain(until deadline: NIODeadline) {
+        guard let session else { return }
+        guard session.callsPending == 0 || NIODeadline.now() >= deadline else {
+            eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(10)) { [weak self] in self?.drain(until: deadline) }
+            return
+        }
+        south.close(code: .goingAway, reason: "gateway shutting down")
+        north?.close(code: .goingAway, reason: "gateway shutting down")
     }
 
     func schedule(after delay: Duration, _ body: @escaping () -> Void) -> any ScheduledWork {
@@ -72,7 +140,7 @@ final class SessionLink: SessionDriver {
         return ScheduledTask(task: task)
     }
 
-    var northPeerCertificate: [UInt8]? { north.peerCertificateDER }
+    var northPeerCertificate: [UInt8]? { north?.peerCertificateDER }
 
     func execute(_ body: @escaping @Sendable () -> Void) {
         eventLoop.execute(body)
@@ -91,6 +159,7 @@ final class SessionLink: SessionDriver {
                     completion(.failure(SessionEndedError()))
                     return
                 }
+                self.credentials = credentials
                 self.swapNorth(to: replacement, isIdle: isIdle, deadline: .now() + .seconds(30), loop: loop, completion: completion)
             }
         }
@@ -117,11 +186,12 @@ final class SessionLink: SessionDriver {
             return
         }
         let retired = north
-        retired.onClose = nil
-        retired.onText = nil
+        retired?.onClose = nil
+        retired?.onText = nil
         north = replacement
         attachNorth(replacement)
-        retired.close(code: .normalClosure, reason: "replaced by a link with new credentials")
+        retired?.close(code: .normalClosure, reason: "replaced by a link with new credentials")
+        if session?.isNorthUp == false { session?.northLinkUp() }
         session?.logger.info("north link replaced")
         completion(.success(()))
     }

@@ -108,6 +108,9 @@ public final class MQTTPublisher: MessagePublisher, @unchecked Sendable {
         try check(mosquitto_loop_start(handle), "network thread")
     }
 
+    /// Whether the broker connection is up (for `/healthz`).
+    public var isConnected: Bool { state.withLock { $0.connected } }
+
     private func connected(_ code: Int32) {
         guard code == 0 else {
             logger.warning("MQTT broker refused the connection", metadata: ["code": "\(code)"])

@@ -71,6 +71,22 @@ struct CallLane {
         return call
     }
 
+    /// Takes the CALLs relayed from the other peer (in flight and waiting, oldest first) and the
+    /// gateway's in-flight CALL, if any; the gateway's waiting CALLs stay for later.
+    mutating func takeForLinkLoss() -> (relayed: [Call], gatewayInFlight: Call?) {
+        timer?.cancel()
+        timer = nil
+        var relayed: [Call] = []
+        var gatewayInFlight: Call?
+        if let call = inFlight {
+            if case .relayed = call.origin { relayed.append(call) } else { gatewayInFlight = call }
+        }
+        inFlight = nil
+        relayed += waiting.filter { if case .relayed = $0.origin { true } else { false } }
+        waiting.removeAll { if case .relayed = $0.origin { true } else { false } }
+        return (relayed, gatewayInFlight)
+    }
+
     /// Empties the lane, returning everything that was in it.
     mutating func drain() -> [Call] {
         timer?.cancel()

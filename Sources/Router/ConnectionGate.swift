@@ -51,7 +51,6 @@ public enum ConnectionGate {
 extension LoadedStage {
     /// A stage outside any file, for the StageTesting harness.
     public static func forTesting(id: String, instance: any Stage) -> LoadedStage {
-        LoadedStage(id: id, type: Swift.type(of: instance).type, fingerprint: "", instance: instance,
-                    timer: .init(label: "ocpp_gateway_stage_duration_seconds", dimensions: [("stage", id)]))
+        LoadedStage(id: id, type: Swift.type(of: instance).type, fingerprint: "", instance: instance)
     }
 }

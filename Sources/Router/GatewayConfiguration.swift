@@ -30,12 +30,24 @@ public struct GatewayConfiguration: Decodable, Sendable {
         public var pingInterval: Double?
         /// Open connections (and upgrades in progress) allowed from one source address.
         public var maxConnectionsPerSource: Int?
+        /// Seconds SIGTERM waits for CALLs in flight (both ways) before closing a charger's session.
+        public var drainTimeout: Double?
     }
 
     public struct Charger: Decodable, Sendable, Equatable {
         public var password: String?
         public var passwordHash: String?
         public var northPassword: String?
+        /// Overrides `north.offline_mode` for this charger.
+        public var offlineMode: OfflineMode?
+    }
+
+    /// What happens to a charger while its CSMS link is down.
+    public enum OfflineMode: String, Decodable, Sendable, Equatable {
+        /// Close the charger's link too (OCPP 2.0.1 part 4 §6.3); its own offline queue takes over.
+        case mirror
+        /// Keep the charger connected; the `outbox` stage answers and queues durably, and replays.
+        case buffer
     }
 
     public struct North: Decodable, Sendable {
@@ -54,6 +66,8 @@ public struct GatewayConfiguration: Decodable, Sendable {
         public var pingInterval: Double?
         public var maxFrameBytes: Int?
         public var reconnect: Reconnect?
+        /// `mirror` (default) or `buffer`.
+        public var offlineMode: OfflineMode?
     }
 
     public struct Reconnect: Decodable, Sendable {
@@ -100,6 +114,8 @@ public struct ResolvedGatewayConfiguration: Sendable {
     public var southMaxQueuedCalls: Int
     public var southPingInterval: Duration?
     public var southMaxConnectionsPerSource: Int
+    /// How long SIGTERM waits for a session's CALLs in flight before closing it (`south.drain_timeout`).
+    public var drainTimeout: Duration
 
     public var northURL: URL
     public var northSecurityProfile: Int
@@ -112,6 +128,9 @@ public struct ResolvedGatewayConfiguration: Sendable {
     public var northMaxFrameBytes: Int
     public var reconnectInitialDelay: Duration
     public var reconnectMaxDelay: Duration
+    /// `north.offline_mode`, and the chargers that override it.
+    public var offlineMode: GatewayConfiguration.OfflineMode
+    public var chargerOfflineModes: [String: GatewayConfiguration.OfflineMode]
 
     public var stateDirectory: String
     public var pipelineFile: String
@@ -121,6 +140,11 @@ public struct ResolvedGatewayConfiguration: Sendable {
 
     /// Problems that are not errors but an operator should see (plain passwords).
     public var warnings: [String]
+
+    /// The offline mode in force for a charger.
+    public func offlineMode(for chargerId: String) -> GatewayConfiguration.OfflineMode {
+        chargerOfflineModes[chargerId] ?? offlineMode
+    }
 
     public var southSettings: SouthSettings { SouthSettings(securityProfile: southSecurityProfile, chargers: chargers) }
     public var northSettings: NorthSettings { NorthSettings(securityProfile: northSecurityProfile, caFile: northCAFile) }
@@ -229,6 +253,7 @@ public struct ResolvedGatewayConfiguration: Sendable {
             southMaxQueuedCalls: south.maxQueuedCalls ?? 32,
             southPingInterval: (south.pingInterval ?? 30) > 0 ? positive(south.pingInterval, "ping_interval", default: 30) : nil,
             southMaxConnectionsPerSource: south.maxConnectionsPerSource ?? 8,
+            drainTimeout: positive(south.drainTimeout, "drain_timeout", default: 10),
             northURL: northURL,
             northSecurityProfile: north.securityProfile.value,
             northCAFile: caFile,
@@ -240,6 +265,8 @@ public struct ResolvedGatewayConfiguration: Sendable {
             northMaxFrameBytes: north.maxFrameBytes ?? 1_048_576,
             reconnectInitialDelay: positive(north.reconnect?.initialDelay, "initial_delay", default: 1),
             reconnectMaxDelay: positive(north.reconnect?.maxDelay, "max_delay", default: 60),
+            offlineMode: north.offlineMode ?? .mirror,
+            chargerOfflineModes: (south.chargers ?? [:]).compactMapValues(\.offlineMode),
             stateDirectory: stateDirectory,
             pipelineFile: pipelineFile,
             adminHost: adminHost, adminPort: adminPort,

@@ -13,7 +13,26 @@ public struct LoadedStage: Sendable {
     public let fingerprint: String
     public let instance: any Stage
     let timer: Metrics.Timer
+    /// The identity of this instance: per-charger state is kept per slot, so two stages of one type
+    /// never share it, and a reload that keeps the instance keeps its state.
+    let slot: StageSlot
+
+    init(id: String, type: String, fingerprint: String, instance: any Stage) {
+        self.id = id
+        self.type = type
+        self.fingerprint = fingerprint
+        self.instance = instance
+        self.timer = Metrics.Timer(label: "ocpp_gateway_stage_duration_seconds", dimensions: [("stage", id)],
+                                   preferredDisplayUnit: .seconds)
+        self.slot = StageSlot()
+    }
+
+    /// Same instance (kept by a reload)?
+    public func isSameInstance(as other: LoadedStage) -> Bool { slot === other.slot }
 }
+
+/// An identity object per built stage instance.
+final class StageSlot: Sendable {}
 
 /// An immutable chain of stages. The router swaps whole pipelines, never edits one in place.
 public final class Pipeline: Sendable {
@@ -80,10 +99,7 @@ public struct PipelineLoader: Sendable {
             do {
                 let instance = try entry.build(declaration.config, declaration.mark, NodeDecoder(file: file), subject, context)
                 stages.append(LoadedStage(id: declaration.id, type: declaration.type, fingerprint: declaration.fingerprint,
-                                          instance: instance,
-                                          timer: Metrics.Timer(label: "ocpp_gateway_stage_duration_seconds",
-                                                               dimensions: [("stage", declaration.id)],
-                                                               preferredDisplayUnit: .seconds)))
+                                          instance: instance))
             } catch let error as ConfigurationError {
                 diagnostics += error.diagnostics
             } catch {

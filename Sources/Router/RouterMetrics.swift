@@ -1,5 +1,5 @@
 import Metrics
-import OCPP
+public import OCPP
 import Synchronization
 
 /// The router's counters, created once per label set and cached (creating a swift-metrics
@@ -17,8 +17,15 @@ public final class RouterMetrics: Sendable {
 
     public init() {}
 
+    /// Labels carry only actions of the catalogue: a peer that invents action names must not create
+    /// metric series (each name a new series, each up to a frame long). Everything else is `other`.
+    public static func actionLabel(_ action: String?, version: OCPPVersion = .v16) -> String {
+        guard let action, !action.isEmpty else { return "" }
+        return MessageCatalogue.descriptor(for: action, version: version) != nil ? action : "other"
+    }
+
     func countFrame(_ direction: Direction, action: String?, verdict: String) {
-        let key = FrameKey(direction: direction.rawValue, action: action ?? "", verdict: verdict)
+        let key = FrameKey(direction: direction.rawValue, action: Self.actionLabel(action), verdict: verdict)
         let counter = frameCounters.withLock { counters in
             if let existing = counters[key] { return existing }
             let counter = Counter(label: "ocpp_gateway_frames_total",

@@ -22,23 +22,43 @@ public final class Session: SessionContext {
     private var driver: (any SessionDriver)?
     private var towardsCharger: CallLane
     private var towardsCSMS: CallLane
-    private var stageState: [ObjectIdentifier: Any] = [:]
+    /// Stage state, per stage instance (`slot`) or shared (`slot == nil`, `SessionStateScope.session`).
+    private var stageState: [StateKey: Any] = [:]
+    /// The stage instance being run: its `process`, a hook, or a closure it handed to the session.
+    private var activeSlot: StageSlot?
+    /// The pipeline whose stages were told `sessionStarted`; a reload is reconciled against it.
+    private var startedPipeline: Pipeline?
+    /// Timers stages scheduled; all are cancelled when the session ends.
+    private var timers: [Int: any ScheduledWork] = [:]
+    private var nextTimer = 0
+    /// Gateway CALLs waiting for the charger's BootNotification to be accepted.
+    private var heldUntilBoot: [(side: Side, call: CallLane.Call)] = []
     /// Per-frame log lines an attacker can provoke, throttled per message.
     private var logThrottles: [String: LogThrottle] = [:]
     public private(set) var isEnded = false
     public var isClosed: Bool { isEnded }
+    public private(set) var isNorthUp = true
+    /// Whether the charger's BootNotification was accepted (in this session or, remembered by the
+    /// gateway, an earlier one). Until then nothing of the gateway's own is sent to either side
+    /// (OCPP 1.6 §4.2: the Central System sends nothing before it accepted the boot).
+    public private(set) var bootAccepted: Bool
+    /// Told when the charger's BootNotification is answered (accepted or not) with the answer's payload,
+    /// so the gateway can remember it across reconnects and restarts.
+    public var onBootAnswered: ((_ accepted: Bool, _ payload: JSONValue) -> Void)?
 
+    /// - Parameter bootAccepted: the charger's boot was accepted before (it may reconnect without booting again).
     public init(chargerId: String, version: OCPPVersion = .v16, pipelines: PipelineHolder, limits: SessionLimits,
-                metrics: RouterMetrics, driver: any SessionDriver, logger: Logger) {
+                metrics: RouterMetrics, driver: any SessionDriver, logger: Logger, bootAccepted: Bool = false) {
         self.chargerId = chargerId
         self.version = version
         self.pipelines = pipelines
         self.metrics = metrics
         self.driver = driver
+        self.bootAccepted = bootAccepted
         self.towardsCharger = CallLane(timeout: limits.chargerCallTimeout, limit: limits.chargerMaxQueuedCalls)
         self.towardsCSMS = CallLane(timeout: limits.csmsCallTimeout, limit: limits.csmsMaxQueuedCalls)
         var logger = logger
-        logger[metadataKey: "charger"] = "\(chargerId)"
+        logger[metadataKey: "charger"] = "\(LogSafe.escape(chargerId))"
         self.logger = logger
     }
 
@@ -49,8 +69,34 @@ public final class Session: SessionContext {
     public var northPeerCertificate: [UInt8]? { driver?.northPeerCertificate }
 
     public subscript<Key: SessionStateKey>(key: Key.Type) -> Key.Value? {
-        get { stageState[ObjectIdentifier(key)] as? Key.Value }
-        set { stageState[ObjectIdentifier(key)] = newValue }
+        get { stageState[stateKey(key)] as? Key.Value }
+        set { stageState[stateKey(key)] = newValue }
+    }
+
+    private struct StateKey: Hashable {
+        let slot: ObjectIdentifier?
+        let key: ObjectIdentifier
+    }
+
+    private func stateKey<Key: SessionStateKey>(_ key: Key.Type) -> StateKey {
+        StateKey(slot: Key.scope == .stage ? activeSlot.map(ObjectIdentifier.init) : nil, key: ObjectIdentifier(key))
+    }
+
+    /// Runs `body` as the stage instance `slot` (its state, its timers).
+    private func acting<T>(as slot: StageSlot?, _ body: () -> T) -> T {
+        let previous = activeSlot
+        activeSlot = slot
+        defer { activeSlot = previous }
+        return body()
+    }
+
+    /// A closure a stage hands to the session runs later as that same stage.
+    private func boundToActiveStage<T>(_ body: @escaping (T) -> Void) -> (T) -> Void {
+        let slot = activeSlot
+        return { [weak self] value in
+            guard let self else { return body(value) }
+            self.acting(as: slot) { body(value) }
+        }
     }
 
     public func sendCall(_ action: String, payload: JSONValue, to side: Side, onOutcome: @escaping (CallOutcome) -> Void) {
@@ -60,33 +106,76 @@ public final class Session: SessionContext {
         }
         let id = UUID().uuidString.lowercased()
         let call = CallLane.Call(id: id, action: action, bytes: FrameEncoder.call(id: id, action: action, payload: payload),
-                                 origin: .gateway(onOutcome))
-        let accepted = side == .charger ? towardsCharger.enqueue(call) : towardsCSMS.enqueue(call)
-        guard accepted else {
-            onOutcome(.rejected(reason: "the queue towards the \(side) is full"))
+                                 origin: .gateway(boundToActiveStage(onOutcome)))
+        guard bootAccepted else {
+            // Nothing of the gateway's goes to either side before the charger's boot was accepted.
+            let limit = side == .charger ? towardsCharger.limit : towardsCSMS.limit
+            guard heldUntilBoot.count(where: { $0.side == side }) < limit else {
+                onOutcome(.rejected(reason: "the queue towards the \(side) is full"))
+                return
+            }
+            heldUntilBoot.append((side, call))
+            metrics.countFrame(.fromGateway, action: action, verdict: "held_until_boot")
             return
         }
-        metrics.countFrame(.fromGateway, action: action, verdict: "queued")
+        enqueueGatewayCall(call, to: side)
+    }
+
+    private func enqueueGatewayCall(_ call: CallLane.Call, to side: Side) {
+        let accepted = side == .charger ? towardsCharger.enqueue(call) : towardsCSMS.enqueue(call)
+        guard accepted else {
+            if case .gateway(let onOutcome) = call.origin { onOutcome(.rejected(reason: "the queue towards the \(side) is full")) }
+            return
+        }
+        metrics.countFrame(.fromGateway, action: call.action, verdict: "queued")
         pump(towards: side)
+    }
+
+    /// The charger's BootNotification was answered (by the CSMS, or locally by a stage).
+    private func bootAnswered(_ payload: JSONValue) {
+        let accepted = payload["status"]?.stringValue == "Accepted"
+        onBootAnswered?(accepted, payload)
+        guard accepted != bootAccepted else { return }
+        bootAccepted = accepted
+        guard accepted else { return }
+        let held = heldUntilBoot
+        heldUntilBoot = []
+        for (side, call) in held { enqueueGatewayCall(call, to: side) }
     }
 
     @discardableResult
     public func schedule(after delay: Duration, _ body: @escaping () -> Void) -> any ScheduledWork {
         guard let driver, !isEnded else { return NoWork() }
-        return driver.schedule(after: delay) { [weak self] in
-            guard let self, !self.isEnded else { return }
-            body()
+        let bound = boundToActiveStage { (_: Void) in body() }
+        return track { [weak self] id in
+            driver.schedule(after: delay) {
+                guard let self, !self.isEnded else { return }
+                self.timers[id] = nil
+                bound(())
+            }
         }
     }
+
+    /// Keeps a timer so that the end of the session cancels it (and releases what its closure holds).
+    private func track(_ make: (Int) -> any ScheduledWork) -> any ScheduledWork {
+        nextTimer &+= 1
+        let id = nextTimer
+        let work = make(id)
+        timers[id] = work
+        return SessionTimer(id: id, work: work, session: self)
+    }
+
+    fileprivate func forgetTimer(_ id: Int) { timers[id] = nil }
 
     public var handle: SessionHandle {
         let session = UncheckedSession(self)
         let driver = UncheckedDriver(self.driver)
+        let slot = UncheckedSlot(activeSlot)
         return SessionHandle(chargerId: chargerId) { body in
             driver.value?.execute {
                 // On the session's loop again: the only place the session is touched.
                 guard let live = session.value, !live.isEnded else { return }
-                body(live)
+                live.acting(as: slot.value) { body(live) }
             }
         }
     }
@@ -99,7 +188,7 @@ public final class Session: SessionContext {
         driver.relinkNorth(with: credentials, isIdle: { [weak self] in
             guard let self else { return true }
             return self.towardsCharger.inFlight == nil && self.towardsCSMS.inFlight == nil
-        }, completion: completion)
+        }, completion: boundToActiveStage(completion))
     }
 
     // MARK: Lifecycle
@@ -107,20 +196,98 @@ public final class Session: SessionContext {
     /// Both links are up: tell the stages.
     public func start() {
         metrics.sessions.increment()
-        for stage in pipelines.pipeline.stages { stage.instance.sessionStarted(self) }
+        let pipeline = pipelines.pipeline
+        startedPipeline = pipeline
+        for stage in pipeline.stages { acting(as: stage.slot) { stage.instance.sessionStarted(self) } }
     }
 
-    /// The session is over (either link closed). Pending gateway CALLs learn `.connectionClosed`.
+    /// The stages in service for this session. After a reload, stages the new pipeline retired are
+    /// told `sessionEnded` (with `isClosed` false: the session goes on) and their state is dropped;
+    /// stages it added are told `sessionStarted`. Called before every frame and by the gateway
+    /// right after a reload, so a reload reaches quiet sessions too.
+    @discardableResult
+    public func adoptCurrentPipeline() -> Pipeline {
+        let current = pipelines.pipeline
+        guard let started = startedPipeline, started !== current, !isEnded else { return current }
+        startedPipeline = current
+        let retired = started.stages.filter { old in !current.stages.contains { $0.isSameInstance(as: old) } }
+        let added = current.stages.filter { new in !started.stages.contains { $0.isSameInstance(as: new) } }
+        for stage in retired {
+            acting(as: stage.slot) { stage.instance.sessionEnded(self) }
+            let slot = ObjectIdentifier(stage.slot)
+            stageState = stageState.filter { $0.key.slot != slot }
+        }
+        for stage in added { acting(as: stage.slot) { stage.instance.sessionStarted(self) } }
+        if !retired.isEmpty || !added.isEmpty {
+            logger.debug("session adopted the reloaded pipeline", metadata: [
+                "retired": "\(retired.map(\.id).joined(separator: ","))", "added": "\(added.map(\.id).joined(separator: ","))",
+            ])
+        }
+        return current
+    }
+
+    /// The session is over (either link closed). Pending gateway CALLs learn `.connectionClosed`;
+    /// every timer is cancelled.
     public func end() {
         guard !isEnded else { return }
         isEnded = true
         metrics.sessions.decrement()
-        let pending = towardsCharger.drain() + towardsCSMS.drain()
+        let pending = towardsCharger.drain() + towardsCSMS.drain() + heldUntilBoot.map(\.call)
+        heldUntilBoot = []
         for call in pending {
             if case .gateway(let onOutcome) = call.origin { onOutcome(.connectionClosed) }
         }
-        for stage in pipelines.pipeline.stages { stage.instance.sessionEnded(self) }
+        let scheduled = timers.values
+        timers = [:]
+        for timer in scheduled { timer.cancel() }
+        for stage in (startedPipeline ?? pipelines.pipeline).stages { acting(as: stage.slot) { stage.instance.sessionEnded(self) } }
+        stageState = [:]
         driver = nil
+    }
+
+    // MARK: The north link in buffer mode
+
+    /// The CSMS link is gone but the charger stays (`north.offline_mode: buffer`). The charger's CALLs that
+    /// were at the CSMS or waiting for it are offered to the stages; those none takes over are answered
+    /// with a CALLERROR. The gateway's own CALL at the CSMS learns `.connectionClosed`; its waiting ones stay.
+    public func northLinkDown() {
+        guard isNorthUp, !isEnded else { return }
+        isNorthUp = false
+        let (relayed, gatewayInFlight) = towardsCSMS.takeForLinkLoss()
+        if case .gateway(let onOutcome)? = gatewayInFlight?.origin { onOutcome(.connectionClosed) }
+        let orphaned = relayed.compactMap { call -> Envelope? in
+            guard let frame = try? Frame.parse(call.bytes) else { return nil }
+            return Envelope(chargerId: chargerId, direction: .fromCharger, frame: frame, action: call.action, version: version,
+                            receivedAt: now)
+        }
+        var taken = Set<String>()
+        for stage in adoptCurrentPipeline().stages {
+            taken.formUnion(acting(as: stage.slot) { stage.instance.northLinkChanged(up: false, orphaned: orphaned, in: self) })
+        }
+        for call in relayed where !taken.contains(call.id) {
+            send(FrameEncoder.callError(id: call.id, code: OCPPErrorCode.genericError.rawValue,
+                                        description: "the CSMS link was lost before it answered"), to: .charger)
+        }
+        logger.warning("CSMS link lost; the charger stays connected", metadata: [
+            "orphaned_calls": "\(relayed.count)", "taken_over": "\(taken.count)",
+        ])
+    }
+
+    /// The CSMS link is back: stages are told, and the gateway's waiting CALLs go out.
+    public func northLinkUp() {
+        guard !isNorthUp, !isEnded else { return }
+        isNorthUp = true
+        for stage in adoptCurrentPipeline().stages {
+            _ = acting(as: stage.slot) { stage.instance.northLinkChanged(up: true, orphaned: [], in: self) }
+        }
+        logger.info("CSMS link back")
+        pump(towards: .csms)
+    }
+
+    /// CALLs in flight or waiting, both ways (for a drain: 0 means nothing is left to answer).
+    public var callsPending: Int {
+        (towardsCharger.inFlight == nil ? 0 : 1) + (towardsCSMS.inFlight == nil ? 0 : 1) + towardsCharger.queuedCount
+            + towardsCSMS.queuedCount
     }
 
     // MARK: Frames
@@ -154,6 +321,7 @@ public final class Session: SessionContext {
     }
 
     private func handleCall(_ frame: Frame, from side: Side, direction: Direction) {
+        adoptCurrentPipeline()
         let action = frame.action ?? ""
         let envelope = Envelope(chargerId: chargerId, direction: direction, frame: frame, action: action, version: version,
                                 receivedAt: now)
@@ -162,6 +330,12 @@ public final class Session: SessionContext {
         switch verdict.kind {
         case .forward, .forwardModified:
             let target = side.other
+            guard target == .charger || isNorthUp else {
+                // Buffer mode with the CSMS away and no stage answering for it: say so at once.
+                send(FrameEncoder.callError(id: frame.messageId, code: OCPPErrorCode.genericError.rawValue,
+                                            description: "the CSMS is unreachable; retry later"), to: side)
+                return
+            }
             let call = CallLane.Call(id: frame.messageId, action: action, bytes: result.frame.bytes, origin: .relayed)
             let accepted = target == .charger ? towardsCharger.enqueue(call) : towardsCSMS.enqueue(call)
             guard accepted else {
@@ -175,6 +349,7 @@ public final class Session: SessionContext {
             throttledLog(.info, "CALL dropped", ["action": "\(action)", "stage": "\(decidedBy ?? "")", "reason": "\(reason)"])
         case .answer(let payload):
             send(FrameEncoder.callResult(id: frame.messageId, payload: payload), to: side)
+            if side == .charger, action == "BootNotification" { bootAnswered(payload) }
         case .answerError(let code, let description, let details):
             send(FrameEncoder.callError(id: frame.messageId, code: code.rawValue, description: description, details: details), to: side)
         case .answerLater:
@@ -199,6 +374,7 @@ public final class Session: SessionContext {
             metrics.countFrame(direction, action: nil, verdict: "unmatched")
             return
         }
+        adoptCurrentPipeline()
         defer { pump(towards: side) }
         switch call.origin {
         case .gateway(let onOutcome):
@@ -213,26 +389,44 @@ public final class Session: SessionContext {
                                     version: version, receivedAt: now)
             let (verdict, decidedBy, result) = runStages(envelope)
             metrics.countFrame(direction, action: call.action, verdict: verdict.label)
+            // The peer that sent the CALL waits for an answer: whatever a stage decides, it gets one now.
+            let caller = side.other
             switch verdict.kind {
             case .forward, .forwardModified:
-                send(result.frame.bytes, to: side.other)
+                send(result.frame.bytes, to: caller)
+                if side == .csms, call.action == "BootNotification", result.messageType == .callResult {
+                    bootAnswered(result.payload())
+                }
             case .drop(let reason):
-                throttledLog(.info, "answer dropped", ["action": "\(call.action)", "stage": "\(decidedBy ?? "")", "reason": "\(reason)"])
-            case .answer, .answerError, .answerLater:
-                logger.error("a stage answered an answer; dropped", metadata: ["action": "\(call.action)", "stage": "\(decidedBy ?? "")"])
+                throttledLog(.warning, "answer refused; the caller gets a CALLERROR", [
+                    "action": "\(call.action)", "stage": "\(decidedBy ?? "")", "reason": "\(reason)",
+                ])
+                send(FrameEncoder.callError(id: frame.messageId, code: OCPPErrorCode.genericError.rawValue,
+                                            description: "the gateway refused the \(side)'s answer"), to: caller)
+            case .answerError(let code, let description, let details):
+                throttledLog(.warning, "answer replaced by a CALLERROR", [
+                    "action": "\(call.action)", "stage": "\(decidedBy ?? "")", "code": "\(code.rawValue)", "reason": "\(description)",
+                ])
+                send(FrameEncoder.callError(id: frame.messageId, code: code.rawValue, description: description, details: details),
+                     to: caller)
+            case .answer(let payload):
+                send(FrameEncoder.callResult(id: frame.messageId, payload: payload), to: caller)
+                if side == .csms, call.action == "BootNotification" { bootAnswered(payload) }
+            case .answerLater:
+                break
             }
         }
     }
 
     /// Runs the envelope through the stages: in file order from the charger, reversed from the CSMS.
     private func runStages(_ envelope: Envelope) -> (Verdict, String?, Envelope) {
-        let stages = pipelines.pipeline.stages
+        let stages = (startedPipeline ?? pipelines.pipeline).stages
         var current = envelope
         var modified = false
         let clock = ContinuousClock()
         func visit(_ stage: LoadedStage) -> Verdict? {
             let start = clock.now
-            let verdict = stage.instance.process(current, in: self)
+            let verdict = acting(as: stage.slot) { stage.instance.process(current, in: self) }
             stage.timer.recordNanoseconds((clock.now - start).nanoseconds)
             switch verdict.kind {
             case .forward:
@@ -259,7 +453,7 @@ public final class Session: SessionContext {
 
     public func reportIncident(_ description: String) {
         guard !isEnded else { return }
-        for stage in pipelines.pipeline.stages { stage.instance.incidentReported(description, in: self) }
+        for stage in adoptCurrentPipeline().stages { acting(as: stage.slot) { stage.instance.incidentReported(description, in: self) } }
     }
 
     public func paceCalls(towards side: Side, minimumInterval: Duration?, holdUntil: Duration?) {
@@ -274,16 +468,19 @@ public final class Session: SessionContext {
     }
 
     private func pump(towards side: Side) {
-        guard let driver else { return }
+        guard let driver, side == .charger || isNorthUp else { return }
         let lane = side == .charger ? towardsCharger : towardsCSMS
         guard lane.inFlight == nil, lane.hasWaiting else { return }
         if let until = lane.pacedUntil(now: driver.now) {
             guard !lane.pacingTimerArmed else { return }
             if side == .charger { towardsCharger.pacingTimerArmed = true } else { towardsCSMS.pacingTimerArmed = true }
-            _ = driver.schedule(after: until - driver.now) { [weak self] in
-                guard let self else { return }
-                if side == .charger { self.towardsCharger.pacingTimerArmed = false } else { self.towardsCSMS.pacingTimerArmed = false }
-                self.pump(towards: side)
+            _ = track { id in
+                driver.schedule(after: until - driver.now) { [weak self] in
+                    guard let self else { return }
+                    self.timers[id] = nil
+                    if side == .charger { self.towardsCharger.pacingTimerArmed = false } else { self.towardsCSMS.pacingTimerArmed = false }
+                    self.pump(towards: side)
+                }
             }
             return
         }
@@ -300,7 +497,9 @@ public final class Session: SessionContext {
         let expired = side == .charger ? towardsCharger.complete(id: id) : towardsCSMS.complete(id: id)
         guard let call = expired else { return }
         let timeout = side == .charger ? towardsCharger.timeout : towardsCSMS.timeout
-        logger.warning("CALL timed out", metadata: ["action": "\(call.action)", "towards": "\(side)", "id": "\(id)"])
+        logger.warning("CALL timed out", metadata: [
+            "action": "\(LogSafe.escape(call.action))", "towards": "\(side)", "id": "\(LogSafe.escape(id))",
+        ])
         reportIncident("\(call.action) to the \(side) timed out")
         switch call.origin {
         case .gateway(let onOutcome):
@@ -316,7 +515,8 @@ public final class Session: SessionContext {
     private func throttledLog(_ level: Logger.Level, _ message: String, _ metadata: Logger.Metadata) {
         let (log, suppressed) = logThrottles[message, default: LogThrottle()].admit(now: now)
         guard log else { return }
-        var metadata = metadata
+        // Values here come from peers (ids, actions, reasons quoting payloads): escape them.
+        var metadata = metadata.mapValues { Logger.MetadataValue.string(LogSafe.escape("\($0)", limit: 200)) }
         if suppressed > 0 { metadata["similar_lines_left_out"] = "\(suppressed)" }
         logger.log(level: level, "\(message)", metadata: metadata)
     }
@@ -353,8 +553,29 @@ private struct UncheckedDriver: @unchecked Sendable {
     init(_ value: (any SessionDriver)?) { self.value = value }
 }
 
+private struct UncheckedSlot: @unchecked Sendable {
+    let value: StageSlot?
+    init(_ value: StageSlot?) { self.value = value }
+}
+
 private struct NoWork: ScheduledWork {
     func cancel() {}
+}
+
+/// A stage's timer: cancelling it also forgets it, so a stage that re-arms timers all day keeps none.
+private final class SessionTimer: ScheduledWork {
+    let id: Int
+    let work: any ScheduledWork
+    weak var session: Session?
+    init(id: Int, work: any ScheduledWork, session: Session) {
+        self.id = id
+        self.work = work
+        self.session = session
+    }
+    func cancel() {
+        work.cancel()
+        session?.forgetTimer(id)
+    }
 }
 
 public struct SessionEndedError: Error, CustomStringConvertible {

@@ -61,6 +61,10 @@ public protocol SessionContext: AnyObject {
     /// Per-charger state for stages.
     subscript<Key: SessionStateKey>(key: Key.Type) -> Key.Value? { get set }
 
+    /// Whether the CSMS link is up. Always true in mirror mode (the session ends with the link); in
+    /// `north.offline_mode: buffer` the charger stays connected while it is down.
+    var isNorthUp: Bool { get }
+
     /// The CSMS's certificate (DER) on the current north link; nil without TLS.
     var northPeerCertificate: [UInt8]? { get }
 

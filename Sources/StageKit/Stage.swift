@@ -50,6 +50,15 @@ public protocol Stage: Sendable {
     /// The session is over; gateway calls still pending have already been answered `.connectionClosed`.
     func sessionEnded(_ session: any SessionContext)
 
+    /// `north.offline_mode: buffer`: the CSMS link went down (`up == false`) or came back while the
+    /// charger stayed connected. On the way down, the charger's CALLs that were at the CSMS or waiting
+    /// for it are handed over in `orphaned` (oldest first). Return the message ids of those you take
+    /// over (you answer them, e.g. the outbox as the offline rules say); the router answers every other
+    /// one with a `GenericError` CALLERROR once each stage has been told. While the link is down the
+    /// router answers a charger CALL that all stages forward with that CALLERROR too, and holds the
+    /// gateway's own CALLs to the CSMS until the link is back.
+    func northLinkChanged(up: Bool, orphaned: [Envelope], in session: any SessionContext) -> Set<String>
+
     /// The stage is leaving service (reload with a changed config, or shutdown). Flush and release.
     func shutdown() async
 }
@@ -61,6 +70,7 @@ extension Stage {
     public func northConnectionFailed(chargerId: String, failure: NorthFailure) {}
     public func sessionStarted(_ session: any SessionContext) {}
     public func sessionEnded(_ session: any SessionContext) {}
+    public func northLinkChanged(up: Bool, orphaned: [Envelope], in session: any SessionContext) -> Set<String> { [] }
     public func incidentReported(_ description: String, in session: any SessionContext) {}
     public func shutdown() async {}
 }

@@ -1,4 +1,5 @@
 public import Logging
+import Foundation
 public import OCPP
 public import Router
 public import StageKit
@@ -16,42 +17,71 @@ import Yams
 public final class StageTester {
     public let chargerId: String
     public let session: Session
-    public let pipeline: Pipeline
+    private let pipelineHolder: PipelineHolder
     private let driver: FakeDriver
     private var nextId = 0
 
     /// Tests a whole pipeline of already-built stages (listed in file order).
-    /// - Parameter wallTime: the fake wall clock when the session starts (seconds since 1970).
+    /// - Parameters:
+    ///   - wallTime: the fake wall clock when the session starts (seconds since 1970).
+    ///   - chargerBooted: the charger's BootNotification was accepted in an earlier session (it reconnected
+    ///     without booting), so the gateway's CALLs flow at once. Pass false to start before the boot:
+    ///     the router then holds every gateway CALL until `bootAccepted()` or a real BootNotification exchange.
     public init(stages: [(id: String, stage: any Stage)], chargerId: String = "CP001", limits: SessionLimits = SessionLimits(),
-                wallTime: Double? = nil,
+                wallTime: Double? = nil, chargerBooted: Bool = true,
                 logger: Logger = Logger(label: "stage-test", factory: { _ in SwiftLogNoOpLogHandler() })) {
         self.chargerId = chargerId
         let loaded = stages.map { LoadedStage.forTesting(id: $0.id, instance: $0.stage) }
-        pipeline = Pipeline(stages: loaded, file: "<test>")
+        pipelineHolder = PipelineHolder(Pipeline(stages: loaded, file: "<test>"))
         driver = FakeDriver()
         if let wallTime { driver.wallTime = wallTime }
-        session = Session(chargerId: chargerId, pipelines: PipelineHolder(pipeline), limits: limits, metrics: RouterMetrics(),
-                          driver: driver, logger: logger)
+        session = Session(chargerId: chargerId, pipelines: pipelineHolder, limits: limits, metrics: RouterMetrics(),
+                          driver: driver, logger: logger, bootAccepted: chargerBooted)
         session.start()
+    }
+
+    /// The pipeline in service.
+    public var pipeline: Pipeline { pipelineHolder.pipeline }
+
+    /// Swaps in a new pipeline of built stages as a SIGHUP reload does (stages listed in `keeping` are
+    /// the same instances as before) and lets the session adopt it, as the gateway does right after a reload.
+    public func reload(to stages: [(id: String, stage: any Stage)], keeping kept: [String] = []) {
+        let old = pipelineHolder.pipeline
+        let loaded = stages.map { entry in
+            kept.contains(entry.id) ? (old.stages.first { $0.id == entry.id } ?? LoadedStage.forTesting(id: entry.id, instance: entry.stage))
+                : LoadedStage.forTesting(id: entry.id, instance: entry.stage)
+        }
+        pipelineHolder.swap(to: Pipeline(stages: loaded, file: "<test>"))
+        session.adoptCurrentPipeline()
+    }
+
+    /// The charger boots: it sends a BootNotification and the CSMS accepts it (the router opens its gate
+    /// for the gateway's own CALLs). The frames are taken from both outboxes.
+    public func bootAccepted(interval: Int = 300) {
+        let id = chargerSends(call: "BootNotification", payload: ["chargePointVendor": "Test", "chargePointModel": "Test"])
+        _ = takeSentToCSMS(where: { $0.messageId == id })
+        csmsAnswers(id, payload: ["status": "Accepted", "currentTime": "2026-01-01T00:00:00Z", "interval": .number(Double(interval))])
+        _ = takeSentToCharger(where: { $0.messageId == id })
     }
 
     /// Tests one stage type, decoding its configuration from YAML exactly as the pipeline loader does.
     public convenience init<S: Stage>(_ type: S.Type, config yaml: String = "", chargerId: String = "CP001",
                                       south: SouthSettings = SouthSettings(securityProfile: 1, chargers: [:]),
                                       north: NorthSettings = NorthSettings(securityProfile: 3),
-                                      stateDirectory: String = "/tmp/ocpp-gateway-test-state",
-                                      limits: SessionLimits = SessionLimits(), wallTime: Double? = nil,
+                                      stateDirectory: String? = nil,
+                                      limits: SessionLimits = SessionLimits(), wallTime: Double? = nil, chargerBooted: Bool = true,
                                       publisher: (any MessagePublisher)? = nil,
                                       logger: Logger = Logger(label: "stage-test", factory: { _ in SwiftLogNoOpLogHandler() })) throws {
         let stage = try Self.build(type, config: yaml, south: south, north: north, stateDirectory: stateDirectory, publisher: publisher)
-        self.init(stages: [(S.type, stage)], chargerId: chargerId, limits: limits, wallTime: wallTime, logger: logger)
+        self.init(stages: [(S.type, stage)], chargerId: chargerId, limits: limits, wallTime: wallTime, chargerBooted: chargerBooted,
+                  logger: logger)
     }
 
     /// Builds a stage from YAML config text; errors are `ConfigurationError`s with positions in "<config>".
     public static func build<S: Stage>(_ type: S.Type, config yaml: String = "",
                                        south: SouthSettings = SouthSettings(securityProfile: 1, chargers: [:]),
                                        north: NorthSettings = NorthSettings(securityProfile: 3),
-                                       stateDirectory: String = "/tmp/ocpp-gateway-test-state",
+                                       stateDirectory: String? = nil,
                                        publisher: (any MessagePublisher)? = nil) throws -> S {
         let node: Node?
         do {
@@ -60,9 +90,16 @@ public final class StageTester {
             throw ConfigurationError([Diagnostic(file: "<config>", line: 1, column: 1, message: "\(error)")])
         }
         let configuration = try NodeDecoder(file: "<config>").decode(S.Configuration.self, from: node, subject: "stage '\(S.type)'")
+        // Without a folder of its own, every built stage gets a fresh one: tests never see each other's state.
+        let stateDirectory = stateDirectory ?? Self.freshStateDirectory()
         let context = StageSetupContext(stageId: S.type, logger: Logger(label: "stage-test", factory: { _ in SwiftLogNoOpLogHandler() }),
                                         stateDirectory: stateDirectory, south: south, north: north, publisher: publisher)
         return try S(configuration: configuration, context: context)
+    }
+
+    /// A new empty folder under the temporary directory, for a test's `state_dir`.
+    public static func freshStateDirectory() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("ocpp-gateway-test-\(UUID().uuidString)").path
     }
 
     // MARK: Clock
@@ -172,6 +209,9 @@ public final class StageTester {
     /// Ends the session (charger or CSMS gone).
     public func endSession() { session.end() }
 
+    /// Timers the session still has armed (stages' and the router's own); 0 after `endSession()`.
+    public var pendingTimers: Int { driver.pendingTimers }
+
     private func freshId() -> String {
         nextId += 1
         return "test-\(nextId)"
@@ -182,14 +222,18 @@ public final class StageTester {
 final class FakeDriver: SessionDriver {
     final class Timer: ScheduledWork {
         let deadline: Duration
-        let body: () -> Void
-        var cancelled = false
+        private(set) var body: (() -> Void)?
+        var cancelled: Bool { body == nil }
         init(deadline: Duration, body: @escaping () -> Void) {
             self.deadline = deadline
             self.body = body
         }
-        func cancel() { cancelled = true }
+        /// Like a cancelled NIO task, a cancelled timer lets go of its closure at once.
+        func cancel() { body = nil }
     }
+
+    /// Timers not yet fired or cancelled.
+    var pendingTimers: Int { timers.count { !$0.cancelled } }
 
     var now: Duration = .zero
     var northPeerCertificate: [UInt8]?
@@ -244,7 +288,7 @@ final class FakeDriver: SessionDriver {
             let step = timer.deadline - now
             now = now + step
             wallTime += Double(step.components.seconds) + Double(step.components.attoseconds) / 1e18
-            timer.body()
+            timer.body?()
         }
         let rest = end - now
         wallTime += Double(rest.components.seconds) + Double(rest.components.attoseconds) / 1e18

@@ -90,10 +90,7 @@ struct Run: AsyncParsableCommand {
         if let host = configuration.adminHost, let port = configuration.adminPort {
             admin = try await AdminServer.start(host: host, port: port, group: group, endpoints: .init(
                 metrics: { prometheus.emitToBuffer() },
-                health: {
-                    let chargers = runtime.connectedChargers.map { "\"\($0)\"" }.joined(separator: ",")
-                    return (true, "{\"status\":\"ok\",\"sessions\":\(runtime.sessionCount),\"chargers\":[\(chargers)]}\n")
-                }))
+                health: { runtime.health() }))
             logger.info("admin endpoint up", metadata: ["url": "http://\(host):\(admin?.localAddress?.port ?? port)/metrics"])
         }
         for await signal in signals {

@@ -70,38 +70,24 @@ struct FirewallStageTests {
         #expect(events(tester) == ["InvalidMessages"], "one event per interval, not one per frame")
     }
 
-    @Test func anInvalidResultIsAnsweredWithTheCallErrorItsSenderWouldHaveGot() throws {
-        let tester = try tester()
-        // The router sends this CALLERROR to the peer waiting for the answer, at once, instead of letting it time out.
-        func verdict(forResultFrom direction: Direction, action: String, payload: JSONValue) throws -> Verdict {
-            let frame = try Frame.parse(FrameEncoder.callResult(id: "r1", payload: payload))
-            let envelope = Envelope(chargerId: "CP001", direction: direction, frame: frame, action: action)
-            return try #require(tester.pipeline.stages.first?.instance).process(envelope, in: tester.session)
-        }
-        let fromCharger = try verdict(forResultFrom: .fromCharger, action: "Reset", payload: ["status": "Maybe"])
-        guard case .answerError(let code, let description, _) = fromCharger.kind else {
-            Issue.record("an invalid result was not refused with a CALLERROR: \(fromCharger.label)")
-            return
-        }
-        #expect(code == .propertyConstraintViolation)
-        #expect(description.contains("Reset") && description.contains("charge point"))
-
-        let fromCSMS = try verdict(forResultFrom: .fromCSMS, action: "Authorize", payload: ["idTagInfo": ["status": "Accepted"], "extra": 1])
-        guard case .answerError(let code, _, _) = fromCSMS.kind else {
-            Issue.record("an invalid CSMS result was not refused with a CALLERROR: \(fromCSMS.label)")
-            return
-        }
-        #expect(code == .formationViolation)
-        let valid = try verdict(forResultFrom: .fromCSMS, action: "Authorize", payload: ["idTagInfo": ["status": "Accepted"]])
-        #expect(valid.label == "forward")
-    }
-
-    @Test func anInvalidResultIsNotForwarded() throws {
+    @Test func anInvalidResultIsAnsweredAtOnceWithTheCallErrorItsSenderWouldHaveGot() throws {
         let tester = try tester()
         let id = tester.csmsSends(call: "Reset", payload: ["type": "Soft"])
         _ = tester.takeSentToCharger()
         tester.chargerAnswers(id, payload: ["status": "Maybe"])
-        #expect(tester.takeSentToCSMS { $0.messageId == id && $0.messageType == .callResult }.isEmpty)
+        let answers = tester.takeSentToCSMS { $0.messageId == id }
+        #expect(answers.map(\.messageType) == [.callError], "the invalid result is never forwarded; the caller does not wait")
+        #expect(answers.first?.errorCode == "PropertyConstraintViolation", "the code the charger would have sent, not a GenericError")
+        #expect(events(tester) == ["InvalidMessages"])
+
+        // Towards the charger too: an invalid CSMS result.
+        let authorize = tester.chargerSends(call: "Authorize", payload: ["idTag": "04A2B3C4"])
+        #expect(tester.takeSentToCSMS().map(\.messageId) == [authorize])
+        tester.csmsAnswers(authorize, payload: ["idTagInfo": ["status": "Accepted"], "extra": 1])
+        #expect(tester.takeSentToCharger { $0.messageId == authorize }.map(\.errorCode) == ["FormationViolation"])
+        let valid = tester.chargerSends(call: "Authorize", payload: ["idTag": "04A2B3C4"])
+        tester.csmsAnswers(valid, payload: ["idTagInfo": ["status": "Accepted"]])
+        #expect(tester.takeSentToCharger { $0.messageId == valid }.map(\.messageType) == [.callResult])
     }
 
     @Test func replayedMessageIdsAreDroppedAndReported() throws {

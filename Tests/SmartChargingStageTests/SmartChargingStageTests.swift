@@ -5,6 +5,11 @@ import StageKit
 import StageTesting
 import Testing
 
+/// A state directory of its own for each test: the stage keeps per-charger state on disk.
+func freshStateDirectory() -> String {
+    FileManager.default.temporaryDirectory.appendingPathComponent("smart-charging-\(UUID().uuidString)").path
+}
+
 @Suite("smart_charging stage")
 struct SmartChargingStageTests {
     /// A day-ahead curve as a CSMS sends it: 48 half-hour periods in watts.
@@ -20,12 +25,19 @@ struct SmartChargingStageTests {
         ]]
     }
 
+    /// The charger boots and the CSMS accepts it (the router holds gateway CALLs until then).
+    func bootAccepted(_ tester: StageTester, model: String = "M") {
+        let boot = tester.chargerSends(call: "BootNotification", payload: ["chargePointVendor": "V", "chargePointModel": .string(model)])
+        tester.csmsAnswers(boot, payload: ["status": "Accepted", "currentTime": "2026-01-01T00:00:00Z", "interval": 300])
+        _ = tester.takeSentToCSMS()
+    }
+
     func limit(_ frame: Frame?) -> Double? {
         frame?.payload()["csChargingProfiles"]?["chargingSchedule"]?["chargingSchedulePeriod"]?.arrayValue?.first?["limit"]?.doubleValue
     }
 
     @Test func aOnePeriodChargerFollowsA48PeriodCurveAndTheCSMSGetsTheChargersAnswer() throws {
-        let tester = try StageTester(SmartChargingStage.self, config: "discover: false")
+        let tester = try StageTester(SmartChargingStage.self, config: "discover: false", stateDirectory: freshStateDirectory())
         let id = tester.csmsSends(call: "SetChargingProfile", payload: dayAhead(startingAt: tester.wallTime))
         let sent = try #require(tester.takeSentToCharger().first)
         #expect(sent.messageId == id, "the CSMS's own CALL, compiled")
@@ -50,14 +62,14 @@ struct SmartChargingStageTests {
     }
 
     @Test func aRejectionByTheChargerReachesTheCSMS() throws {
-        let tester = try StageTester(SmartChargingStage.self, config: "discover: false")
+        let tester = try StageTester(SmartChargingStage.self, config: "discover: false", stateDirectory: freshStateDirectory())
         let id = tester.csmsSends(call: "SetChargingProfile", payload: dayAhead(startingAt: tester.wallTime))
         tester.chargerAnswers(id, payload: ["status": "Rejected"])
         #expect(tester.takeSentToCSMS().map { $0.payload()["status"] } == ["Rejected"])
     }
 
     @Test func capabilitiesAreReadFromTheChargerAfterBoot() throws {
-        let tester = try StageTester(SmartChargingStage.self)
+        let tester = try StageTester(SmartChargingStage.self, stateDirectory: freshStateDirectory())
         let boot = tester.chargerSends(call: "BootNotification", payload: ["chargePointVendor": "V", "chargePointModel": "M"])
         tester.csmsAnswers(boot, payload: ["status": "Accepted", "currentTime": "2026-01-01T00:00:00Z", "interval": 300])
         let ask = try #require(tester.takeSentToCharger { $0.action == "GetConfiguration" }.first)
@@ -81,7 +93,7 @@ struct SmartChargingStageTests {
     }
 
     @Test func compositeScheduleAndClearAnswerWithWhatTheGatewayEnforces() throws {
-        let tester = try StageTester(SmartChargingStage.self, config: "discover: false")
+        let tester = try StageTester(SmartChargingStage.self, config: "discover: false", stateDirectory: freshStateDirectory())
         let set = tester.csmsSends(call: "SetChargingProfile", payload: dayAhead(startingAt: tester.wallTime))
         tester.chargerAnswers(set, payload: ["status": "Accepted"])
         _ = tester.takeSentToCSMS()
@@ -104,23 +116,43 @@ struct SmartChargingStageTests {
         #expect(tester.takeSentToCSMS { $0.messageId == unknown }.first?.payload()["status"] == "Unknown")
     }
 
-    @Test func aTxProfileTakesOverWhenTheTransactionStarts() throws {
-        let tester = try StageTester(SmartChargingStage.self, config: "discover: false")
+    @Test func whatCannotTakeEffectIsRejectedAsTheSpecSaysAndATxProfileNeedsItsTransaction() throws {
+        let tester = try StageTester(SmartChargingStage.self, config: "discover: false", stateDirectory: freshStateDirectory())
+        bootAccepted(tester)
         let set = tester.csmsSends(call: "SetChargingProfile", payload: dayAhead(startingAt: tester.wallTime))
         tester.chargerAnswers(set, payload: ["status": "Accepted"])
         _ = tester.takeSentToCharger()
-        let txProfile: JSONValue = ["connectorId": 1, "csChargingProfiles": [
-            "chargingProfileId": 18, "stackLevel": 0, "chargingProfilePurpose": "TxProfile", "chargingProfileKind": "Relative",
-            "transactionId": 5, "chargingSchedule": ["chargingRateUnit": "A", "chargingSchedulePeriod": [["startPeriod": 0, "limit": 8]]],
-        ]]
-        let txSet = tester.csmsSends(call: "SetChargingProfile", payload: txProfile)
-        #expect(limit(tester.takeSentToCharger { $0.messageId == txSet }.first) == 15.9, "no transaction yet: the default applies")
-        tester.chargerAnswers(txSet, payload: ["status": "Accepted"])
+        _ = tester.takeSentToCSMS()
+        func txProfile(connector: Int, transaction: Int?, purpose: String = "TxProfile") -> JSONValue {
+            var profile: JSONValue = [
+                "chargingProfileId": 18, "stackLevel": 0, "chargingProfilePurpose": .string(purpose), "chargingProfileKind": "Relative",
+                "chargingSchedule": ["chargingRateUnit": "A", "chargingSchedulePeriod": [["startPeriod": 0, "limit": 8]]],
+            ]
+            if let transaction { profile["transactionId"] = .number(transaction) }
+            return ["connectorId": .number(connector), "csChargingProfiles": profile]
+        }
+        func answer(_ payload: JSONValue) -> JSONValue? {
+            let id = tester.csmsSends(call: "SetChargingProfile", payload: payload)
+            return tester.takeSentToCSMS { $0.messageId == id }.first?.payload()["status"]
+        }
+        #expect(answer(txProfile(connector: 1, transaction: 5)) == "Rejected", "no transaction yet: it could not take effect")
+        #expect(tester.takeSentToCharger().isEmpty, "answered by the gateway, as the charger would")
         let start = tester.chargerSends(call: "StartTransaction", payload: [
             "connectorId": 1, "idTag": "t", "meterStart": 0, "timestamp": .string(Date(timeIntervalSince1970: tester.wallTime).formatted(.iso8601)),
         ])
         tester.csmsAnswers(start, payload: ["transactionId": 5, "idTagInfo": ["status": "Accepted"]])
-        #expect(limit(tester.takeSentToCharger { $0.action == "SetChargingProfile" }.first) == 8)
+        for frame in tester.takeSentToCharger() { tester.chargerAnswers(frame.messageId, payload: ["status": "Accepted"]) }
+        #expect(answer(txProfile(connector: 1, transaction: 7)) == "Rejected", "another transaction")
+        #expect(answer(txProfile(connector: 0, transaction: 5)) == "Rejected", "a TxProfile on connector 0")
+        #expect(answer(txProfile(connector: 1, transaction: nil, purpose: "ChargePointMaxProfile")) == "Rejected", "a cap on connector 1")
+        #expect(tester.takeSentToCharger().isEmpty)
+        let txSet = tester.csmsSends(call: "SetChargingProfile", payload: txProfile(connector: 1, transaction: 5))
+        #expect(limit(tester.takeSentToCharger { $0.messageId == txSet }.first) == 8, "the TxProfile overrides the default")
+        tester.chargerAnswers(txSet, payload: ["status": "Accepted"])
+        #expect(tester.takeSentToCSMS { $0.messageId == txSet }.first?.payload()["status"] == "Accepted")
+        // The transaction ends: its TxProfile goes, the default comes back.
+        tester.chargerSends(call: "StopTransaction", payload: ["transactionId": 5, "meterStop": 10, "timestamp": "2026-01-01T01:00:00Z"])
+        #expect(limit(tester.takeSentToCharger { $0.action == "SetChargingProfile" }.last) == 15.9)
     }
 
     @Test func configurationMistakes() {
@@ -130,8 +162,8 @@ struct SmartChargingStageTests {
     }
 
     @Test func a201ProfileInDataTransferIsAnsweredWithTheChargersVerdict() throws {
-        let tester = try StageTester(SmartChargingStage.self, config: "discover: false")
-        let profile201 = #"{"evseId":1,"chargingProfile":{"id":5,"stackLevel":1,"chargingProfilePurpose":"ChargingStationMaxProfile","chargingProfileKind":"Absolute","chargingSchedule":[{"id":1,"startSchedule":"2026-01-01T00:00:00Z","chargingRateUnit":"W","chargingSchedulePeriod":[{"startPeriod":0,"limit":6900.0}]}]}}"#
+        let tester = try StageTester(SmartChargingStage.self, config: "discover: false", stateDirectory: freshStateDirectory())
+        let profile201 = #"{"evseId":0,"chargingProfile":{"id":5,"stackLevel":1,"chargingProfilePurpose":"ChargingStationMaxProfile","chargingProfileKind":"Absolute","chargingSchedule":[{"id":1,"startSchedule":"2026-01-01T00:00:00Z","chargingRateUnit":"W","chargingSchedulePeriod":[{"startPeriod":0,"limit":6900.0}]}]}}"#
         let id = tester.csmsSends(call: "DataTransfer", payload: ["vendorId": "ocpp-gateway", "messageId": "SetChargingProfile201", "data": .string(profile201)])
         #expect(tester.takeSentToCSMS().isEmpty, "held until the charger answers")
         let install = try #require(tester.takeSentToCharger().first)
@@ -156,7 +188,7 @@ struct SmartChargingStageTests {
               windows:
                 - { days: [mon, tue, wed, thu, fri, sat, sun], from: "00:00", to: "06:00", amps: 10 }
                 - { days: [thu], from: "17:00", to: "21:00", kw: 4.14 }
-            """)
+            """, stateDirectory: freshStateDirectory())
         let boot = tester.chargerSends(call: "BootNotification", payload: ["chargePointVendor": "V", "chargePointModel": "M"])
         tester.csmsAnswers(boot, payload: ["status": "Accepted", "currentTime": "2026-01-01T00:00:00Z", "interval": 300])
         let first = try #require(tester.takeSentToCharger { $0.action == "SetChargingProfile" }.first)
@@ -173,7 +205,7 @@ struct SmartChargingStageTests {
     }
 
     @Test func aSiteLimitIsDividedAmongTheChargersCharging() throws {
-        let stage = try StageTester.build(SmartChargingStage.self, config: "discover: false\nsite_limit_amps: 32")
+        let stage = try StageTester.build(SmartChargingStage.self, config: "discover: false\nsite_limit_amps: 32", stateDirectory: freshStateDirectory())
         let a = StageTester(stages: [("smart", stage)], chargerId: "CP-A")
         let b = StageTester(stages: [("smart", stage)], chargerId: "CP-B")
         func start(_ tester: StageTester, transaction: Int) {
@@ -202,7 +234,7 @@ struct SmartChargingStageTests {
             models: { "LC-22": { max_periods: 2, maximum_amps: 16 } }
             chargers: { CP001: { max_stack_level: 2 } }
             """
-        let tester = try StageTester(SmartChargingStage.self, config: config)
+        let tester = try StageTester(SmartChargingStage.self, config: config, stateDirectory: freshStateDirectory())
         let boot = tester.chargerSends(call: "BootNotification", payload: ["chargePointVendor": "V", "chargePointModel": "LC-22"])
         tester.csmsAnswers(boot, payload: ["status": "Accepted", "currentTime": "2026-01-01T00:00:00Z", "interval": 300])
         _ = tester.takeSentToCharger()

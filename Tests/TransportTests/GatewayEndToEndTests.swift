@@ -18,13 +18,14 @@ final class Rig {
     let folder: String
     let pki: DevPKI
     let csms: DevelopmentCSMS
+    var csmsOptions: DevelopmentCSMS.Options
     let csmsPort: Int
     let gateway: GatewayRuntime
     let southPort: Int
     let group = MultiThreadedEventLoopGroup.singleton
 
-    init(chargers: [String] = ["CP001", "CP 007"], northProfile: Int = 3, csmsPasswords: [String: String] = [:],
-         startCSMS: Bool = true) async throws {
+    init(chargers: [String] = ["CP001", "CP|007"], northProfile: Int = 3, csmsPasswords: [String: String] = [:],
+         startCSMS: Bool = true, northExtra: String = "reconnect: { initial_delay: 30, max_delay: 60 }") async throws {
         folder = FileManager.default.temporaryDirectory.appendingPathComponent("ocpp-gw-e2e-\(UUID().uuidString)").path
         pki = try DevPKI(directory: folder, reuse: false)
         for id in chargers { try pki.issueChargerCertificate(id) }
@@ -34,6 +35,7 @@ final class Rig {
         options.passwords = csmsPasswords
         csms = DevelopmentCSMS(options: options)
         csmsPort = startCSMS ? try await csms.start(group: group) : Self.unusedPort()
+        csmsOptions = options
         let chargerLines = chargers.map { "    \"\($0)\": { password: \"secret-\($0)\", north_password: \"north-\($0)\" }" }.joined(separator: "\n")
         try "version: 1\nstages:\n  - id: identity\n    type: auth\n".write(toFile: folder + "/pipeline.yaml", atomically: true, encoding: .utf8)
         try """
@@ -47,7 +49,7 @@ final class Rig {
               security_profile: \(northProfile)
               ca_file: pki/ca.pem
               server_name: localhost
-              reconnect: { initial_delay: 30, max_delay: 60 }
+              \(northExtra)
             state_dir: "."
             pipeline: pipeline.yaml
             """.write(toFile: folder + "/gateway.yaml", atomically: true, encoding: .utf8)
@@ -95,10 +97,10 @@ struct GatewayEndToEndTests {
 
     @Test func chargerIdsArePercentDecodedSouthAndEncodedNorth() async throws {
         let rig = try await Rig()
-        let charger = rig.charger("CP 007")
+        let charger = rig.charger("CP|007")
         let peer = try await charger.connect(on: rig.group.next())
         _ = try await peer.call("Heartbeat", [:]).get()
-        #expect(rig.csms.connectedChargers == ["CP 007"])
+        #expect(rig.csms.connectedChargers == ["CP|007"])
         peer.close()
         await rig.stop()
     }
@@ -145,6 +147,55 @@ struct GatewayEndToEndTests {
             }
         }
         await rig.stop()
+    }
+
+    @Test func chargerIdsOutsideTheDocumentedSetAreRefusedAtTheDoor() async throws {
+        let rig = try await Rig(chargers: ["CP001", "..", "CP 7"])
+        for path in ["/ocpp/%2E%2E", "/ocpp/..", "/ocpp/CP%0A7", "/ocpp/CP%207", "/ocpp/" + String(repeating: "A", count: 49)] {
+            let url = URL(string: "ws://127.0.0.1:\(rig.southPort)\(path)")!
+            do {
+                _ = try await WebSocketClient.connect(WebSocketClientOptions(url: url, subprotocol: "ocpp1.6", basicAuth: ("..", "secret-..")),
+                                                      on: rig.group.next()).get()
+                Issue.record("\(path) was accepted")
+            } catch WebSocketConnectError.rejected(let status) {
+                #expect([400, 404].contains(status.code), "\(path)")
+            }
+        }
+        #expect(rig.csms.connectedChargers.isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: rig.folder + "/chargers/../boot.json"))
+        await rig.stop()
+    }
+
+    @Test func healthTellsTheTruth() async throws {
+        let rig = try await Rig(startCSMS: false)
+        #expect(rig.gateway.health().healthy, "nothing has failed yet")
+        _ = try? await rig.charger("CP001").connect(on: rig.group.next())
+        let (healthy, body) = rig.gateway.health()
+        #expect(!healthy)
+        #expect(body.contains(#""north":{"ok":false"#), "\(body)")
+        await rig.stop()
+    }
+
+    @Test func inBufferModeTheChargerStaysWhileTheCSMSIsAwayAndTheLinkComesBack() async throws {
+        let rig = try await Rig(startCSMS: false, northExtra: "reconnect: { initial_delay: 0.1, max_delay: 0.2 }\n  offline_mode: buffer")
+        let peer = try await rig.charger("CP001").connect(on: rig.group.next())
+        await #expect(throws: (any Error).self, "no outbox stage: the charger is told the CSMS is away") {
+            _ = try await peer.call("Heartbeat", [:]).get()
+        }
+        var options = rig.csmsOptions
+        options.port = rig.csmsPort
+        let late = DevelopmentCSMS(options: options)
+        _ = try await late.start(group: rig.group)
+        var answered = false
+        for _ in 0..<100 where !answered {
+            try await Task.sleep(for: .milliseconds(50))
+            answered = (try? await peer.call("Heartbeat", [:]).get()) != nil
+        }
+        #expect(answered, "the north link came back under the same charger connection")
+        #expect(late.connectedChargers == ["CP001"])
+        peer.close()
+        await rig.stop()
+        await late.stop()
     }
 
     @Test func aMissingCSMSGives502AndBacksOff() async throws {
