@@ -274,6 +274,7 @@ let package = Package(
             dependencies: ["FirewallStage", "StageTesting", "StageKit", "OCPP", "Router"],
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "HealthChannelTests", dependencies: ["HealthChannel", logging], swiftSettings: swiftSettings),
         .testTarget(name: "AuthStageTests", dependencies: ["AuthStage", "StageTesting", "StageKit", "OCPP", "Router"], swiftSettings: swiftSettings),
         .testTarget(
             name: "TransportTests",

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 public import OCPP
 public import StageKit
+import Synchronization
 
 /// A "dashcam" of each charger's message stream: a ring buffer of recent frames, and when
 /// something goes wrong (a CALLERROR either way, a Faulted status or an error code, a session
@@ -22,6 +23,10 @@ public struct DashcamStage: Stage {
         /// Disk bound per charger: older captures are deleted beyond these.
         public var maxCaptures: Int?
         public var maxBytes: Int?
+        /// Captures started per charger in any 60 s; further triggers are skipped (and counted).
+        public var maxCapturesPerMinute: Int?
+        /// Captures waiting to be written, for all chargers; beyond it a finished capture is dropped (and counted).
+        public var maxPendingWrites: Int?
     }
 
     public static let type = "dashcam"
@@ -31,8 +36,9 @@ public struct DashcamStage: Stage {
     let beforeSeconds: Double
     let afterFrames: Int
     let afterSeconds: Double
-    let store: CaptureStore
-    let publisher: (any MessagePublisher)?
+    let maxCapturesPerMinute: Int
+    let budget: CaptureBudget
+    package let writer: CaptureWriter
 
     public init(configuration: Configuration, context: StageSetupContext) throws {
         beforeFrames = configuration.beforeFrames ?? 200
@@ -42,10 +48,22 @@ public struct DashcamStage: Stage {
         guard beforeFrames > 0, afterFrames >= 0, beforeSeconds > 0, afterSeconds >= 0 else {
             throw DashcamError("'before_frames' and 'before_seconds' must be positive, 'after_*' not negative")
         }
-        store = CaptureStore(folder: context.stateDirectory + "/dashcam", maxCaptures: configuration.maxCaptures ?? 20,
-                             maxBytes: configuration.maxBytes ?? 20 * 1024 * 1024)
-        publisher = context.publisher
+        maxCapturesPerMinute = configuration.maxCapturesPerMinute ?? 6
+        let maxPendingWrites = configuration.maxPendingWrites ?? 16
+        guard maxCapturesPerMinute >= 1, maxPendingWrites >= 1 else {
+            throw DashcamError("'max_captures_per_minute' and 'max_pending_writes' must be at least 1")
+        }
+        budget = CaptureBudget()
+        let store = CaptureStore(folder: context.stateDirectory + "/dashcam", maxCaptures: configuration.maxCaptures ?? 20,
+                                 maxBytes: configuration.maxBytes ?? 20 * 1024 * 1024)
+        writer = CaptureWriter(store: store, publisher: context.publisher, maxPending: maxPendingWrites, logger: context.logger)
     }
+
+    /// Captures written, skipped by the per-charger rate, dropped by the write queue, failed on disk.
+    package var statistics: CaptureWriter.Statistics { writer.statistics }
+
+    /// Waits until every queued capture is on disk.
+    public func shutdown() async { await writer.drain() }
 
     struct Entry {
         var wallTime: Double
@@ -55,6 +73,7 @@ public struct DashcamStage: Stage {
 
     final class Recorder {
         var recent: [Entry] = []
+        var rateLog = LogThrottle(limit: 1, window: .seconds(60))
         var capture: (trigger: String, at: Double, frames: [Entry], remaining: Int, timer: (any ScheduledWork)?)?
         var inTransaction = false
     }
@@ -82,7 +101,8 @@ public struct DashcamStage: Stage {
 
     public func sessionEnded(_ session: any SessionContext) {
         guard let recorder = session[Key.self] else { return }
-        if recorder.inTransaction, recorder.capture == nil { start("disconnected during a transaction", recorder, session) }
+        // Only a charger that really left is "disconnected"; a reload that retires this stage just closes the capture.
+        if session.isClosed, recorder.inTransaction, recorder.capture == nil { start("disconnected during a transaction", recorder, session) }
         finish(recorder, session)
     }
 
@@ -119,12 +139,25 @@ public struct DashcamStage: Stage {
 
     private func start(_ trigger: String, _ recorder: Recorder, _ session: any SessionContext) {
         guard recorder.capture == nil else { return }  // one capture at a time; the ongoing one already covers it
+        // A peer's error code can be long: the trigger names the fault, it does not carry it.
+        let trigger = String(trigger.prefix(200))
+        guard budget.admit(chargerId: session.chargerId, now: session.now, perMinute: maxCapturesPerMinute) else {
+            writer.countRateLimited()
+            let (log, suppressed) = recorder.rateLog.admit(now: session.now)
+            if log {
+                session.logger.notice("dashcam: too many captures for this charger; skipping", metadata: [
+                    "trigger": "\(LogSafe.escape(trigger))", "max_captures_per_minute": "\(maxCapturesPerMinute)",
+                    "similar_lines_left_out": "\(suppressed)",
+                ])
+            }
+            return
+        }
         let timer = afterSeconds > 0 ? session.schedule(after: .milliseconds(Int64(afterSeconds * 1000))) { [recorder] in
             finish(recorder, session)
         } : nil
         // The trigger frame itself is the last of the "before" frames.
         recorder.capture = (trigger, session.wallTime, recorder.recent, afterFrames, timer)
-        session.logger.notice("dashcam: capture started", metadata: ["trigger": "\(trigger)"])
+        session.logger.notice("dashcam: capture started", metadata: ["trigger": "\(LogSafe.escape(trigger))"])
         if afterFrames == 0, afterSeconds == 0 { finish(recorder, session) }
     }
 
@@ -141,22 +174,148 @@ public struct DashcamStage: Stage {
         }
         let header: JSONValue = ["v": 1, "charger": .string(chargerId), "trigger": .string(capture.trigger),
                                  "at": .string(Date(timeIntervalSince1970: capture.at).formatted(.iso8601)), "frames": .number(lines.count)]
-        let store = self.store
-        let publisher = self.publisher
-        let trigger = capture.trigger
-        let at = capture.at
-        // Disk work off the event loop.
-        Task.detached {
+        // Disk work off the event loop, through one bounded queue: a burst of faults cannot become a burst of writers.
+        if !writer.submit(CaptureWriter.Job(chargerId: chargerId, at: capture.at, trigger: capture.trigger, header: header,
+                                             lines: [header.jsonText] + lines)) {
+            session.logger.warning("dashcam: the write queue is full; capture dropped", metadata: ["trigger": "\(LogSafe.escape(capture.trigger))"])
+        }
+    }
+}
+
+/// How many captures each charger started in the last minute (shared by its sessions, so a charger
+/// that reconnects does not start afresh). Bounded: chargers idle for a minute are forgotten.
+final class CaptureBudget: Sendable {
+    private struct Table {
+        var starts: [String: [Duration]] = [:]
+        var pruneAbove = 1024
+    }
+    private let table = Mutex(Table())
+
+    func admit(chargerId: String, now: Duration, perMinute: Int) -> Bool {
+        table.withLock { table in
+            var starts = (table.starts[chargerId] ?? []).filter { now - $0 < .seconds(60) }
+            defer { table.starts[chargerId] = starts }
+            guard starts.count < perMinute else { return false }
+            starts.append(now)
+            if table.starts.count > table.pruneAbove {
+                table.starts = table.starts.filter { _, times in times.contains { now - $0 < .seconds(60) } }
+                table.pruneAbove = max(1024, 2 * table.starts.count)
+            }
+            return true
+        }
+    }
+}
+
+/// Writes finished captures one at a time on a task of its own, from a queue of at most
+/// `maxPending` captures; what does not fit is dropped and counted. Announces each on MQTT.
+package final class CaptureWriter: Sendable {
+    struct Job: Sendable {
+        var chargerId: String
+        var at: Double
+        var trigger: String
+        var header: JSONValue
+        var lines: [String]
+    }
+
+    package struct Statistics: Sendable, Equatable {
+        package var written = 0
+        package var rateLimited = 0
+        package var dropped = 0
+        package var failed = 0
+    }
+
+    private struct State {
+        var queue: [Job] = []
+        var running = false
+        var held = false
+        var statistics = Statistics()
+        var failureLog = LogThrottle(limit: 5, window: .seconds(60))
+    }
+
+    private let state = Mutex(State())
+    private let store: CaptureStore
+    private let publisher: (any MessagePublisher)?
+    private let maxPending: Int
+    private let logger: Logger
+    private let clock = ContinuousClock()
+    private let start = ContinuousClock.now
+
+    init(store: CaptureStore, publisher: (any MessagePublisher)?, maxPending: Int, logger: Logger) {
+        self.store = store
+        self.publisher = publisher
+        self.maxPending = maxPending
+        self.logger = logger
+    }
+
+    package var statistics: Statistics { state.withLock { $0.statistics } }
+
+    func countRateLimited() { state.withLock { $0.statistics.rateLimited += 1 } }
+
+    /// Queues a capture; false (counted) when the queue is full.
+    func submit(_ job: Job) -> Bool {
+        let startWorker = state.withLock { state -> Bool? in
+            guard state.queue.count < maxPending else {
+                state.statistics.dropped += 1
+                return nil
+            }
+            state.queue.append(job)
+            guard !state.running, !state.held else { return false }
+            state.running = true
+            return true
+        }
+        guard let startWorker else { return false }
+        if startWorker { Task.detached { [self] in self.work() } }
+        return true
+    }
+
+    /// Holds the writes back (they queue, up to the bound) until `release()`: for tests of the bound.
+    package func hold() { state.withLock { $0.held = true } }
+
+    package func release() {
+        let startWorker = state.withLock { state -> Bool in
+            state.held = false
+            guard !state.running, !state.queue.isEmpty else { return false }
+            state.running = true
+            return true
+        }
+        if startWorker { Task.detached { [self] in self.work() } }
+    }
+
+    private func work() {
+        while let job = state.withLock({ state -> Job? in
+            guard !state.queue.isEmpty else {
+                state.running = false
+                return nil
+            }
+            return state.queue.removeFirst()
+        }) {
             do {
-                let file = try store.write(chargerId: chargerId, at: at, trigger: trigger, lines: [header.jsonText] + lines)
-                var announcement = header
+                let file = try store.write(chargerId: job.chargerId, at: job.at, trigger: job.trigger, lines: job.lines)
+                state.withLock { $0.statistics.written += 1 }
+                var announcement = job.header
                 announcement["file"] = .string(file)
                 if let publisher {
-                    publisher.publish(topic: "\(publisher.topicRoot)/\(chargerId)/dashcam", payload: announcement.serialized(), retain: false)
+                    publisher.publish(topic: "\(publisher.topicRoot)/\(Topics.level(job.chargerId))/dashcam", payload: announcement.serialized(),
+                                      retain: false)
                 }
             } catch {
-                Logger(label: "ocpp-gateway.dashcam").error("dashcam: cannot write a capture", metadata: ["error": "\(error)"])
+                let now = clock.now - start
+                let (log, suppressed) = state.withLock { state in
+                    state.statistics.failed += 1
+                    return state.failureLog.admit(now: now)
+                }
+                if log {
+                    logger.error("dashcam: cannot write a capture", metadata: ["error": "\(error)", "similar_lines_left_out": "\(suppressed)"])
+                }
             }
+        }
+    }
+
+    /// Waits (up to 10 s) until the queue is empty and the last capture is written.
+    func drain() async {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while state.withLock({ $0.running }), ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
         }
     }
 }
@@ -168,15 +327,24 @@ struct CaptureStore: Sendable {
     let maxBytes: Int
 
     func write(chargerId: String, at: Double, trigger: String, lines: [String]) throws -> String {
-        let safe = String(chargerId.map { $0.isLetter || $0.isNumber || "-_.".contains($0) ? $0 : "_" })
+        var safe = String(chargerId.map { $0.isLetter || $0.isNumber || "-_.".contains($0) ? $0 : "_" })
+        if safe.isEmpty || safe == "." || safe == ".." { safe = "_" + safe }
         let directory = folder + "/" + safe
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let stamp = Date(timeIntervalSince1970: at).formatted(.iso8601).replacingOccurrences(of: ":", with: "")
         let slug = String(trigger.lowercased().map { $0.isLetter || $0.isNumber ? $0 : "-" }.prefix(40))
-        let path = directory + "/\(stamp)-\(slug).jsonl"
-        guard FileManager.default.createFile(atPath: path, contents: Data((lines.joined(separator: "\n") + "\n").utf8),
-                                             attributes: [.posixPermissions: 0o600]) else {
-            throw DashcamError("cannot write \(path)")
+        let data = Data((lines.joined(separator: "\n") + "\n").utf8)
+        // Created 0600 from the first byte (never chmod'ed after); a second capture in the same second gets a suffix.
+        var path = directory + "/\(stamp)-\(slug).jsonl"
+        var attempt = 1
+        while true {
+            do {
+                try AtomicFile.create(data, at: path, mode: 0o600)
+                break
+            } catch {
+                guard attempt < 100, FileManager.default.fileExists(atPath: path) else { throw error }
+                attempt += 1
+                path = directory + "/\(stamp)-\(slug)-\(attempt).jsonl"
+            }
         }
         try prune(directory)
         return path

@@ -20,8 +20,13 @@ public struct FirewallStage: Stage {
         /// Token buckets for the charger's CALLs: `default`, or per action class
         /// (`transaction`, `status`, `management`, `smart_charging`, `security`, `core`).
         public var rateLimits: [String: Bucket]?
-        /// Seconds within which a message id seen again from the same side is a replay.
+        /// Seconds within which a message id seen again from the same side of a connection is a replay.
         public var replayWindow: Double?
+        /// Message ids remembered per side of a connection; past it the oldest are forgotten.
+        public var maxReplayIds: Int?
+        /// A rule that refuses frames reports an incident (the dashcam's trigger) at most once per
+        /// this many seconds per charger.
+        public var incidentInterval: Double?
         public var validatePayloads: Bool?
         /// Check RFC 3339 timestamps (some chargers send them without a time zone).
         public var checkTimestamps: Bool?
@@ -56,8 +61,12 @@ public struct FirewallStage: Stage {
         /// Upgrade requests per second per source address (token bucket with `attempts_burst`).
         public var attemptsPerSecond: Double?
         public var attemptsBurst: Double?
-        /// Failed logins (401) before a lockout of the source and the charger id.
+        /// Failed logins (401) from one source address before that source is locked out.
         public var maxFailedLogins: Int?
+        /// Distinct source addresses failing to log in as one charger id before the id itself is locked out.
+        public var maxFailingSources: Int?
+        /// Seconds after which failed logins are forgotten.
+        public var failureWindow: Double?
         /// The first lockout in seconds; each further one doubles, up to `lockout_max`.
         public var lockout: Double?
         public var lockoutMax: Double?
@@ -68,6 +77,8 @@ public struct FirewallStage: Stage {
 
     let rateLimits: [String: Bucket]
     let replayWindow: Duration
+    let maxReplayIds: Int
+    let incidentInterval: Duration
     let validatePayloads: Bool
     let checkTimestamps: Bool
     let allowedCSMSActions: Set<String>?
@@ -104,6 +115,9 @@ public struct FirewallStage: Stage {
             return value == 0 ? nil : .milliseconds(Int64(value * 1000))
         }
         replayWindow = try seconds(configuration.replayWindow, 300, "replay_window") ?? .zero
+        maxReplayIds = configuration.maxReplayIds ?? 4096
+        guard maxReplayIds >= 1 else { throw FirewallConfigurationError("'max_replay_ids' must be at least 1") }
+        incidentInterval = try seconds(configuration.incidentInterval, 60, "incident_interval") ?? .zero
         validatePayloads = configuration.validatePayloads ?? true
         checkTimestamps = configuration.checkTimestamps ?? true
         allowedCSMSActions = configuration.csmsActions?.allow.map(Set.init)
@@ -114,9 +128,18 @@ public struct FirewallStage: Stage {
         quietAfterBoot = try seconds(configuration.quietAfterBoot, nil, "quiet_after_boot")
         securityEventInterval = try seconds(configuration.securityEventInterval, 60, "security_event_interval") ?? .seconds(60)
         let policy = configuration.connections
+        let failureWindow = policy?.failureWindow ?? 900
+        guard failureWindow > 0 else { throw FirewallConfigurationError("'connections.failure_window' must be positive") }
+        let maxFailedLogins = policy?.maxFailedLogins ?? 5
+        let maxFailingSources = policy?.maxFailingSources ?? 10
+        guard maxFailedLogins >= 1, maxFailingSources >= 1 else {
+            throw FirewallConfigurationError("'connections.max_failed_logins' and 'connections.max_failing_sources' must be at least 1")
+        }
         connections = ConnectionGuard(
             attemptsPerSecond: policy?.attemptsPerSecond ?? 5, attemptsBurst: policy?.attemptsBurst ?? 10,
-            maxFailedLogins: policy?.maxFailedLogins ?? 5, lockout: policy?.lockout ?? 30, lockoutMax: policy?.lockoutMax ?? 3600)
+            maxFailedLogins: maxFailedLogins, maxFailingSources: maxFailingSources,
+            failureWindow: failureWindow,
+            lockout: policy?.lockout ?? 30, lockoutMax: policy?.lockoutMax ?? 3600)
         logger = context.logger
         decisions = DecisionCounters()
     }
@@ -127,17 +150,36 @@ public struct FirewallStage: Stage {
     /// and written back would copy its replay table on every frame.
     final class SessionState {
         var buckets: [String: TokenBucket] = [:]
-        /// Message ids seen per side, with when; pruned as the window slides.
-        var seen: [Side: [String: Duration]] = [.charger: [:], .csms: [:]]
-        var lastPrune: Duration = .zero
+        /// Message ids each side used within the replay window (this connection only).
+        var replay: ReplayTables
         var lastEvent: [String: Duration] = [:]
+        /// When each rule last reported an incident (one per rule per `incident_interval`).
+        var lastIncident: [String: Duration] = [:]
         var logs: [String: LogThrottle] = [:]
+
+        init(replayWindow: Duration, maxReplayIds: Int) {
+            replay = ReplayTables(charger: ReplayTable(window: replayWindow, capacity: maxReplayIds),
+                                  csms: ReplayTable(window: replayWindow, capacity: maxReplayIds))
+        }
+    }
+
+    struct ReplayTables {
+        var charger: ReplayTable
+        var csms: ReplayTable
+        subscript(side: Side) -> ReplayTable {
+            get { side == .charger ? charger : csms }
+            _modify {
+                if side == .charger { yield &charger } else { yield &csms }
+            }
+        }
     }
 
     enum State: SessionStateKey { typealias Value = SessionState }
 
+    func newState() -> SessionState { SessionState(replayWindow: replayWindow, maxReplayIds: maxReplayIds) }
+
     public func sessionStarted(_ session: any SessionContext) {
-        session[State.self] = SessionState()
+        session[State.self] = newState()
         if let csmsCallInterval { session.paceCalls(towards: .charger, minimumInterval: csmsCallInterval, holdUntil: nil) }
     }
 
@@ -148,7 +190,7 @@ public struct FirewallStage: Stage {
         if let existing = session[State.self] {
             state = existing
         } else {
-            state = SessionState()
+            state = newState()
             session[State.self] = state
         }
         let side: Side = envelope.direction == .fromCSMS ? .csms : .charger
@@ -163,32 +205,20 @@ public struct FirewallStage: Stage {
                 }
                 if validatePayloads, let schema = PayloadSchema.ocpp16(action, response: true),
                    let problem = schema.validate(envelope.payload(), checkFormats: checkTimestamps) {
-                    // A CALLRESULT cannot be answered with a CALLERROR; the caller's timeout will tell it.
-                    return refuse(.drop(reason: "invalid \(action) result: \(problem)"), rule: "invalid_payload", side: side,
-                                  event: "InvalidMessages", state: state, session: session)
+                    // The peer waiting for this answer gets, at once, the CALLERROR its counterpart
+                    // would have sent for it (the router sends it in place of the answer).
+                    let code = problem.code == .formationViolation ? OCPPErrorCode.formatViolation(for: session.version) : problem.code
+                    return refuse(.answerError(code, "invalid \(action) result from the \(side == .charger ? "charge point" : "central system"): \(problem)"),
+                                  rule: "invalid_payload", side: side, event: "InvalidMessages", state: state, session: session)
                 }
             }
             return .forward
         }
 
-        if replayWindow > .zero {
-            prune(state, now: session.now)
-            if state.seen[side]?[envelope.messageId] != nil {
-                return refuse(.drop(reason: "message id \(envelope.messageId) seen again within the replay window"), rule: "replay",
-                              side: side, event: "AttemptedReplayAttacks", state: state, session: session)
-            }
-            state.seen[side, default: [:]][envelope.messageId] = session.now
-        }
-        guard let descriptor = MessageCatalogue.descriptor(for: action) else {
-            return refuse(.answerError(.notImplemented, "unknown action '\(action.prefix(40))'"), rule: "unknown_action", side: side,
-                          event: nil, state: state, session: session)
-        }
-        guard MessageCatalogue.isAllowed(action, from: envelope.direction) else {
-            return refuse(.answerError(.notSupported, "\(action) is not sent by the \(side == .charger ? "charge point" : "central system")"),
-                          rule: "wrong_direction", side: side, event: "InvalidMessages", state: state, session: session)
-        }
+        // Cheap checks first (rate, catalogue, direction, policy), so refused frames never reach the replay table.
+        let descriptor = MessageCatalogue.descriptor(for: action)
         if side == .charger {
-            let name = rateLimits[descriptor.actionClass.rawValue] != nil ? descriptor.actionClass.rawValue : "default"
+            let name = descriptor.flatMap { rateLimits[$0.actionClass.rawValue] != nil ? $0.actionClass.rawValue : nil } ?? "default"
             let limit = rateLimits[name]!
             var bucket = state.buckets[name] ?? TokenBucket(rate: limit.perSecond, burst: limit.burst, now: session.now)
             let allowed = bucket.take(now: session.now)
@@ -197,12 +227,25 @@ public struct FirewallStage: Stage {
                 return refuse(.answerError(.genericError, "rate limit for \(name) CALLs exceeded; slow down"), rule: "rate_limit", side: side,
                               event: nil, state: state, session: session)
             }
-        } else {
+        }
+        guard descriptor != nil else {
+            return refuse(.answerError(.notImplemented, "unknown action '\(action.prefix(40))'"), rule: "unknown_action", side: side,
+                          event: nil, state: state, session: session)
+        }
+        guard MessageCatalogue.isAllowed(action, from: envelope.direction) else {
+            return refuse(.answerError(.notSupported, "\(action) is not sent by the \(side == .charger ? "charge point" : "central system")"),
+                          rule: "wrong_direction", side: side, event: "InvalidMessages", state: state, session: session)
+        }
+        if side == .csms {
             let permitted = (allowedCSMSActions?.contains(action) ?? true) && !deniedCSMSActions.contains(action)
             if !permitted {
                 return refuse(.answerError(.securityError, "\(action) is not allowed towards this charger by the gateway's policy"),
                               rule: "csms_policy", side: side, event: nil, state: state, session: session)
             }
+        }
+        if replayWindow > .zero, state.replay[side].contains(envelope.messageId, now: session.now) {
+            return refuse(.drop(reason: "message id seen again within the replay window"), rule: "replay",
+                          side: side, event: "AttemptedReplayAttacks", state: state, session: session)
         }
         if validatePayloads, let schema = PayloadSchema.ocpp16(action, response: false),
            let problem = schema.validate(envelope.payload(), checkFormats: checkTimestamps) {
@@ -221,22 +264,23 @@ public struct FirewallStage: Stage {
                               session: session)
             }
         }
-        return .forward
-    }
-
-    private func prune(_ state: SessionState, now: Duration) {
-        guard now - state.lastPrune > replayWindow / 4 || (state.seen[.charger]?.count ?? 0) + (state.seen[.csms]?.count ?? 0) > 4096 else { return }
-        state.lastPrune = now
-        for side in [Side.charger, .csms] {
-            state.seen[side] = state.seen[side]?.filter { now - $0.value < replayWindow }
+        // Only a CALL that passes every rule is remembered: refused frames cost the table nothing.
+        if replayWindow > .zero, state.replay[side].insert(envelope.messageId, now: session.now) {
+            decisions.count(rule: "replay_table_full")
         }
+        return .forward
     }
 
     /// Counts, logs and (rate-limited) reports a refusal.
     private func refuse(_ verdict: Verdict, rule: String, side: Side, event: String?, state: SessionState,
                         session: any SessionContext) -> Verdict {
         decisions.count(rule: rule)
-        session.reportIncident("firewall rule \(rule)")
+        // One incident per rule per interval: a flood of refusals is one fault for the dashcam, not thousands.
+        let lastIncident = state.lastIncident[rule]
+        if lastIncident == nil || session.now - lastIncident! >= incidentInterval {
+            state.lastIncident[rule] = session.now
+            session.reportIncident("firewall rule \(rule)")
+        }
         let (log, suppressed) = state.logs[rule, default: LogThrottle()].admit(now: session.now)
         if log {
             session.logger.warning("firewall", metadata: [
@@ -260,10 +304,13 @@ public struct FirewallStage: Stage {
     // MARK: Connections
 
     public func chargerConnecting(_ request: ChargerConnectRequest) async -> ConnectDecision {
-        if let refusal = connections.admit(source: request.remoteAddress ?? "?", chargerId: request.chargerId) {
+        let source = request.remoteAddress ?? "?"
+        if let refusal = connections.admit(source: source, chargerId: request.chargerId) {
             decisions.count(rule: refusal.rule)
-            logger.warning("firewall", metadata: ["rule": "\(refusal.rule)", "charger": "\(request.chargerId)",
-                                                   "source": "\(request.remoteAddress ?? "?")"])
+            if let suppressed = refusal.log {
+                logger.warning("firewall", metadata: ["rule": "\(refusal.rule)", "charger": "\(LogSafe.escape(request.chargerId))",
+                                                       "source": "\(LogSafe.escape(source))", "similar_lines_left_out": "\(suppressed)"])
+            }
             return .reject(status: 429, reason: refusal.reason)
         }
         return .noOpinion
@@ -271,12 +318,24 @@ public struct FirewallStage: Stage {
 
     public func chargerRefused(_ request: ChargerConnectRequest, status: Int) {
         guard status == 401 else { return }
-        if connections.recordFailedLogin(source: request.remoteAddress ?? "?", chargerId: request.chargerId) {
+        let source = request.remoteAddress ?? "?"
+        let locked = connections.recordFailedLogin(source: source, chargerId: request.chargerId)
+        for what in locked.locked {
             decisions.count(rule: "login_lockout")
             logger.warning("firewall: locking out after repeated failed logins", metadata: [
-                "charger": "\(request.chargerId)", "source": "\(request.remoteAddress ?? "?")",
+                "locked": "\(what)", "charger": "\(LogSafe.escape(request.chargerId))", "source": "\(LogSafe.escape(source))",
             ])
         }
+    }
+
+    /// Entries in the connection guard's tables (sources, charger ids, pending logins), for tests of their bound.
+    package var connectionTableEntries: Int { connections.entryCount }
+
+    /// Called only for a charger that was let in: its successful login clears the failures counted
+    /// against its id and against the source it came from.
+    public func amendNorthCredentials(_ credentials: NorthCredentials, for chargerId: String) -> NorthCredentials {
+        connections.recordSuccessfulLogin(chargerId: chargerId)
+        return credentials
     }
 }
 

@@ -55,17 +55,15 @@ public final class MQTTPublisher: MessagePublisher, @unchecked Sendable {
     // @unchecked: `handle` is used through libmosquitto's thread-safe API only; all Swift state is in Mutexes.
     private let handle: OpaquePointer
     public let settings: MQTTSettings
-    private let state = Mutex(State())
+    private let state: Mutex<State>
     private let logger: Logger
     private let published = Counter(label: "ocpp_gateway_mqtt_messages_total", dimensions: [("result", "acknowledged")])
     private let dropped = Counter(label: "ocpp_gateway_mqtt_messages_total", dimensions: [("result", "dropped")])
     private var context: Unmanaged<MQTTPublisher>?
 
     struct State {
-        var inFlight: Set<Int32> = []
+        var queue: MQTTQueueAccounting
         var connected = false
-        var acknowledged = 0
-        var dropped = 0
     }
 
     public init(settings: MQTTSettings, logger: Logger) throws {
@@ -73,6 +71,7 @@ public final class MQTTPublisher: MessagePublisher, @unchecked Sendable {
         guard let handle = mosquitto_new(settings.clientId, true, nil) else { throw MQTTError("cannot create an MQTT client") }
         self.handle = handle
         self.settings = settings
+        state = Mutex(State(queue: MQTTQueueAccounting(limit: settings.queueLimit, tracksAcknowledgements: settings.qos > 0)))
         self.logger = logger
         let box = Unmanaged.passUnretained(self)
         context = box
@@ -128,26 +127,14 @@ public final class MQTTPublisher: MessagePublisher, @unchecked Sendable {
     }
 
     private func acknowledged(_ mid: Int32) {
-        let known = state.withLock { state -> Bool in
-            guard state.inFlight.remove(mid) != nil else { return false }
-            state.acknowledged += 1
-            return true
-        }
-        if known { published.increment() }
+        if state.withLock({ $0.queue.acknowledge(mid: mid) }) { published.increment() }
     }
 
     /// Hands a message to libmosquitto; false (and counted) when the bound is reached.
     @discardableResult
     public func publish(topic: String, payload: [UInt8], retain: Bool) -> Bool {
-        // Reserve a place before publishing, so the bound holds even when callbacks race.
-        let admitted = state.withLock { state -> Bool in
-            guard state.inFlight.count < settings.queueLimit else {
-                state.dropped += 1
-                return false
-            }
-            return true
-        }
-        guard admitted else {
+        // Reserve a place before publishing, so the bound holds even when publishers and callbacks race.
+        guard state.withLock({ $0.queue.reserve() }) else {
             dropped.increment()
             return false
         }
@@ -156,20 +143,29 @@ public final class MQTTPublisher: MessagePublisher, @unchecked Sendable {
             mosquitto_publish(handle, &mid, topic, Int32(bytes.count), bytes.baseAddress, Int32(settings.qos), retain)
         }
         guard code == MOSQ_ERR_SUCCESS.rawValue else {
-            state.withLock { $0.dropped += 1 }
+            state.withLock { $0.queue.cancel() }
             dropped.increment()
             return false
         }
+        // The PUBACK may already have come (network thread): the accounting settles it here then.
         // QoS 0 is never acknowledged: it leaves no place taken.
-        if settings.qos > 0 { state.withLock { _ = $0.inFlight.insert(mid) } }
+        let acknowledgedEarly = state.withLock { state -> Bool in
+            let before = state.queue.acknowledged
+            state.queue.commit(mid: mid)
+            return state.queue.acknowledged > before
+        }
+        if acknowledgedEarly { published.increment() }
         return true
     }
 
     public var topicRoot: String { settings.topicRoot }
 
     public var statistics: (inFlight: Int, acknowledged: Int, dropped: Int, connected: Bool) {
-        state.withLock { ($0.inFlight.count, $0.acknowledged, $0.dropped, $0.connected) }
+        state.withLock { ($0.queue.awaitingAcknowledgement, $0.queue.acknowledged, $0.queue.dropped, $0.connected) }
     }
+
+    /// The most messages ever held at once (never above `queueLimit`).
+    package var peakQueued: Int { state.withLock { $0.queue.peak } }
 
     /// Waits (up to `timeout`) for the broker to acknowledge what is queued, then says goodbye.
     public func shutdown(timeout: Duration = .seconds(5)) async {

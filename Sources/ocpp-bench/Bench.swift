@@ -23,7 +23,12 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .long, help: "Results file.") var out = "bench/results/latest.json"
     @Option(name: .long, help: "Markdown report.") var report = "docs/benchmarks.md"
     @Option(name: .long, help: "Scratch folder (PKI, configurations, logs).") var work = ".build-bench/work"
-    @Option(name: .long, help: "Which scenarios to run, e.g. ABCDEF or C (for profiling one).") var scenarios = "ABCDEF"
+    @Option(name: .long, help: "Which scenarios to run, e.g. ABCDEFR or C (for profiling one).") var scenarios = "ABCDEFR"
+    @Flag(name: .long, help: "Scenario R against a gateway from before 'max_replay_ids' existed (its replay table had no cap).")
+    var replayLegacy = false
+    @Option(name: .long, help: "Scenario R: CALLs per measured window.")
+    var replayWindow = 2_000
+    @Option(name: .long, help: "Scenario R: ids sent between the two measured windows.") var replayFill = 22_000
     @Flag(name: .long, help: "Only the telemetry compression benchmark (no network).") var compressionOnly = false
 
     func run() async throws {
@@ -85,8 +90,22 @@ struct Bench: AsyncParsableCommand {
             let gateway = try GatewayProcess(binary: self.gateway, work: work, name: "E", csmsPort: csmsPort, pki: pki,
                                              chargers: chargerIds, pipeline: Pipelines.firewall)
             try await gateway.start()
-            flood = try await measureFlood(gatewayPort: gateway.port, seconds: plan.latencySeconds / 1.5,
-                                           badFramesPerSecond: 20_000, attemptsPerSecond: 500)
+            flood = try await measureFlood(gatewayPort: gateway.port, gateway: gateway.process, seconds: plan.latencySeconds / 1.5,
+                                           badFramesPerSecond: 20_000, attemptsPerSecond: 500, callsPerSecond: 20_000)
+            gateway.stop()
+        }
+        // R: the firewall's replay table as it fills (per-frame cost at ~24k ids).
+        var replayTable: ReplayTableResult?
+        if scenarios.contains("R") {
+            let adminPort = try freePort()
+            let gateway = try GatewayProcess(binary: self.gateway, work: work, name: "R", csmsPort: csmsPort, pki: pki,
+                                             chargers: chargerIds, pipeline: ReplayPipeline.yaml(legacy: replayLegacy),
+                                             extraConfiguration: "admin: { listen: \"127.0.0.1:\(adminPort)\" }\n")
+            try await gateway.start()
+            try await waitForPort(adminPort)
+            replayTable = try await measureReplayTable(gatewayPort: gateway.port, adminPort: adminPort, gateway: gateway.process,
+                                                       window: replayWindow, fill: replayFill)
+            if let replayTable { log("R: \(String(describing: replayTable))") }
             gateway.stop()
         }
         // F: the health channel under telemetry load.
@@ -103,7 +122,8 @@ struct Bench: AsyncParsableCommand {
             broker.stop()
         }
         await csms.stop()
-        try Report(results: results, flood: flood, healthLoad: healthLoad, plan: plan, out: out, markdown: report).write()
+        try Report(results: results, flood: flood, healthLoad: healthLoad, replayTable: replayTable, plan: plan, out: out,
+                   markdown: report).write()
         log("wrote \(out) and \(report)")
     }
 }

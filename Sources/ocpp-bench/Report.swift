@@ -5,6 +5,7 @@ struct Report {
     let results: [ScenarioResult]
     let flood: FloodResult?
     let healthLoad: HealthLoadResult?
+    var replayTable: ReplayTableResult? = nil
     let plan: Plan
     let out: String
     let markdown: String
@@ -18,6 +19,7 @@ struct Report {
         var scenarios: [ScenarioResult]
         var flood: FloodResult?
         var healthLoad: HealthLoadResult?
+        var replayTable: ReplayTableResult?
     }
 
     func write() throws {
@@ -32,7 +34,7 @@ struct Report {
             plan: ["latency_chargers": Double(plan.latencyChargers), "calls_per_second_per_charger": plan.ratePerCharger,
                    "latency_seconds": plan.latencySeconds, "saturation_seconds": plan.saturationSeconds,
                    "scale_chargers": Double(plan.scaleChargers)],
-            scenarios: results, flood: flood, healthLoad: healthLoad)
+            scenarios: results, flood: flood, healthLoad: healthLoad, replayTable: replayTable)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try FileManager.default.createDirectory(atPath: (out as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
@@ -88,6 +90,7 @@ struct Report {
 
             ![latency CDF](benchmarks-latency-cdf.svg)
             \(floodSection)
+            \(replaySection)
             \(healthSection)
 
             ## Method
@@ -132,7 +135,49 @@ struct Report {
             | under the flood | \(ms(flood.floodP50Micros)) | \(ms(flood.floodP99Micros)) |
 
             p99 under the flood is \(String(format: "%.2f", ratio))× the idle p99 (goal: at most 2×); \(flood.legitimateFailures) of the legitimate
-            charger's CALLs failed.
+            charger's CALLs failed (all rounds).
+            \(callFloodSection)
+            """
+    }
+
+    private func kib(_ value: Int?) -> String { value.map { String(format: "%.1f MiB", Double($0) / 1024) } ?? "–" }
+
+    private var callFloodSection: String {
+        guard let flood, let p50 = flood.callFloodP50Micros, let p99 = flood.callFloodP99Micros else { return "" }
+        let ratio = Double(p99) / Double(max(flood.idleP99Micros, 1))
+        return """
+
+            Second round: another charger sends \(Int(flood.wellFormedCallsPerSecond ?? 0)) well-formed CALLs/s, every one
+            with its own message id, and never reads its socket (\(flood.callFloodFramesHeldBack ?? 0) frames it could not even
+            hand to its own socket: the gateway pushed back).
+
+            | Authorize | p50 (ms) | p99 (ms) | p99 / idle p99 (goal ≤ 2×) |
+            |---|---|---|---|
+            | idle | \(ms(flood.idleP50Micros)) | \(ms(flood.idleP99Micros)) | 1 |
+            | bad frames + connection attempts | \(ms(flood.floodP50Micros)) | \(ms(flood.floodP99Micros)) | \(String(format: "%.2f", Double(flood.floodP99Micros) / Double(max(flood.idleP99Micros, 1)))) |
+            | non-reading CALL flood | \(ms(p50)) | \(ms(p99)) | \(String(format: "%.2f", ratio)) |
+
+            Gateway RSS: \(kib(flood.rssIdleKiB)) before, at most \(kib(flood.rssPeakBadFloodKiB)) during the bad frames,
+            at most \(kib(flood.rssPeakCallFloodKiB)) during the non-reading CALL flood.
+
+            """
+    }
+
+    private var replaySection: String {
+        guard let replay = replayTable else { return "" }
+        return """
+
+            ## The firewall's replay table (R)
+
+            One charger sends Heartbeats with unique message ids, one after the other, through `ids` (limits raised so
+            that every frame passes and is remembered) and `auth`. The `ids` stage's own time per frame
+            (`ocpp_gateway_stage_duration_seconds`) and the gateway's CPU per CALL, over \(replay.window) CALLs with an
+            empty table and over \(replay.window) CALLs after \(replay.idsBeforeLateWindow) ids:
+
+            | table | `ids` µs per frame | gateway CPU µs per CALL |
+            |---|---|---|
+            | empty | \(String(format: "%.1f", replay.stageMicrosPerFrameEmpty)) | \(String(format: "%.0f", replay.cpuMicrosPerCallEmpty)) |
+            | \(replay.idsBeforeLateWindow) ids | \(String(format: "%.1f", replay.stageMicrosPerFrameFull)) | \(String(format: "%.0f", replay.cpuMicrosPerCallFull)) |
 
             """
     }

@@ -86,4 +86,70 @@ struct DashcamStageTests {
         let lines = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n")
         #expect(lines.count == 2, "the header and the CALL that got no answer")
     }
+
+    // MARK: Bounds (issue 11.8) and file/topic safety (issue 12.11)
+
+    @Test func capturesAreRateLimitedPerCharger() async throws {
+        let stage = try StageTester.build(DashcamStage.self, config: "after_frames: 0\nafter_seconds: 0\nmax_captures_per_minute: 3",
+                                          stateDirectory: state)
+        let tester = StageTester(stages: [("camera", stage)])
+        for n in 0..<20 {
+            tester.advance(by: .seconds(1))
+            tester.chargerSends(call: "StatusNotification", payload: ["connectorId": 1, "errorCode": "NoError", "status": "Faulted"], id: "f\(n)")
+        }
+        await stage.shutdown()
+        #expect(stage.statistics.rateLimited == 17)
+        #expect(try await captures(count: 3).count == 3)
+        // A reconnect does not reset the budget: it is the charger's, not the connection's.
+        let again = StageTester(stages: [("camera", stage)])
+        again.advance(by: .seconds(20))
+        again.chargerSends(call: "StatusNotification", payload: ["connectorId": 1, "errorCode": "NoError", "status": "Faulted"], id: "g")
+        #expect(stage.statistics.rateLimited == 18)
+        again.advance(by: .seconds(41))
+        again.chargerSends(call: "StatusNotification", payload: ["connectorId": 1, "errorCode": "NoError", "status": "Faulted"], id: "h")
+        await stage.shutdown()
+        #expect(stage.statistics.written == 4, "a minute later there is room again")
+    }
+
+    @Test func theWriteQueueIsBoundedAndDropsAreCounted() async throws {
+        let stage = try StageTester.build(DashcamStage.self, config: "after_frames: 0\nafter_seconds: 0\nmax_pending_writes: 4",
+                                          stateDirectory: state)
+        stage.writer.hold()  // the disk is slow: nothing is written while the faults come in
+        for n in 0..<50 {
+            let tester = StageTester(stages: [("camera", stage)], chargerId: "CP\(n)")
+            tester.chargerSends(call: "StatusNotification", payload: ["connectorId": 1, "errorCode": "NoError", "status": "Faulted"])
+        }
+        #expect(stage.statistics.dropped == 46)
+        stage.writer.release()
+        await stage.shutdown()
+        #expect(stage.statistics.written == 4)
+        let folders = try FileManager.default.contentsOfDirectory(atPath: state + "/dashcam")
+        #expect(folders.count == 4)
+    }
+
+    @Test func theAnnouncementTopicIsEscapedLikeTheTaps() async throws {
+        let publisher = RecordingPublisher()
+        let stage = try StageTester.build(DashcamStage.self, config: "after_frames: 0\nafter_seconds: 0", stateDirectory: state,
+                                          publisher: publisher)
+        let tester = StageTester(stages: [("camera", stage)], chargerId: "CP+1")
+        tester.chargerSends(call: "StatusNotification", payload: ["connectorId": 1, "errorCode": "NoError", "status": "Faulted"])
+        await stage.shutdown()
+        let announced = publisher.take()
+        #expect(announced.map(\.topic) == ["test/gateway/CP_1/dashcam"], "a '+' in a charger id is no MQTT wildcard")
+        #expect(Topics.level("a/b#c+d") == "a_b_c_d")
+        let file = try #require(announced.first?.json["file"]?.stringValue)
+        let attributes = try FileManager.default.attributesOfItem(atPath: file)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+    }
+
+    @Test func twoCapturesInOneSecondAreBothKept() async throws {
+        let stage = try StageTester.build(DashcamStage.self, config: "after_frames: 0\nafter_seconds: 0", stateDirectory: state)
+        let tester = StageTester(stages: [("camera", stage)])
+        for n in 0..<2 {
+            tester.chargerSends(call: "StatusNotification", payload: ["connectorId": 1, "errorCode": "NoError", "status": "Faulted"], id: "f\(n)")
+        }
+        await stage.shutdown()
+        #expect(stage.statistics.written == 2 && stage.statistics.failed == 0)
+        #expect(try await captures(count: 2).count == 2)
+    }
 }

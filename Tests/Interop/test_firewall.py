@@ -4,7 +4,9 @@ import asyncio
 import json
 import time
 
-from conftest import Gateway, boot, connect_charger, run_with, start_csms_and_gateway, wait_for
+import websockets
+
+from conftest import PASSWORD, Gateway, boot, connect_charger, run_with, start_csms_and_gateway, wait_for
 from ocpp.v16 import call
 
 PIPELINE = """version: 1
@@ -81,6 +83,51 @@ def test_firewall_rules_hold_end_to_end(tmp_path, pki, csms_port):
         await flood_connection.close()
         await victim_connection.close()
         victim_task.cancel()
+        csms.server.close()
+
+    run_with(gateway, scenario)
+
+
+LOCKOUT_PIPELINE = """version: 1
+stages:
+  - id: guard
+    type: ids
+    config:
+      connections: { attempts_per_second: 100, attempts_burst: 100, max_failed_logins: 5, lockout: 60 }
+  - id: identity
+    type: auth
+"""
+
+
+async def refused_status(gateway, charger_id, password, source):
+    """The HTTP status an upgrade from `source` (a loopback address) gets, or 101."""
+    try:
+        _, connection, task = await connect_charger(gateway, charger_id, password=password, local_addr=(source, 0))
+    except websockets.exceptions.InvalidStatus as refusal:
+        return refusal.response.status_code
+    task.cancel()
+    await connection.close()
+    return 101
+
+
+def test_wrong_passwords_lock_the_source_not_the_charger(tmp_path, pki, csms_port):
+    """Five wrong passwords from a neighbour on the LAN must not lock the real charger out (issue 11.11)."""
+    gateway = Gateway(tmp_path, pki, csms_port, chargers=("CP001", "CP002"), pipeline=LOCKOUT_PIPELINE)
+
+    async def scenario():
+        csms = await start_csms_and_gateway(gateway, pki, csms_port)
+        for _ in range(5):
+            assert await refused_status(gateway, "CP001", "wrong", "127.0.0.2") == 401
+        assert await refused_status(gateway, "CP001", "wrong", "127.0.0.2") == 429, "the guessing source is locked out"
+        assert await refused_status(gateway, "CP002", PASSWORD, "127.0.0.2") == 429, "for every charger id"
+        assert await refused_status(gateway, "CP001", PASSWORD, "127.0.0.1") == 101, "the charger itself still gets in"
+
+        # Failures from many sources (max_failing_sources: 10 by default) lock the id.
+        for n in range(3, 13):
+            assert await refused_status(gateway, "CP002", "wrong", f"127.0.0.{n}") == 401
+        assert await refused_status(gateway, "CP002", PASSWORD, "127.0.0.20") == 429, "a distributed guess locks the id"
+        metrics = gateway.metrics()
+        assert 'ocpp_gateway_firewall_decisions_total{rule="login_lockout"}' in metrics
         csms.server.close()
 
     run_with(gateway, scenario)
