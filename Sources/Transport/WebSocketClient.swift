@@ -175,6 +175,8 @@ public enum WebSocketClient {
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(options.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.maxMessagesPerRead, value: 1)
+            .channelOption(.recvAllocator, value: fairReadAllocator)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let failures = HandshakeFailureCatcher(promise: promise, verifiedName: verifiedName)

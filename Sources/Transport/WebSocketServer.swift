@@ -180,6 +180,10 @@ public enum WebSocketServer {
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // Fairness between the chargers of one event loop: one read of at most 16 KiB per connection
+            // per loop turn, so a flooding peer delays the others by one small batch of frames, not seconds.
+            .childChannelOption(.maxMessagesPerRead, value: 1)
+            .childChannelOption(.recvAllocator, value: fairReadAllocator)
             .childChannelInitializer { channel in
                 // Counted at accept, so idle sockets that never send a request count too.
                 let source = channel.remoteAddress?.ipAddress
@@ -351,3 +355,6 @@ private final class RefusalResponder: ChannelInboundHandler, RemovableChannelHan
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
     }
 }
+
+/// Reads of 512 B to 16 KiB (adaptive): small enough that one connection's burst is a short turn of the loop.
+let fairReadAllocator = AdaptiveRecvByteBufferAllocator(minimum: 512, initial: 4096, maximum: 16_384)
