@@ -16,9 +16,10 @@ public struct CompressorStage: Stage {
     public struct Setting: Decodable, Sendable, Equatable {
         /// `none`, `deadband` or `sdt`.
         public var algorithm: String
-        /// Absolute deviation (CompDev, or the band), in the measurand's unit…
+        /// Absolute deviation (CompDev, or the band), in the measurand's base unit (A, V, W, Wh…)…
         public var deviation: Double?
-        /// …or a percentage of `span`.
+        /// …or a percentage of the measurand's `span` (by default the span of an 11 kW AC charger's
+        /// instrument for that measurand: `CompressionDefaults.span(measurand:)`).
         public var deviationPercent: Double?
         public var span: Double?
         /// Seconds: no point sooner than this after the last one (deadband and SDT).
@@ -30,30 +31,53 @@ public struct CompressorStage: Stage {
     public static let type = "compressor"
     public static let summary = "Deadband or Swinging Door Trending per measurand for the health channel's telemetry."
 
+    /// SDT, 0.5 % of each measurand's span, a point at least every 900 s.
+    static let shippedDefault = Setting(algorithm: CompressionDefaults.algorithm, deviationPercent: CompressionDefaults.deviationPercent,
+                                        maxTime: CompressionDefaults.maxTime)
+
     let settings: [String: Setting]
     let fallback: Setting
 
     public init(configuration: Configuration, context: StageSetupContext) throws {
-        fallback = configuration.default ?? Setting(algorithm: "sdt", deviationPercent: 0.5, span: 400, maxTime: 900)
+        fallback = configuration.default ?? Self.shippedDefault
         settings = configuration.measurands ?? [:]
         for (name, setting) in [("default", fallback)] + settings.sorted(by: { $0.key < $1.key }) {
             guard ["none", "deadband", "sdt"].contains(setting.algorithm) else {
                 throw CompressorError("'\(name)': algorithm is none, deadband or sdt, not '\(setting.algorithm)'")
             }
-            if setting.algorithm != "none", Self.deviation(setting) == nil {
-                throw CompressorError("'\(name)': give 'deviation', or 'deviation_percent' with 'span'")
+            if name != "default" {
+                let parts = name.split(separator: "/", maxSplits: 1).map(String.init)
+                guard CompressionDefaults.span(measurand: parts[0]) != nil else {
+                    throw CompressorError("'\(name)': '\(parts[0])' is not an OCPP 1.6 measurand")
+                }
+                if parts.count > 1, !Self.phases.contains(parts[1]) {
+                    throw CompressorError("'\(name)': '\(parts[1])' is not a phase; phases: \(Self.phases.sorted().joined(separator: ", "))")
+                }
+            }
+            if let span = setting.span, !(span > 0) { throw CompressorError("'\(name)': 'span' must be positive") }
+            if let deviation = setting.deviation, !(deviation > 0) { throw CompressorError("'\(name)': 'deviation' must be positive") }
+            if let percent = setting.deviationPercent, !(percent > 0) {
+                throw CompressorError("'\(name)': 'deviation_percent' must be positive")
+            }
+            if setting.algorithm != "none", setting.deviation == nil, setting.deviationPercent == nil {
+                throw CompressorError("'\(name)': give 'deviation' (in the measurand's unit) or 'deviation_percent' (of its span)")
             }
         }
     }
 
-    static func deviation(_ setting: Setting) -> Double? {
-        if let deviation = setting.deviation, deviation > 0 { return deviation }
-        if let percent = setting.deviationPercent, let span = setting.span, percent > 0, span > 0 { return percent / 100 * span }
-        return nil
+    static let phases: Set<String> = ["L1", "L2", "L3", "N", "L1-N", "L2-N", "L3-N", "L1-L2", "L2-L3", "L3-L1"]
+
+    /// The deviation for `series` under `setting`, in the measurand's base unit; nil: not compressed.
+    static func deviation(_ setting: Setting, series: String) -> Double? {
+        if let deviation = setting.deviation { return deviation }
+        guard let percent = setting.deviationPercent,
+              let span = setting.span ?? CompressionDefaults.span(measurand: CompressionDefaults.measurand(ofSeries: series))
+        else { return nil }
+        return span * percent / 100
     }
 
     func setting(for series: String) -> Setting {
-        settings[series] ?? settings[String(series.split(separator: "/").first ?? "")] ?? fallback
+        settings[series] ?? settings[CompressionDefaults.measurand(ofSeries: series)] ?? fallback
     }
 
     public func sessionStarted(_ session: any SessionContext) {
@@ -135,15 +159,18 @@ final class SeriesCompressors: TelemetryFilter {
 
     func descriptor(series: String) -> JSONValue? {
         let setting = stage.setting(for: series)
-        guard setting.algorithm != "none", let deviation = CompressorStage.deviation(setting) else { return nil }
+        guard setting.algorithm != "none", let deviation = CompressorStage.deviation(setting, series: series) else { return nil }
         var descriptor: JSONValue = ["algorithm": .string(setting.algorithm), "deviation": .number(deviation)]
+        if let unit = CompressionDefaults.baseUnit(measurand: CompressionDefaults.measurand(ofSeries: series)) {
+            descriptor["deviation_unit"] = .string(unit)
+        }
         if let maxTime = setting.maxTime { descriptor["max_time"] = .number(maxTime) }
         return descriptor
     }
 
     private func make(_ series: String) -> Compressor {
         let setting = stage.setting(for: series)
-        guard let deviation = CompressorStage.deviation(setting) else { return .none }
+        guard setting.algorithm != "none", let deviation = CompressorStage.deviation(setting, series: series) else { return .none }
         switch setting.algorithm {
         case "deadband":
             return .deadband(DeadbandCompressor(band: deviation, minTime: setting.minTime ?? 0, maxTime: setting.maxTime ?? .infinity))

@@ -74,16 +74,19 @@ public struct MQTTTapStage: Stage {
     /// stable across restarts, so an O&M platform can correlate sessions without learning the idTag.
     static func loadSecret(stateDirectory: String) throws -> [UInt8] {
         let path = stateDirectory + "/health-channel.key"
-        if let data = FileManager.default.contents(atPath: path), data.count == 32 { return Array(data) }
-        try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
-        let key = SymmetricKey(size: .bits256)
-        let temporary = path + ".tmp"
-        guard FileManager.default.createFile(atPath: temporary, contents: key.withUnsafeBytes { Data($0) },
-                                             attributes: [.posixPermissions: 0o600]) else {
-            throw TapError("cannot write \(path)")
+        if let data = try AtomicFile.read(path) {
+            guard data.count == 32 else { throw TapError("\(path) holds \(data.count) bytes, not a 32-byte key; remove it to make a new one") }
+            return Array(data)
         }
-        guard rename(temporary, path) == 0 else { throw TapError("cannot install \(path): \(String(cString: strerror(errno)))") }
-        return key.withUnsafeBytes { Array($0) }
+        let key = SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) }
+        do {
+            // 0600 from the first byte; fails if another process made the file first.
+            try AtomicFile.create(Data(key), at: path)
+        } catch {
+            guard let data = try AtomicFile.read(path), data.count == 32 else { throw TapError("cannot make \(path): \(error)") }
+            return Array(data)
+        }
+        return key
     }
 
     // MARK: Frames
@@ -291,28 +294,83 @@ public struct MQTTTapStage: Stage {
 
     /// Publishes one sample, through the session's compressor when there is one: it may hold the
     /// sample back, or publish archived points in its place (with how they were compressed).
+    /// A point the compressor did not move is published as the charger wrote it (its value's and
+    /// timestamp's spelling); a moved point is rounded to the precision of the charger's value.
     private func publishTelemetry(_ session: any SessionContext, measurand: String, phase: String?, message: JSONValue) {
-        let topic = "telemetry/\(measurand)" + (phase.map { "/\($0)" } ?? "")
         let series = measurand + (phase.map { "/\($0)" } ?? "")
-        guard let filter = session[TelemetryFilterKey.self], let text = message["value"]?.stringValue, let value = Double(text),
+        let topic = Self.telemetryTopic(series)
+        guard let filter = session[TelemetryFilterKey.self], Self.measurands.contains(measurand), phase.map(Self.phases.contains) ?? true,
+              let text = message["value"]?.stringValue, let value = Double(text), value.isFinite,
               let time = message["timestamp"]?.stringValue.flatMap(parseISO)?.timeIntervalSince1970
         else {
+            // Not a series the compressor can follow (no compressor, a name outside OCPP's lists, a value
+            // that is no number): published as it came. Unknown names are never remembered.
             publish(session, topic, retain: false, message)
             return
         }
-        session[SeriesMetadata.self, default: [:]][series] = message
+        let scale = Self.unitScale(message["unit"]?.stringValue)
+        let memory = session[SeriesMemoryKey.self, default: SeriesMemory()]
+        memory.remember(series: series, SeriesMemory.Reading(time: time, value: value * scale, scale: scale, message: message))
+        session[SeriesMemoryKey.self] = memory
         publishPending(filter.takeRetiredPoints(), filter, session)
-        for point in filter.filter(series: series, time: time, value: value) {
-            publish(session, topic, retain: false, archivedPoint(message, point.time, point.value, filter.descriptor(series: series)))
+        for point in filter.filter(series: series, time: time, value: value * scale) {
+            publish(session, topic, retain: false, memory.point(series: series, point.time, point.value, filter.descriptor(series: series)))
         }
     }
 
-    private func archivedPoint(_ template: JSONValue, _ time: Double, _ value: Double, _ descriptor: JSONValue?) -> JSONValue {
-        var message = template
-        message["timestamp"] = .string(Date(timeIntervalSince1970: time).formatted(.iso8601))
-        message["value"] = .string(value.rounded() == value && abs(value) < 1e15 ? String(Int(value)) : String(value))
-        if let descriptor { message["compression"] = descriptor }
-        return message
+    static func telemetryTopic(_ series: String) -> String {
+        "telemetry/" + series.split(separator: "/", omittingEmptySubsequences: false).map { topicSafe(String($0)) }.joined(separator: "/")
+    }
+
+    /// Values in kW, kWh, kvar… go to the compressor in W, Wh, var…, so one deviation holds for both spellings.
+    static func unitScale(_ unit: String?) -> Double {
+        switch unit {
+        case "kW", "kWh", "kvar", "kvarh", "kVA": 1000
+        default: 1
+        }
+    }
+
+    /// The last few samples of each series as the charger sent them: the compressor archives a
+    /// recent sample (the one before the newest, or at a flush the last two), never an older one.
+    final class SeriesMemory {
+        struct Reading {
+            var time: Double
+            /// In the compressor's unit (`value * scale`).
+            var value: Double
+            var scale: Double
+            var message: JSONValue
+        }
+
+        static let kept = 3
+        private var series: [String: [Reading]] = [:]
+
+        func remember(series name: String, _ reading: Reading) {
+            var readings = series[name] ?? []
+            readings.append(reading)
+            if readings.count > Self.kept { readings.removeFirst(readings.count - Self.kept) }
+            series[name] = readings
+        }
+
+        /// The message for an archived point: the charger's own sample when the compressor kept it
+        /// unmoved, else that sample with its value rounded to the precision the charger used.
+        func point(series name: String, _ time: Double, _ value: Double, _ descriptor: JSONValue?) -> JSONValue {
+            let readings = series[name] ?? []
+            var message: JSONValue
+            if let reading = readings.last(where: { $0.time == time }) {
+                message = reading.message
+                if value != reading.value {
+                    message["value"] = .string(Spelling.value(value / reading.scale, like: reading.message["value"]?.stringValue ?? ""))
+                }
+            } else {
+                // Not one of the recent samples (the compressors never do this): the newest sample's fields.
+                message = readings.last?.message ?? [:]
+                let scale = readings.last?.scale ?? 1
+                message["timestamp"] = .string(Spelling.timestamp(time, like: message["timestamp"]?.stringValue ?? ""))
+                message["value"] = .string(Spelling.value(value / scale, like: message["value"]?.stringValue ?? ""))
+            }
+            if let descriptor { message["compression"] = descriptor }
+            return message
+        }
     }
 
     /// Every series ends on its true last value: at the end of a transaction and of a session.
@@ -323,15 +381,14 @@ public struct MQTTTapStage: Stage {
 
     private func publishPending(_ points: [(series: String, time: Double, value: Double)], _ filter: any TelemetryFilter,
                                 _ session: any SessionContext) {
-        let metadata = session[SeriesMetadata.self] ?? [:]
+        guard !points.isEmpty, let memory = session[SeriesMemoryKey.self] else { return }
         for point in points {
-            guard let template = metadata[point.series] else { continue }
-            publish(session, "telemetry/\(point.series)", retain: false,
-                    archivedPoint(template, point.time, point.value, filter.descriptor(series: point.series)))
+            publish(session, Self.telemetryTopic(point.series), retain: false,
+                    memory.point(series: point.series, point.time, point.value, filter.descriptor(series: point.series)))
         }
     }
 
-    enum SeriesMetadata: SessionStateKey { typealias Value = [String: JSONValue] }
+    enum SeriesMemoryKey: SessionStateKey { typealias Value = SeriesMemory }
 
     public func sessionEnded(_ session: any SessionContext) {
         flushTelemetry(session)
