@@ -127,11 +127,11 @@ public struct SwingingDoorCompressor: Sendable {
     private mutating func archive(_ point: Sample) -> Sample {
         let start = archived!
         let dt = point.time - start.time
-        let raw = (point.value - start.value) / dt
-        let slope = min(max(raw, lowerDoor), upperDoor)
-        // A sample the doors allow is archived as it is, bit for bit (recomputing it from the slope
-        // would add float noise: 230.2 becoming 230.20000000000002).
-        let placed = slope == raw ? point : Sample(time: point.time, value: start.value + slope * dt)
+        let slope = min(max((point.value - start.value) / dt, lowerDoor), upperDoor)
+        let value = start.value + slope * dt
+        // A sample the doors allow (to rounding) is archived as it is, bit for bit: recomputing it
+        // from the slope adds float noise (3.44 becoming 3.4400000000000004).
+        let placed = abs(value - point.value) <= compDev * 1e-9 ? point : Sample(time: point.time, value: value)
         archived = placed
         resetDoors()
         return placed

@@ -75,6 +75,22 @@ struct MQTTTapStageTests {
         #expect((key[.posixPermissions] as? Int) == 0o600)
     }
 
+    @Test func theHashKeyIsMadeOnceWith0600AndNeverSilentlyReplaced() throws {
+        let publisher = RecordingPublisher()
+        _ = try tester(publisher: publisher)
+        let path = state + "/health-channel.key"
+        let key = try #require(FileManager.default.contents(atPath: path))
+        #expect(key.count == 32)
+        #expect((try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int) == 0o600)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: state) == ["health-channel.key"], "no temporary file left")
+        _ = try tester(publisher: publisher)
+        #expect(FileManager.default.contents(atPath: path) == key, "the same key on the next start")
+        // A damaged key is an error, not a reason to make a new one (every hash would change unnoticed).
+        try Data(key.prefix(20)).write(to: URL(fileURLWithPath: path))
+        #expect(throws: (any Error).self) { try StageTester.build(MQTTTapStage.self, stateDirectory: state, publisher: publisher) }
+        #expect(FileManager.default.contents(atPath: path)?.count == 20)
+    }
+
     @Test func statusIsRetainedPerConnector() throws {
         let publisher = RecordingPublisher()
         let tester = try tester(publisher: publisher)
