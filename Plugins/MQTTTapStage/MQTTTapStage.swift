@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Logging
+import Metrics
 import Synchronization
 public import OCPP
 public import StageKit
@@ -68,6 +69,9 @@ public struct MQTTTapStage: Stage {
         healthInterval = configuration.healthInterval
         healthMeasurands = configuration.healthMeasurands
             ?? ["Voltage", "Current.Import", "Power.Active.Import", "Temperature", "Energy.Active.Import.Register"]
+        for measurand in healthMeasurands where !Self.measurands.contains(measurand) {
+            throw TapError("'health_measurands' names '\(measurand)', which is not an OCPP 1.6 measurand")
+        }
     }
 
     /// The per-gateway HMAC key, made on first use (`<state_dir>/health-channel.key`, 0600). Hashes stay
@@ -164,11 +168,14 @@ public struct MQTTTapStage: Stage {
 
     // MARK: Splitting the sample interval
 
-    /// The CSMS's sampling wishes for one charger.
+    /// The CSMS's sampling wishes for one charger, and what the charger made of the health channel's.
     struct Wish: Sendable {
         var interval: Int?
         var measurands: String?
         var lastForwarded: Double?
+        /// The charger refused `MeterValueSampleInterval = health_interval`: it samples at the CSMS's
+        /// interval, which the CSMS then sets on the charger itself.
+        var intervalRefused = false
     }
 
     final class SamplingWishes: Sendable {
@@ -179,41 +186,84 @@ public struct MQTTTapStage: Stage {
 
     static let samplingKeys: Set<String> = ["MeterValueSampleInterval", "MeterValuesSampledData"]
 
+    /// This session's negotiation of the charger's sampling: one at a time, what the charger said.
+    final class Negotiation {
+        var busy = false
+        /// Another round was asked for while one ran.
+        var again = false
+        /// The CSMS's held ChangeConfiguration of MeterValuesSampledData (it waits for the charger's truth).
+        var request: (messageId: String, value: String)?
+        /// Read from the charger this session: its configured list (known good) and its list's limit.
+        var read = false
+        var current: [String]?
+        var maxLength: Int?
+        var intervalDone = false
+        /// Health measurands the charger refused this session (not asked for again until it boots).
+        var refused: Set<String> = []
+    }
+
+    enum NegotiationKey: SessionStateKey { typealias Value = Negotiation }
+
     /// Intercepts what the CSMS says and reads about sampling; the charger runs at the health interval.
     private func splitSampling(_ envelope: Envelope, _ session: any SessionContext) -> Verdict? {
         let id = session.chargerId
         switch (envelope.direction, envelope.messageType, envelope.action ?? "") {
         case (.fromCSMS, .callResult, "BootNotification") where envelope.payload()["status"]?.stringValue == "Accepted":
-            session.schedule(after: .zero) { configureCharger(session) }
+            // A (re)booted charger: read it again, set the interval again, ask again for what it refused.
+            let negotiation = session[NegotiationKey.self, default: Negotiation()]
+            negotiation.read = false
+            negotiation.intervalDone = false
+            negotiation.refused = []
+            session[NegotiationKey.self] = negotiation
+            session.schedule(after: .zero) { negotiate(session) }
             return nil
         case (.fromCSMS, .call, "ChangeConfiguration"):
             let payload = envelope.payload()
             guard let key = payload["key"]?.stringValue, Self.samplingKeys.contains(key), let value = payload["value"]?.stringValue else { return nil }
             if key == "MeterValueSampleInterval" {
+                // The charger refused the health interval: the CSMS's interval is the charger's business.
+                guard !wishes.get(id).intervalRefused else { return nil }
                 guard let seconds = Int(value), seconds >= 0 else { return .answer(["status": "Rejected"]) }
+                // The charger samples at the health interval; the gateway forwards at the CSMS's.
                 wishes.update(id) { $0.interval = seconds }
-            } else {
-                wishes.update(id) { $0.measurands = value }
-                session.schedule(after: .zero) { configureCharger(session) }
+                return .answer(["status": "Accepted"])
             }
-            // The charger keeps sampling at the health interval; the CSMS gets what it asked for.
-            return .answer(["status": "Accepted"])
+            // The charger decides: the CSMS hears its answer once it has given one.
+            let negotiation = session[NegotiationKey.self, default: Negotiation()]
+            session[NegotiationKey.self] = negotiation
+            guard negotiation.request == nil else {
+                return .answerError(.genericError, "a change of MeterValuesSampledData is already in progress")
+            }
+            negotiation.request = (envelope.messageId, value)
+            negotiate(session)
+            return .answerLater
         case (.fromCSMS, .call, "GetConfiguration"):
             let keys = envelope.payload()["key"]?.arrayValue?.compactMap(\.stringValue) ?? []
             let wish = wishes.get(id)
-            guard !keys.isEmpty, Set(keys).isSubset(of: Self.samplingKeys), wish.interval != nil || wish.measurands != nil else {
-                if keys.isEmpty { session[PendingReads.self, default: []].insert(envelope.messageId) }
-                return nil
+            if !keys.isEmpty, Set(keys).isSubset(of: Self.samplingKeys) {
+                let entries = keys.compactMap { entry($0, wish) }
+                if entries.count == keys.count { return .answer(["configurationKey": .array(entries), "unknownKey": []]) }
             }
-            return .answer(["configurationKey": .array(keys.compactMap { entry($0, wish) }), "unknownKey": []])
+            guard keys.isEmpty || keys.contains(where: Self.samplingKeys.contains) else { return nil }
+            var pending = session[PendingReads.self, default: []]
+            if pending.count >= 16 { pending.removeFirst() }  // answers that never came
+            pending.append(envelope.messageId)
+            session[PendingReads.self] = pending
+            return nil
         case (.fromCharger, .callResult, "GetConfiguration"):
-            guard session[PendingReads.self]?.remove(envelope.messageId) != nil else { return nil }
+            guard var pending = session[PendingReads.self], let index = pending.firstIndex(of: envelope.messageId) else { return nil }
+            pending.remove(at: index)
+            session[PendingReads.self] = pending
             var payload = envelope.payload()
             let wish = wishes.get(id)
+            var changed = false
             let rewritten = (payload["configurationKey"]?.arrayValue ?? []).map { current -> JSONValue in
-                guard let key = current["key"]?.stringValue, Self.samplingKeys.contains(key), let mine = entry(key, wish) else { return current }
+                guard let key = current["key"]?.stringValue, Self.samplingKeys.contains(key), let mine = entry(key, wish), mine != current
+                else { return current }
+                changed = true
                 return mine
             }
+            guard changed else { return nil }
             payload["configurationKey"] = .array(rewritten)
             return .forward(modifiedPayload: payload)
         default:
@@ -221,23 +271,181 @@ public struct MQTTTapStage: Stage {
         }
     }
 
-    enum PendingReads: SessionStateKey { typealias Value = Set<String> }
+    /// CSMS reads the gateway forwarded, whose answers carry the CSMS's own sampling settings.
+    enum PendingReads: SessionStateKey { typealias Value = [String] }
 
+    /// What the CSMS set (or found), when the gateway knows it.
     private func entry(_ key: String, _ wish: Wish) -> JSONValue? {
-        let value = key == "MeterValueSampleInterval" ? wish.interval.map(String.init) : wish.measurands
+        let value = key == "MeterValueSampleInterval" ? (wish.intervalRefused ? nil : wish.interval.map(String.init)) : wish.measurands
         return value.map { ["key": .string(key), "readonly": false, "value": .string($0)] }
     }
 
-    /// Sets the charger to the health interval, sampling the union of what the CSMS and the health channel want.
-    private func configureCharger(_ session: any SessionContext) {
-        guard let healthInterval else { return }
-        let wish = wishes.get(session.chargerId)
-        var measurands = (wish.measurands ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        for measurand in healthMeasurands where !measurands.contains(measurand) { measurands.append(measurand) }
+    static func list(_ text: String?) -> [String]? {
+        text.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
+    }
+
+    static func accepted(_ status: String?) -> Bool { status == "Accepted" || status == "RebootRequired" }
+
+    /// Brings the charger's sampling to the CSMS's measurands plus the health channel's, asking only
+    /// for what the charger takes: it reads the charger's list and its limit, sets the health
+    /// interval, asks for the whole list, and when that is refused, for the CSMS's list and then each
+    /// health measurand in turn. What the charger refuses is logged and counted; the CSMS's
+    /// ChangeConfiguration is answered with the charger's verdict on the CSMS's list.
+    private func negotiate(_ session: any SessionContext) {
+        let negotiation = session[NegotiationKey.self, default: Negotiation()]
+        session[NegotiationKey.self] = negotiation
+        guard !negotiation.busy else {
+            negotiation.again = true
+            return
+        }
+        negotiation.busy = true
+        let finish = {
+            negotiation.busy = false
+            if negotiation.again {
+                negotiation.again = false
+                negotiate(session)
+            }
+        }
+        readCharger(session, negotiation) {
+            setInterval(session, negotiation) {
+                negotiateMeasurands(session, negotiation, finish)
+            }
+        }
+    }
+
+    private func readCharger(_ session: any SessionContext, _ negotiation: Negotiation, then next: @escaping () -> Void) {
+        guard !negotiation.read else { return next() }
+        let keys: JSONValue = ["MeterValuesSampledData", "MeterValuesSampledDataMaxLength", "MeterValueSampleInterval"]
+        session.sendCall("GetConfiguration", payload: ["key": keys], to: .charger) { outcome in
+            guard outcome != .connectionClosed else { return }
+            negotiation.read = true
+            if case .result(let payload) = outcome {
+                var values: [String: String] = [:]
+                for entry in payload["configurationKey"]?.arrayValue ?? [] {
+                    if let key = entry["key"]?.stringValue, let value = entry["value"]?.stringValue { values[key] = value }
+                }
+                negotiation.current = Self.list(values["MeterValuesSampledData"])
+                negotiation.maxLength = values["MeterValuesSampledDataMaxLength"].flatMap { Int($0) }.flatMap { $0 > 0 ? $0 : nil }
+                // What the CSMS had before the gateway changed anything, unless it told the gateway since.
+                wishes.update(session.chargerId) { wish in
+                    if wish.measurands == nil, let list = values["MeterValuesSampledData"] { wish.measurands = list }
+                    if wish.interval == nil, let seconds = values["MeterValueSampleInterval"].flatMap({ Int($0) }), seconds != healthInterval {
+                        wish.interval = seconds
+                    }
+                }
+            }
+            next()
+        }
+    }
+
+    private func setInterval(_ session: any SessionContext, _ negotiation: Negotiation, then next: @escaping () -> Void) {
+        guard let healthInterval, !negotiation.intervalDone else { return next() }
         session.sendCall("ChangeConfiguration", payload: ["key": "MeterValueSampleInterval", "value": .string(String(healthInterval))],
-                         to: .charger) { _ in }
+                         to: .charger) { outcome in
+            guard outcome != .connectionClosed else { return }
+            negotiation.intervalDone = true
+            let status = Self.status(outcome)
+            let refused = status == "Rejected" || status == "NotSupported"
+            wishes.update(session.chargerId) { $0.intervalRefused = refused }
+            if refused {
+                Self.intervalRefusals.increment()
+                session.logger.warning("the charger refused the health channel's sample interval; it keeps the CSMS's",
+                                       metadata: ["interval": "\(healthInterval)", "status": "\(status ?? "")"])
+            }
+            next()
+        }
+    }
+
+    private func negotiateMeasurands(_ session: any SessionContext, _ negotiation: Negotiation, _ finish: @escaping () -> Void) {
+        let request = negotiation.request
+        let base = Self.list(request?.value) ?? Self.list(wishes.get(session.chargerId).measurands) ?? negotiation.current ?? []
+        let extras = healthMeasurands.filter { !base.contains($0) && !negotiation.refused.contains($0) }
+        // The whole list within the charger's limit; one at a time, every health measurand gets its chance.
+        let whole = base + extras.prefix(max(0, (negotiation.maxLength ?? Int.max) - base.count))
+        guard request != nil || whole != negotiation.current else { return finish() }
+        change(session, to: whole) { outcome in
+            let status = Self.status(outcome)
+            if Self.accepted(status) {
+                negotiation.current = whole
+                return answerRequest(session, negotiation, request, outcome, then: finish)
+            }
+            guard status == "Rejected" || status == "NotSupported", whole.count > base.count else {
+                // The CSMS's own list was refused (or the charger failed): the CSMS hears it as it is.
+                return answerRequest(session, negotiation, request, outcome, then: finish)
+            }
+            guard request != nil else { return probe(session, negotiation, base: base, extras, then: finish) }
+            change(session, to: base) { outcome in
+                let accepted = Self.accepted(Self.status(outcome))
+                if accepted { negotiation.current = base }
+                answerRequest(session, negotiation, request, outcome) {
+                    accepted ? probe(session, negotiation, base: base, extras, then: finish) : finish()
+                }
+            }
+        }
+    }
+
+    /// Adds the health measurands one at a time; each refused one is logged and counted.
+    private func probe(_ session: any SessionContext, _ negotiation: Negotiation, base: [String], _ extras: [String],
+                       then finish: @escaping () -> Void) {
+        guard let next = extras.first, base.count < negotiation.maxLength ?? Int.max else { return finish() }
+        let candidate = base + [next]
+        change(session, to: candidate) { outcome in
+            let status = Self.status(outcome)
+            if Self.accepted(status) {
+                negotiation.current = candidate
+                return probe(session, negotiation, base: candidate, Array(extras.dropFirst()), then: finish)
+            }
+            guard status == "Rejected" || status == "NotSupported" else { return finish() }  // an error: try again at the next boot
+            negotiation.refused.insert(next)
+            Self.countRefusal(of: next)
+            session.logger.warning("the charger refused a measurand the health channel asked for",
+                                   metadata: ["measurand": "\(LogSafe.escape(next))", "status": "\(status ?? "")"])
+            probe(session, negotiation, base: base, Array(extras.dropFirst()), then: finish)
+        }
+    }
+
+    private func change(_ session: any SessionContext, to measurands: [String], _ onOutcome: @escaping (CallOutcome) -> Void) {
         session.sendCall("ChangeConfiguration", payload: ["key": "MeterValuesSampledData", "value": .string(measurands.joined(separator: ","))],
-                         to: .charger) { _ in }
+                         to: .charger) { outcome in
+            guard outcome != .connectionClosed else { return }
+            onOutcome(outcome)
+        }
+    }
+
+    /// Tells the CSMS what the charger said of its list, and remembers the list when the charger took it.
+    private func answerRequest(_ session: any SessionContext, _ negotiation: Negotiation, _ request: (messageId: String, value: String)?,
+                               _ outcome: CallOutcome, then next: @escaping () -> Void) {
+        // Only the request this round was for; one that came during the round has the next.
+        if let request {
+            if negotiation.request?.messageId == request.messageId { negotiation.request = nil }
+            switch outcome {
+            case .result:
+                let status = Self.status(outcome) ?? "Rejected"
+                if Self.accepted(status) { wishes.update(session.chargerId) { $0.measurands = request.value } }
+                session.answer(request.messageId, to: .csms, with: ["status": .string(status)], error: nil)
+            case .error(let code, let description):
+                session.answer(request.messageId, to: .csms, with: [:], error: (OCPPErrorCode(rawValue: code), description))
+            case .timedOut, .rejected:
+                session.answer(request.messageId, to: .csms, with: [:], error: (.genericError, "the charger did not answer"))
+            case .connectionClosed:
+                break
+            }
+        }
+        next()
+    }
+
+    /// A ChangeConfiguration answer's status, checked against the four OCPP allows.
+    static func status(_ outcome: CallOutcome) -> String? {
+        guard case .result(let payload) = outcome, let status = payload["status"]?.stringValue,
+              ["Accepted", "Rejected", "RebootRequired", "NotSupported"].contains(status) else { return nil }
+        return status
+    }
+
+    static let intervalRefusals = Counter(label: "ocpp_gateway_health_interval_refused_total")
+
+    /// One counter per OCPP measurand at most: `health_measurands` is checked against OCPP's list.
+    static func countRefusal(of measurand: String) {
+        Counter(label: "ocpp_gateway_health_measurands_refused_total", dimensions: [("measurand", measurand)]).increment()
     }
 
     /// Periodic samples reach the CSMS once per its interval (the first sample of each interval,
@@ -245,14 +453,21 @@ public struct MQTTTapStage: Stage {
     /// and triggered values always pass.
     private func thinForCSMS(_ entries: [JSONValue], _ session: any SessionContext) -> [JSONValue] {
         let wish = wishes.get(session.chargerId)
-        guard let interval = wish.interval, interval > 0 else { return entries }
-        let wanted = wish.measurands.map { Set($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }) }
+        // When the charger refused the health interval it samples at the CSMS's: no thinning in time.
+        let interval = wish.intervalRefused ? nil : wish.interval
+        let wanted = Self.list(wish.measurands).map(Set.init)
+        guard interval != nil || wanted != nil else { return entries }
         var kept: [JSONValue] = []
         var periodicTime: Double?
         for meterValue in entries {
             let time = meterValue["timestamp"]?.stringValue.flatMap(parseISO)?.timeIntervalSince1970 ?? session.wallTime
             let last = periodicTime ?? wish.lastForwarded
-            let due = last == nil || floor(time / Double(interval)) > floor(last! / Double(interval))
+            let due: Bool
+            switch interval {
+            case nil: due = true
+            case 0: due = false  // 0: the CSMS wants no periodic samples
+            case let seconds?: due = last == nil || floor(time / Double(seconds)) > floor(last! / Double(seconds))
+            }
             let samples = (meterValue["sampledValue"]?.arrayValue ?? []).filter { sample in
                 let context = sample["context"]?.stringValue ?? "Sample.Periodic"
                 guard context == "Sample.Periodic" else { return true }
