@@ -18,8 +18,8 @@ public struct CompressorStage: Stage {
         public var algorithm: String
         /// Absolute deviation (CompDev, or the band), in the measurand's base unit (A, V, W, Wh…)…
         public var deviation: Double?
-        /// …or a percentage of the measurand's `span` (by default the span of an 11 kW AC charger's
-        /// instrument for that measurand: `CompressionDefaults.span(measurand:)`).
+        /// …or a percentage of the measurand's `span`; without one, of the measurand's standard range
+        /// the series' values stay within (`CompressionDefaults.ranges(measurand:)`: 32 A, 63 A, 125 A …).
         public var deviationPercent: Double?
         public var span: Double?
         /// Seconds: no point sooner than this after the last one (deadband and SDT).
@@ -67,7 +67,7 @@ public struct CompressorStage: Stage {
 
     static let phases: Set<String> = ["L1", "L2", "L3", "N", "L1-N", "L2-N", "L3-N", "L1-L2", "L2-L3", "L3-L1"]
 
-    /// The deviation for `series` under `setting`, in the measurand's base unit; nil: not compressed.
+    /// The deviation `series` starts with under `setting`, in the measurand's base unit; nil: not compressed.
     static func deviation(_ setting: Setting, series: String) -> Double? {
         if let deviation = setting.deviation { return deviation }
         guard let percent = setting.deviationPercent,
@@ -100,15 +100,9 @@ public struct CompressorStage: Stage {
 
 /// One charger's compressors, one per series, made on first sight.
 final class SeriesCompressors: TelemetryFilter {
-    enum Compressor {
-        case none
-        case deadband(DeadbandCompressor)
-        case sdt(SwingingDoorCompressor)
-    }
-
     let stage: CompressorStage
     var retired = false
-    private var compressors: [String: Compressor] = [:]
+    private var compressors: [String: SeriesCompressor] = [:]
     /// The compressors this one replaced, flushed on the next flush.
     private var predecessor: SeriesCompressors?
 
@@ -119,16 +113,7 @@ final class SeriesCompressors: TelemetryFilter {
 
     func filter(series: String, time: Double, value: Double) -> [(time: Double, value: Double)] {
         var compressor = compressors[series] ?? make(series)
-        let points: [Sample]
-        switch compressor {
-        case .none: points = [Sample(time: time, value: value)]
-        case .deadband(var inner):
-            points = inner.add(Sample(time: time, value: value))
-            compressor = .deadband(inner)
-        case .sdt(var inner):
-            points = inner.add(Sample(time: time, value: value))
-            compressor = .sdt(inner)
-        }
+        let points = compressor.add(Sample(time: time, value: value))
         compressors[series] = compressor
         return points.map { ($0.time, $0.value) }
     }
@@ -136,18 +121,8 @@ final class SeriesCompressors: TelemetryFilter {
     func flush() -> [(series: String, time: Double, value: Double)] {
         var out = predecessor?.flush() ?? []
         predecessor = nil
-        for (series, compressor) in compressors.sorted(by: { $0.key < $1.key }) {
-            var points: [Sample] = []
-            switch compressor {
-            case .none: break
-            case .deadband(var inner):
-                points = inner.flush()
-                compressors[series] = .deadband(inner)
-            case .sdt(var inner):
-                points = inner.flush()
-                compressors[series] = .sdt(inner)
-            }
-            out += points.map { (series, $0.time, $0.value) }
+        for series in compressors.keys.sorted() {
+            out += compressors[series]!.flush().map { (series, $0.time, $0.value) }
         }
         return out
     }
@@ -159,7 +134,8 @@ final class SeriesCompressors: TelemetryFilter {
 
     func descriptor(series: String) -> JSONValue? {
         let setting = stage.setting(for: series)
-        guard setting.algorithm != "none", let deviation = CompressorStage.deviation(setting, series: series) else { return nil }
+        guard let deviation = compressors[series]?.deviation ?? CompressorStage.deviation(setting, series: series),
+              setting.algorithm != "none" else { return nil }
         var descriptor: JSONValue = ["algorithm": .string(setting.algorithm), "deviation": .number(deviation)]
         if let unit = CompressionDefaults.baseUnit(measurand: CompressionDefaults.measurand(ofSeries: series)) {
             descriptor["deviation_unit"] = .string(unit)
@@ -168,17 +144,11 @@ final class SeriesCompressors: TelemetryFilter {
         return descriptor
     }
 
-    private func make(_ series: String) -> Compressor {
+    private func make(_ series: String) -> SeriesCompressor {
         let setting = stage.setting(for: series)
-        guard setting.algorithm != "none", let deviation = CompressorStage.deviation(setting, series: series) else { return .none }
-        switch setting.algorithm {
-        case "deadband":
-            return .deadband(DeadbandCompressor(band: deviation, minTime: setting.minTime ?? 0, maxTime: setting.maxTime ?? .infinity))
-        case "sdt":
-            return .sdt(SwingingDoorCompressor(compDev: deviation, compMinTime: setting.minTime ?? 0, compMaxTime: setting.maxTime ?? .infinity))
-        default:
-            return .none
-        }
+        return SeriesCompressor(algorithm: setting.algorithm, deviation: setting.deviation, deviationPercent: setting.deviationPercent,
+                                span: setting.span, measurand: CompressionDefaults.measurand(ofSeries: series),
+                                minTime: setting.minTime ?? 0, maxTime: setting.maxTime ?? .infinity)
     }
 }
 

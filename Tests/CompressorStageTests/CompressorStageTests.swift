@@ -97,6 +97,15 @@ struct CompressorStageTests {
         #expect(exported.allSatisfy { $0.json["unit"] == "kW" && ($0.json["value"]?.stringValue?.split(separator: ".").last?.count == 3) })
     }
 
+    @Test func aDCChargersCurrentIsCompressedInItsOwnRange() throws {
+        let (tester, publisher) = try rig("")
+        let amps = (0..<300).map { (Self.stamp($0, millis: 0), String(format: "%.1f", 375 + [0, 0.8, -0.6, 0.3, -0.9][$0 % 5])) }
+        send(tester, measurand: "Current.Import", unit: "A", amps)
+        let points = publisher.take().filter { $0.topic.hasSuffix("telemetry/Current.Import") }
+        #expect(points.count <= 4, "\(points.count) points for 375 A ± 1 A")
+        #expect(points.last?.json["compression"]?["deviation"]?.doubleValue == 2.5)
+    }
+
     @Test func pointsSDTDidNotMoveAreTheChargersStringsAndTimesKeepMilliseconds() throws {
         let (tester, publisher) = try rig("default: { algorithm: sdt, deviation: 0.05, max_time: 3600 }")
         // A noisy ramp: SDT archives some samples as they are and places others on a slope.

@@ -121,4 +121,33 @@ struct CompressorPropertyTests {
         }
         #expect(unmoved > 0)
     }
+
+    /// The shipped defaults: 0.5 % of the range the values stay within. A DC current is compressed
+    /// with 2.5 A once it reaches 375 A, an AC current with 0.16 A; the series never loses a point
+    /// at the change of range and ends on its true last value.
+    @Test func theRangeStepsUpWithTheValues() {
+        var ac = SeriesCompressor(algorithm: "sdt", deviation: nil, deviationPercent: 0.5, span: nil, measurand: "Current.Import")
+        var dc = ac
+        #expect(ac.deviation == 0.16)
+        var generator = SeriesGenerator(state: 42)
+        var dcSamples: [Sample] = [], dcPoints: [Sample] = []
+        for second in 0..<600 {
+            let amps = second < 60 ? 375 * Double(second) / 60 : 375 + (generator.next() - 0.5) * 2
+            let sample = Sample(time: Double(second), value: (amps * 10).rounded() / 10)
+            dcSamples.append(sample)
+            dcPoints += dc.add(sample)
+            _ = ac.add(Sample(time: Double(second), value: 16 + (generator.next() - 0.5) * 0.1))
+        }
+        dcPoints += dc.flush()
+        #expect(dc.deviation == 2.5 && ac.deviation == 0.16)
+        #expect(dcPoints.count < 40, "\(dcPoints.count) points")
+        #expect(dcPoints.first == dcSamples.first && dcPoints.last == dcSamples.last)
+        for sample in dcSamples {
+            #expect(abs((interpolate(dcPoints, at: sample.time) ?? .nan) - sample.value) <= 2.5 + 1e-9)
+        }
+        var fixed = SeriesCompressor(algorithm: "sdt", deviation: nil, deviationPercent: 0.5, span: 32, measurand: "Current.Import")
+        _ = fixed.add(Sample(time: 0, value: 375))
+        #expect(fixed.deviation == 0.16, "a configured span is kept")
+        #expect(SeriesCompressor(algorithm: "sdt", deviation: nil, deviationPercent: 0.5, span: nil, measurand: "Bogus").deviation == nil)
+    }
 }
