@@ -16,9 +16,10 @@ public struct CompressorStage: Stage {
     public struct Setting: Decodable, Sendable, Equatable {
         /// `none`, `deadband` or `sdt`.
         public var algorithm: String
-        /// Absolute deviation (CompDev, or the band), in the measurand's unit…
+        /// Absolute deviation (CompDev, or the band), in the measurand's base unit (A, V, W, Wh…)…
         public var deviation: Double?
-        /// …or a percentage of `span`.
+        /// …or a percentage of the measurand's `span`; without one, of the measurand's standard range
+        /// the series' values stay within (`CompressionDefaults.ranges(measurand:)`: 32 A, 63 A, 125 A …).
         public var deviationPercent: Double?
         public var span: Double?
         /// Seconds: no point sooner than this after the last one (deadband and SDT).
@@ -30,30 +31,53 @@ public struct CompressorStage: Stage {
     public static let type = "compressor"
     public static let summary = "Deadband or Swinging Door Trending per measurand for the health channel's telemetry."
 
+    /// SDT, 0.5 % of each measurand's span, a point at least every 900 s.
+    static let shippedDefault = Setting(algorithm: CompressionDefaults.algorithm, deviationPercent: CompressionDefaults.deviationPercent,
+                                        maxTime: CompressionDefaults.maxTime)
+
     let settings: [String: Setting]
     let fallback: Setting
 
     public init(configuration: Configuration, context: StageSetupContext) throws {
-        fallback = configuration.default ?? Setting(algorithm: "sdt", deviationPercent: 0.5, span: 400, maxTime: 900)
+        fallback = configuration.default ?? Self.shippedDefault
         settings = configuration.measurands ?? [:]
         for (name, setting) in [("default", fallback)] + settings.sorted(by: { $0.key < $1.key }) {
             guard ["none", "deadband", "sdt"].contains(setting.algorithm) else {
                 throw CompressorError("'\(name)': algorithm is none, deadband or sdt, not '\(setting.algorithm)'")
             }
-            if setting.algorithm != "none", Self.deviation(setting) == nil {
-                throw CompressorError("'\(name)': give 'deviation', or 'deviation_percent' with 'span'")
+            if name != "default" {
+                let parts = name.split(separator: "/", maxSplits: 1).map(String.init)
+                guard CompressionDefaults.span(measurand: parts[0]) != nil else {
+                    throw CompressorError("'\(name)': '\(parts[0])' is not an OCPP 1.6 measurand")
+                }
+                if parts.count > 1, !Self.phases.contains(parts[1]) {
+                    throw CompressorError("'\(name)': '\(parts[1])' is not a phase; phases: \(Self.phases.sorted().joined(separator: ", "))")
+                }
+            }
+            if let span = setting.span, !(span > 0) { throw CompressorError("'\(name)': 'span' must be positive") }
+            if let deviation = setting.deviation, !(deviation > 0) { throw CompressorError("'\(name)': 'deviation' must be positive") }
+            if let percent = setting.deviationPercent, !(percent > 0) {
+                throw CompressorError("'\(name)': 'deviation_percent' must be positive")
+            }
+            if setting.algorithm != "none", setting.deviation == nil, setting.deviationPercent == nil {
+                throw CompressorError("'\(name)': give 'deviation' (in the measurand's unit) or 'deviation_percent' (of its span)")
             }
         }
     }
 
-    static func deviation(_ setting: Setting) -> Double? {
-        if let deviation = setting.deviation, deviation > 0 { return deviation }
-        if let percent = setting.deviationPercent, let span = setting.span, percent > 0, span > 0 { return percent / 100 * span }
-        return nil
+    static let phases: Set<String> = ["L1", "L2", "L3", "N", "L1-N", "L2-N", "L3-N", "L1-L2", "L2-L3", "L3-L1"]
+
+    /// The deviation `series` starts with under `setting`, in the measurand's base unit; nil: not compressed.
+    static func deviation(_ setting: Setting, series: String) -> Double? {
+        if let deviation = setting.deviation { return deviation }
+        guard let percent = setting.deviationPercent,
+              let span = setting.span ?? CompressionDefaults.span(measurand: CompressionDefaults.measurand(ofSeries: series))
+        else { return nil }
+        return span * percent / 100
     }
 
     func setting(for series: String) -> Setting {
-        settings[series] ?? settings[String(series.split(separator: "/").first ?? "")] ?? fallback
+        settings[series] ?? settings[CompressionDefaults.measurand(ofSeries: series)] ?? fallback
     }
 
     public func sessionStarted(_ session: any SessionContext) {
@@ -76,15 +100,9 @@ public struct CompressorStage: Stage {
 
 /// One charger's compressors, one per series, made on first sight.
 final class SeriesCompressors: TelemetryFilter {
-    enum Compressor {
-        case none
-        case deadband(DeadbandCompressor)
-        case sdt(SwingingDoorCompressor)
-    }
-
     let stage: CompressorStage
     var retired = false
-    private var compressors: [String: Compressor] = [:]
+    private var compressors: [String: SeriesCompressor] = [:]
     /// The compressors this one replaced, flushed on the next flush.
     private var predecessor: SeriesCompressors?
 
@@ -95,16 +113,7 @@ final class SeriesCompressors: TelemetryFilter {
 
     func filter(series: String, time: Double, value: Double) -> [(time: Double, value: Double)] {
         var compressor = compressors[series] ?? make(series)
-        let points: [Sample]
-        switch compressor {
-        case .none: points = [Sample(time: time, value: value)]
-        case .deadband(var inner):
-            points = inner.add(Sample(time: time, value: value))
-            compressor = .deadband(inner)
-        case .sdt(var inner):
-            points = inner.add(Sample(time: time, value: value))
-            compressor = .sdt(inner)
-        }
+        let points = compressor.add(Sample(time: time, value: value))
         compressors[series] = compressor
         return points.map { ($0.time, $0.value) }
     }
@@ -112,18 +121,8 @@ final class SeriesCompressors: TelemetryFilter {
     func flush() -> [(series: String, time: Double, value: Double)] {
         var out = predecessor?.flush() ?? []
         predecessor = nil
-        for (series, compressor) in compressors.sorted(by: { $0.key < $1.key }) {
-            var points: [Sample] = []
-            switch compressor {
-            case .none: break
-            case .deadband(var inner):
-                points = inner.flush()
-                compressors[series] = .deadband(inner)
-            case .sdt(var inner):
-                points = inner.flush()
-                compressors[series] = .sdt(inner)
-            }
-            out += points.map { (series, $0.time, $0.value) }
+        for series in compressors.keys.sorted() {
+            out += compressors[series]!.flush().map { (series, $0.time, $0.value) }
         }
         return out
     }
@@ -135,23 +134,21 @@ final class SeriesCompressors: TelemetryFilter {
 
     func descriptor(series: String) -> JSONValue? {
         let setting = stage.setting(for: series)
-        guard setting.algorithm != "none", let deviation = CompressorStage.deviation(setting) else { return nil }
+        guard let deviation = compressors[series]?.deviation ?? CompressorStage.deviation(setting, series: series),
+              setting.algorithm != "none" else { return nil }
         var descriptor: JSONValue = ["algorithm": .string(setting.algorithm), "deviation": .number(deviation)]
+        if let unit = CompressionDefaults.baseUnit(measurand: CompressionDefaults.measurand(ofSeries: series)) {
+            descriptor["deviation_unit"] = .string(unit)
+        }
         if let maxTime = setting.maxTime { descriptor["max_time"] = .number(maxTime) }
         return descriptor
     }
 
-    private func make(_ series: String) -> Compressor {
+    private func make(_ series: String) -> SeriesCompressor {
         let setting = stage.setting(for: series)
-        guard let deviation = CompressorStage.deviation(setting) else { return .none }
-        switch setting.algorithm {
-        case "deadband":
-            return .deadband(DeadbandCompressor(band: deviation, minTime: setting.minTime ?? 0, maxTime: setting.maxTime ?? .infinity))
-        case "sdt":
-            return .sdt(SwingingDoorCompressor(compDev: deviation, compMinTime: setting.minTime ?? 0, compMaxTime: setting.maxTime ?? .infinity))
-        default:
-            return .none
-        }
+        return SeriesCompressor(algorithm: setting.algorithm, deviation: setting.deviation, deviationPercent: setting.deviationPercent,
+                                span: setting.span, measurand: CompressionDefaults.measurand(ofSeries: series),
+                                minTime: setting.minTime ?? 0, maxTime: setting.maxTime ?? .infinity)
     }
 }
 

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Logging
+import Metrics
 import Synchronization
 public import OCPP
 public import StageKit
@@ -68,22 +69,28 @@ public struct MQTTTapStage: Stage {
         healthInterval = configuration.healthInterval
         healthMeasurands = configuration.healthMeasurands
             ?? ["Voltage", "Current.Import", "Power.Active.Import", "Temperature", "Energy.Active.Import.Register"]
+        for measurand in healthMeasurands where !Self.measurands.contains(measurand) {
+            throw TapError("'health_measurands' names '\(measurand)', which is not an OCPP 1.6 measurand")
+        }
     }
 
     /// The per-gateway HMAC key, made on first use (`<state_dir>/health-channel.key`, 0600). Hashes stay
     /// stable across restarts, so an O&M platform can correlate sessions without learning the idTag.
     static func loadSecret(stateDirectory: String) throws -> [UInt8] {
         let path = stateDirectory + "/health-channel.key"
-        if let data = FileManager.default.contents(atPath: path), data.count == 32 { return Array(data) }
-        try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
-        let key = SymmetricKey(size: .bits256)
-        let temporary = path + ".tmp"
-        guard FileManager.default.createFile(atPath: temporary, contents: key.withUnsafeBytes { Data($0) },
-                                             attributes: [.posixPermissions: 0o600]) else {
-            throw TapError("cannot write \(path)")
+        if let data = try AtomicFile.read(path) {
+            guard data.count == 32 else { throw TapError("\(path) holds \(data.count) bytes, not a 32-byte key; remove it to make a new one") }
+            return Array(data)
         }
-        guard rename(temporary, path) == 0 else { throw TapError("cannot install \(path): \(String(cString: strerror(errno)))") }
-        return key.withUnsafeBytes { Array($0) }
+        let key = SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) }
+        do {
+            // 0600 from the first byte; fails if another process made the file first.
+            try AtomicFile.create(Data(key), at: path)
+        } catch {
+            guard let data = try AtomicFile.read(path), data.count == 32 else { throw TapError("cannot make \(path): \(error)") }
+            return Array(data)
+        }
+        return key
     }
 
     // MARK: Frames
@@ -161,11 +168,14 @@ public struct MQTTTapStage: Stage {
 
     // MARK: Splitting the sample interval
 
-    /// The CSMS's sampling wishes for one charger.
+    /// The CSMS's sampling wishes for one charger, and what the charger made of the health channel's.
     struct Wish: Sendable {
         var interval: Int?
         var measurands: String?
         var lastForwarded: Double?
+        /// The charger refused `MeterValueSampleInterval = health_interval`: it samples at the CSMS's
+        /// interval, which the CSMS then sets on the charger itself.
+        var intervalRefused = false
     }
 
     final class SamplingWishes: Sendable {
@@ -176,41 +186,84 @@ public struct MQTTTapStage: Stage {
 
     static let samplingKeys: Set<String> = ["MeterValueSampleInterval", "MeterValuesSampledData"]
 
+    /// This session's negotiation of the charger's sampling: one at a time, what the charger said.
+    final class Negotiation {
+        var busy = false
+        /// Another round was asked for while one ran.
+        var again = false
+        /// The CSMS's held ChangeConfiguration of MeterValuesSampledData (it waits for the charger's truth).
+        var request: (messageId: String, value: String)?
+        /// Read from the charger this session: its configured list (known good) and its list's limit.
+        var read = false
+        var current: [String]?
+        var maxLength: Int?
+        var intervalDone = false
+        /// Health measurands the charger refused this session (not asked for again until it boots).
+        var refused: Set<String> = []
+    }
+
+    enum NegotiationKey: SessionStateKey { typealias Value = Negotiation }
+
     /// Intercepts what the CSMS says and reads about sampling; the charger runs at the health interval.
     private func splitSampling(_ envelope: Envelope, _ session: any SessionContext) -> Verdict? {
         let id = session.chargerId
         switch (envelope.direction, envelope.messageType, envelope.action ?? "") {
         case (.fromCSMS, .callResult, "BootNotification") where envelope.payload()["status"]?.stringValue == "Accepted":
-            session.schedule(after: .zero) { configureCharger(session) }
+            // A (re)booted charger: read it again, set the interval again, ask again for what it refused.
+            let negotiation = session[NegotiationKey.self, default: Negotiation()]
+            negotiation.read = false
+            negotiation.intervalDone = false
+            negotiation.refused = []
+            session[NegotiationKey.self] = negotiation
+            session.schedule(after: .zero) { negotiate(session) }
             return nil
         case (.fromCSMS, .call, "ChangeConfiguration"):
             let payload = envelope.payload()
             guard let key = payload["key"]?.stringValue, Self.samplingKeys.contains(key), let value = payload["value"]?.stringValue else { return nil }
             if key == "MeterValueSampleInterval" {
+                // The charger refused the health interval: the CSMS's interval is the charger's business.
+                guard !wishes.get(id).intervalRefused else { return nil }
                 guard let seconds = Int(value), seconds >= 0 else { return .answer(["status": "Rejected"]) }
+                // The charger samples at the health interval; the gateway forwards at the CSMS's.
                 wishes.update(id) { $0.interval = seconds }
-            } else {
-                wishes.update(id) { $0.measurands = value }
-                session.schedule(after: .zero) { configureCharger(session) }
+                return .answer(["status": "Accepted"])
             }
-            // The charger keeps sampling at the health interval; the CSMS gets what it asked for.
-            return .answer(["status": "Accepted"])
+            // The charger decides: the CSMS hears its answer once it has given one.
+            let negotiation = session[NegotiationKey.self, default: Negotiation()]
+            session[NegotiationKey.self] = negotiation
+            guard negotiation.request == nil else {
+                return .answerError(.genericError, "a change of MeterValuesSampledData is already in progress")
+            }
+            negotiation.request = (envelope.messageId, value)
+            negotiate(session)
+            return .answerLater
         case (.fromCSMS, .call, "GetConfiguration"):
             let keys = envelope.payload()["key"]?.arrayValue?.compactMap(\.stringValue) ?? []
             let wish = wishes.get(id)
-            guard !keys.isEmpty, Set(keys).isSubset(of: Self.samplingKeys), wish.interval != nil || wish.measurands != nil else {
-                if keys.isEmpty { session[PendingReads.self, default: []].insert(envelope.messageId) }
-                return nil
+            if !keys.isEmpty, Set(keys).isSubset(of: Self.samplingKeys) {
+                let entries = keys.compactMap { entry($0, wish) }
+                if entries.count == keys.count { return .answer(["configurationKey": .array(entries), "unknownKey": []]) }
             }
-            return .answer(["configurationKey": .array(keys.compactMap { entry($0, wish) }), "unknownKey": []])
+            guard keys.isEmpty || keys.contains(where: Self.samplingKeys.contains) else { return nil }
+            var pending = session[PendingReads.self, default: []]
+            if pending.count >= 16 { pending.removeFirst() }  // answers that never came
+            pending.append(envelope.messageId)
+            session[PendingReads.self] = pending
+            return nil
         case (.fromCharger, .callResult, "GetConfiguration"):
-            guard session[PendingReads.self]?.remove(envelope.messageId) != nil else { return nil }
+            guard var pending = session[PendingReads.self], let index = pending.firstIndex(of: envelope.messageId) else { return nil }
+            pending.remove(at: index)
+            session[PendingReads.self] = pending
             var payload = envelope.payload()
             let wish = wishes.get(id)
+            var changed = false
             let rewritten = (payload["configurationKey"]?.arrayValue ?? []).map { current -> JSONValue in
-                guard let key = current["key"]?.stringValue, Self.samplingKeys.contains(key), let mine = entry(key, wish) else { return current }
+                guard let key = current["key"]?.stringValue, Self.samplingKeys.contains(key), let mine = entry(key, wish), mine != current
+                else { return current }
+                changed = true
                 return mine
             }
+            guard changed else { return nil }
             payload["configurationKey"] = .array(rewritten)
             return .forward(modifiedPayload: payload)
         default:
@@ -218,23 +271,181 @@ public struct MQTTTapStage: Stage {
         }
     }
 
-    enum PendingReads: SessionStateKey { typealias Value = Set<String> }
+    /// CSMS reads the gateway forwarded, whose answers carry the CSMS's own sampling settings.
+    enum PendingReads: SessionStateKey { typealias Value = [String] }
 
+    /// What the CSMS set (or found), when the gateway knows it.
     private func entry(_ key: String, _ wish: Wish) -> JSONValue? {
-        let value = key == "MeterValueSampleInterval" ? wish.interval.map(String.init) : wish.measurands
+        let value = key == "MeterValueSampleInterval" ? (wish.intervalRefused ? nil : wish.interval.map(String.init)) : wish.measurands
         return value.map { ["key": .string(key), "readonly": false, "value": .string($0)] }
     }
 
-    /// Sets the charger to the health interval, sampling the union of what the CSMS and the health channel want.
-    private func configureCharger(_ session: any SessionContext) {
-        guard let healthInterval else { return }
-        let wish = wishes.get(session.chargerId)
-        var measurands = (wish.measurands ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        for measurand in healthMeasurands where !measurands.contains(measurand) { measurands.append(measurand) }
+    static func list(_ text: String?) -> [String]? {
+        text.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
+    }
+
+    static func accepted(_ status: String?) -> Bool { status == "Accepted" || status == "RebootRequired" }
+
+    /// Brings the charger's sampling to the CSMS's measurands plus the health channel's, asking only
+    /// for what the charger takes: it reads the charger's list and its limit, sets the health
+    /// interval, asks for the whole list, and when that is refused, for the CSMS's list and then each
+    /// health measurand in turn. What the charger refuses is logged and counted; the CSMS's
+    /// ChangeConfiguration is answered with the charger's verdict on the CSMS's list.
+    private func negotiate(_ session: any SessionContext) {
+        let negotiation = session[NegotiationKey.self, default: Negotiation()]
+        session[NegotiationKey.self] = negotiation
+        guard !negotiation.busy else {
+            negotiation.again = true
+            return
+        }
+        negotiation.busy = true
+        let finish = {
+            negotiation.busy = false
+            if negotiation.again {
+                negotiation.again = false
+                negotiate(session)
+            }
+        }
+        readCharger(session, negotiation) {
+            setInterval(session, negotiation) {
+                negotiateMeasurands(session, negotiation, finish)
+            }
+        }
+    }
+
+    private func readCharger(_ session: any SessionContext, _ negotiation: Negotiation, then next: @escaping () -> Void) {
+        guard !negotiation.read else { return next() }
+        let keys: JSONValue = ["MeterValuesSampledData", "MeterValuesSampledDataMaxLength", "MeterValueSampleInterval"]
+        session.sendCall("GetConfiguration", payload: ["key": keys], to: .charger) { outcome in
+            guard outcome != .connectionClosed else { return }
+            negotiation.read = true
+            if case .result(let payload) = outcome {
+                var values: [String: String] = [:]
+                for entry in payload["configurationKey"]?.arrayValue ?? [] {
+                    if let key = entry["key"]?.stringValue, let value = entry["value"]?.stringValue { values[key] = value }
+                }
+                negotiation.current = Self.list(values["MeterValuesSampledData"])
+                negotiation.maxLength = values["MeterValuesSampledDataMaxLength"].flatMap { Int($0) }.flatMap { $0 > 0 ? $0 : nil }
+                // What the CSMS had before the gateway changed anything, unless it told the gateway since.
+                wishes.update(session.chargerId) { wish in
+                    if wish.measurands == nil, let list = values["MeterValuesSampledData"] { wish.measurands = list }
+                    if wish.interval == nil, let seconds = values["MeterValueSampleInterval"].flatMap({ Int($0) }), seconds != healthInterval {
+                        wish.interval = seconds
+                    }
+                }
+            }
+            next()
+        }
+    }
+
+    private func setInterval(_ session: any SessionContext, _ negotiation: Negotiation, then next: @escaping () -> Void) {
+        guard let healthInterval, !negotiation.intervalDone else { return next() }
         session.sendCall("ChangeConfiguration", payload: ["key": "MeterValueSampleInterval", "value": .string(String(healthInterval))],
-                         to: .charger) { _ in }
+                         to: .charger) { outcome in
+            guard outcome != .connectionClosed else { return }
+            negotiation.intervalDone = true
+            let status = Self.status(outcome)
+            let refused = status == "Rejected" || status == "NotSupported"
+            wishes.update(session.chargerId) { $0.intervalRefused = refused }
+            if refused {
+                Self.intervalRefusals.increment()
+                session.logger.warning("the charger refused the health channel's sample interval; it keeps the CSMS's",
+                                       metadata: ["interval": "\(healthInterval)", "status": "\(status ?? "")"])
+            }
+            next()
+        }
+    }
+
+    private func negotiateMeasurands(_ session: any SessionContext, _ negotiation: Negotiation, _ finish: @escaping () -> Void) {
+        let request = negotiation.request
+        let base = Self.list(request?.value) ?? Self.list(wishes.get(session.chargerId).measurands) ?? negotiation.current ?? []
+        let extras = healthMeasurands.filter { !base.contains($0) && !negotiation.refused.contains($0) }
+        // The whole list within the charger's limit; one at a time, every health measurand gets its chance.
+        let whole = base + extras.prefix(max(0, (negotiation.maxLength ?? Int.max) - base.count))
+        guard request != nil || whole != negotiation.current else { return finish() }
+        change(session, to: whole) { outcome in
+            let status = Self.status(outcome)
+            if Self.accepted(status) {
+                negotiation.current = whole
+                return answerRequest(session, negotiation, request, outcome, then: finish)
+            }
+            guard status == "Rejected" || status == "NotSupported", whole.count > base.count else {
+                // The CSMS's own list was refused (or the charger failed): the CSMS hears it as it is.
+                return answerRequest(session, negotiation, request, outcome, then: finish)
+            }
+            guard request != nil else { return probe(session, negotiation, base: base, extras, then: finish) }
+            change(session, to: base) { outcome in
+                let accepted = Self.accepted(Self.status(outcome))
+                if accepted { negotiation.current = base }
+                answerRequest(session, negotiation, request, outcome) {
+                    accepted ? probe(session, negotiation, base: base, extras, then: finish) : finish()
+                }
+            }
+        }
+    }
+
+    /// Adds the health measurands one at a time; each refused one is logged and counted.
+    private func probe(_ session: any SessionContext, _ negotiation: Negotiation, base: [String], _ extras: [String],
+                       then finish: @escaping () -> Void) {
+        guard let next = extras.first, base.count < negotiation.maxLength ?? Int.max else { return finish() }
+        let candidate = base + [next]
+        change(session, to: candidate) { outcome in
+            let status = Self.status(outcome)
+            if Self.accepted(status) {
+                negotiation.current = candidate
+                return probe(session, negotiation, base: candidate, Array(extras.dropFirst()), then: finish)
+            }
+            guard status == "Rejected" || status == "NotSupported" else { return finish() }  // an error: try again at the next boot
+            negotiation.refused.insert(next)
+            Self.countRefusal(of: next)
+            session.logger.warning("the charger refused a measurand the health channel asked for",
+                                   metadata: ["measurand": "\(LogSafe.escape(next))", "status": "\(status ?? "")"])
+            probe(session, negotiation, base: base, Array(extras.dropFirst()), then: finish)
+        }
+    }
+
+    private func change(_ session: any SessionContext, to measurands: [String], _ onOutcome: @escaping (CallOutcome) -> Void) {
         session.sendCall("ChangeConfiguration", payload: ["key": "MeterValuesSampledData", "value": .string(measurands.joined(separator: ","))],
-                         to: .charger) { _ in }
+                         to: .charger) { outcome in
+            guard outcome != .connectionClosed else { return }
+            onOutcome(outcome)
+        }
+    }
+
+    /// Tells the CSMS what the charger said of its list, and remembers the list when the charger took it.
+    private func answerRequest(_ session: any SessionContext, _ negotiation: Negotiation, _ request: (messageId: String, value: String)?,
+                               _ outcome: CallOutcome, then next: @escaping () -> Void) {
+        // Only the request this round was for; one that came during the round has the next.
+        if let request {
+            if negotiation.request?.messageId == request.messageId { negotiation.request = nil }
+            switch outcome {
+            case .result:
+                let status = Self.status(outcome) ?? "Rejected"
+                if Self.accepted(status) { wishes.update(session.chargerId) { $0.measurands = request.value } }
+                session.answer(request.messageId, to: .csms, with: ["status": .string(status)], error: nil)
+            case .error(let code, let description):
+                session.answer(request.messageId, to: .csms, with: [:], error: (OCPPErrorCode(rawValue: code), description))
+            case .timedOut, .rejected:
+                session.answer(request.messageId, to: .csms, with: [:], error: (.genericError, "the charger did not answer"))
+            case .connectionClosed:
+                break
+            }
+        }
+        next()
+    }
+
+    /// A ChangeConfiguration answer's status, checked against the four OCPP allows.
+    static func status(_ outcome: CallOutcome) -> String? {
+        guard case .result(let payload) = outcome, let status = payload["status"]?.stringValue,
+              ["Accepted", "Rejected", "RebootRequired", "NotSupported"].contains(status) else { return nil }
+        return status
+    }
+
+    static let intervalRefusals = Counter(label: "ocpp_gateway_health_interval_refused_total")
+
+    /// One counter per OCPP measurand at most: `health_measurands` is checked against OCPP's list.
+    static func countRefusal(of measurand: String) {
+        Counter(label: "ocpp_gateway_health_measurands_refused_total", dimensions: [("measurand", measurand)]).increment()
     }
 
     /// Periodic samples reach the CSMS once per its interval (the first sample of each interval,
@@ -242,14 +453,21 @@ public struct MQTTTapStage: Stage {
     /// and triggered values always pass.
     private func thinForCSMS(_ entries: [JSONValue], _ session: any SessionContext) -> [JSONValue] {
         let wish = wishes.get(session.chargerId)
-        guard let interval = wish.interval, interval > 0 else { return entries }
-        let wanted = wish.measurands.map { Set($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }) }
+        // When the charger refused the health interval it samples at the CSMS's: no thinning in time.
+        let interval = wish.intervalRefused ? nil : wish.interval
+        let wanted = Self.list(wish.measurands).map(Set.init)
+        guard interval != nil || wanted != nil else { return entries }
         var kept: [JSONValue] = []
         var periodicTime: Double?
         for meterValue in entries {
             let time = meterValue["timestamp"]?.stringValue.flatMap(parseISO)?.timeIntervalSince1970 ?? session.wallTime
             let last = periodicTime ?? wish.lastForwarded
-            let due = last == nil || floor(time / Double(interval)) > floor(last! / Double(interval))
+            let due: Bool
+            switch interval {
+            case nil: due = true
+            case 0: due = false  // 0: the CSMS wants no periodic samples
+            case let seconds?: due = last == nil || floor(time / Double(seconds)) > floor(last! / Double(seconds))
+            }
             let samples = (meterValue["sampledValue"]?.arrayValue ?? []).filter { sample in
                 let context = sample["context"]?.stringValue ?? "Sample.Periodic"
                 guard context == "Sample.Periodic" else { return true }
@@ -291,28 +509,83 @@ public struct MQTTTapStage: Stage {
 
     /// Publishes one sample, through the session's compressor when there is one: it may hold the
     /// sample back, or publish archived points in its place (with how they were compressed).
+    /// A point the compressor did not move is published as the charger wrote it (its value's and
+    /// timestamp's spelling); a moved point is rounded to the precision of the charger's value.
     private func publishTelemetry(_ session: any SessionContext, measurand: String, phase: String?, message: JSONValue) {
-        let topic = "telemetry/\(measurand)" + (phase.map { "/\($0)" } ?? "")
         let series = measurand + (phase.map { "/\($0)" } ?? "")
-        guard let filter = session[TelemetryFilterKey.self], let text = message["value"]?.stringValue, let value = Double(text),
+        let topic = Self.telemetryTopic(series)
+        guard let filter = session[TelemetryFilterKey.self], Self.measurands.contains(measurand), phase.map(Self.phases.contains) ?? true,
+              let text = message["value"]?.stringValue, let value = Double(text), value.isFinite,
               let time = message["timestamp"]?.stringValue.flatMap(parseISO)?.timeIntervalSince1970
         else {
+            // Not a series the compressor can follow (no compressor, a name outside OCPP's lists, a value
+            // that is no number): published as it came. Unknown names are never remembered.
             publish(session, topic, retain: false, message)
             return
         }
-        session[SeriesMetadata.self, default: [:]][series] = message
+        let scale = Self.unitScale(message["unit"]?.stringValue)
+        let memory = session[SeriesMemoryKey.self, default: SeriesMemory()]
+        memory.remember(series: series, SeriesMemory.Reading(time: time, value: value * scale, scale: scale, message: message))
+        session[SeriesMemoryKey.self] = memory
         publishPending(filter.takeRetiredPoints(), filter, session)
-        for point in filter.filter(series: series, time: time, value: value) {
-            publish(session, topic, retain: false, archivedPoint(message, point.time, point.value, filter.descriptor(series: series)))
+        for point in filter.filter(series: series, time: time, value: value * scale) {
+            publish(session, topic, retain: false, memory.point(series: series, point.time, point.value, filter.descriptor(series: series)))
         }
     }
 
-    private func archivedPoint(_ template: JSONValue, _ time: Double, _ value: Double, _ descriptor: JSONValue?) -> JSONValue {
-        var message = template
-        message["timestamp"] = .string(Date(timeIntervalSince1970: time).formatted(.iso8601))
-        message["value"] = .string(value.rounded() == value && abs(value) < 1e15 ? String(Int(value)) : String(value))
-        if let descriptor { message["compression"] = descriptor }
-        return message
+    static func telemetryTopic(_ series: String) -> String {
+        "telemetry/" + series.split(separator: "/", omittingEmptySubsequences: false).map { topicSafe(String($0)) }.joined(separator: "/")
+    }
+
+    /// Values in kW, kWh, kvar… go to the compressor in W, Wh, var…, so one deviation holds for both spellings.
+    static func unitScale(_ unit: String?) -> Double {
+        switch unit {
+        case "kW", "kWh", "kvar", "kvarh", "kVA": 1000
+        default: 1
+        }
+    }
+
+    /// The last few samples of each series as the charger sent them: the compressor archives a
+    /// recent sample (the one before the newest, or at a flush the last two), never an older one.
+    final class SeriesMemory {
+        struct Reading {
+            var time: Double
+            /// In the compressor's unit (`value * scale`).
+            var value: Double
+            var scale: Double
+            var message: JSONValue
+        }
+
+        static let kept = 3
+        private var series: [String: [Reading]] = [:]
+
+        func remember(series name: String, _ reading: Reading) {
+            var readings = series[name] ?? []
+            readings.append(reading)
+            if readings.count > Self.kept { readings.removeFirst(readings.count - Self.kept) }
+            series[name] = readings
+        }
+
+        /// The message for an archived point: the charger's own sample when the compressor kept it
+        /// unmoved, else that sample with its value rounded to the precision the charger used.
+        func point(series name: String, _ time: Double, _ value: Double, _ descriptor: JSONValue?) -> JSONValue {
+            let readings = series[name] ?? []
+            var message: JSONValue
+            if let reading = readings.last(where: { $0.time == time }) {
+                message = reading.message
+                if value != reading.value {
+                    message["value"] = .string(Spelling.value(value / reading.scale, like: reading.message["value"]?.stringValue ?? ""))
+                }
+            } else {
+                // Not one of the recent samples (the compressors never do this): the newest sample's fields.
+                message = readings.last?.message ?? [:]
+                let scale = readings.last?.scale ?? 1
+                message["timestamp"] = .string(Spelling.timestamp(time, like: message["timestamp"]?.stringValue ?? ""))
+                message["value"] = .string(Spelling.value(value / scale, like: message["value"]?.stringValue ?? ""))
+            }
+            if let descriptor { message["compression"] = descriptor }
+            return message
+        }
     }
 
     /// Every series ends on its true last value: at the end of a transaction and of a session.
@@ -323,15 +596,14 @@ public struct MQTTTapStage: Stage {
 
     private func publishPending(_ points: [(series: String, time: Double, value: Double)], _ filter: any TelemetryFilter,
                                 _ session: any SessionContext) {
-        let metadata = session[SeriesMetadata.self] ?? [:]
+        guard !points.isEmpty, let memory = session[SeriesMemoryKey.self] else { return }
         for point in points {
-            guard let template = metadata[point.series] else { continue }
-            publish(session, "telemetry/\(point.series)", retain: false,
-                    archivedPoint(template, point.time, point.value, filter.descriptor(series: point.series)))
+            publish(session, Self.telemetryTopic(point.series), retain: false,
+                    memory.point(series: point.series, point.time, point.value, filter.descriptor(series: point.series)))
         }
     }
 
-    enum SeriesMetadata: SessionStateKey { typealias Value = [String: JSONValue] }
+    enum SeriesMemoryKey: SessionStateKey { typealias Value = SeriesMemory }
 
     public func sessionEnded(_ session: any SessionContext) {
         flushTelemetry(session)

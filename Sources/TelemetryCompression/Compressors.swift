@@ -128,7 +128,10 @@ public struct SwingingDoorCompressor: Sendable {
         let start = archived!
         let dt = point.time - start.time
         let slope = min(max((point.value - start.value) / dt, lowerDoor), upperDoor)
-        let placed = Sample(time: point.time, value: start.value + slope * dt)
+        let value = start.value + slope * dt
+        // A sample the doors allow (to rounding) is archived as it is, bit for bit: recomputing it
+        // from the slope adds float noise (3.44 becoming 3.4400000000000004).
+        let placed = abs(value - point.value) <= compDev * 1e-9 ? point : Sample(time: point.time, value: value)
         archived = placed
         resetDoors()
         return placed

@@ -5,8 +5,10 @@ import TelemetryCompression
 enum Traces {
     struct Trace {
         var name: String
-        var series: [(name: String, unit: String, samples: [Sample])]
-        /// Each measurand's instrument span (the range it is configured for), which CompDev is a share of.
+        /// Each series with its unit and the decimals the charger writes its values with.
+        var series: [(name: String, unit: String, decimals: Int, samples: [Sample])]
+        /// The charger's own instrument spans, for the row where an operator configured them
+        /// (`span` per measurand); the shipped defaults use `CompressionDefaults.span(measurand:)`.
         var spans: [String: Double]
     }
 
@@ -45,9 +47,10 @@ enum Traces {
             temperature.append(Sample(time: t, value: ((25 + 15 * (1 - exp(-t / 1200)) + noise.gaussian(0.1)) * 10).rounded() / 10))
         }
         return Trace(name: "AC 3-phase 11 kW", series: [
-            ("Current.Import/L1", "A", currents[0]), ("Current.Import/L2", "A", currents[1]), ("Current.Import/L3", "A", currents[2]),
-            ("Voltage/L1-N", "V", voltages[0]), ("Voltage/L2-N", "V", voltages[1]), ("Voltage/L3-N", "V", voltages[2]),
-            ("Power.Active.Import", "W", power), ("Energy.Active.Import.Register", "Wh", energy), ("Temperature", "Celsius", temperature),
+            ("Current.Import/L1", "A", 2, currents[0]), ("Current.Import/L2", "A", 2, currents[1]), ("Current.Import/L3", "A", 2, currents[2]),
+            ("Voltage/L1-N", "V", 1, voltages[0]), ("Voltage/L2-N", "V", 1, voltages[1]), ("Voltage/L3-N", "V", 1, voltages[2]),
+            ("Power.Active.Import", "W", 0, power), ("Energy.Active.Import.Register", "Wh", 0, energy),
+            ("Temperature", "Celsius", 1, temperature),
         ], spans: ["Current.Import": 32, "Voltage": 250, "Power.Active.Import": 11_040, "Energy.Active.Import.Register": 11_040,
                    "Temperature": 140])
     }
@@ -70,8 +73,8 @@ enum Traces {
             soc.append(Sample(time: t, value: min(100, (20 + wh / 75_000 * 100).rounded())))
         }
         return Trace(name: "DC 150 kW", series: [
-            ("Current.Import", "A", current), ("Voltage", "V", voltage), ("Power.Active.Import", "W", power),
-            ("Energy.Active.Import.Register", "Wh", energy), ("SoC", "Percent", soc),
+            ("Current.Import", "A", 1, current), ("Voltage", "V", 1, voltage), ("Power.Active.Import", "W", 0, power),
+            ("Energy.Active.Import.Register", "Wh", 0, energy), ("SoC", "Percent", 0, soc),
         ], spans: ["Current.Import": 500, "Voltage": 1000, "Power.Active.Import": 150_000, "Energy.Active.Import.Register": 150_000,
                    "SoC": 100])
     }
@@ -80,41 +83,76 @@ enum Traces {
 struct CompressionRow: Codable {
     var trace: String
     var series: String
+    /// Which setting: `default` (what an operator gets), or a variation of it.
+    var setting: String
     var algorithm: String
     var deviationPercentOfSpan: Double
+    var span: Double
     var deviation: Double
     var pointsBefore: Int
     var pointsAfter: Int
     var bytesBefore: Int
     var bytesAfter: Int
+    /// Of the values as published (rounded to the charger's decimals), against every original sample.
     var maxError: Double
+    /// Half the charger's last digit: what rounding a moved point to its precision may add.
+    var halfDigit: Double
 }
 
 enum CompressionBench {
+    /// One setting of the compressor for a whole trace.
+    struct Setting {
+        var name: String
+        var algorithm: String
+        var percent: Double
+        /// nil: the shipped per-measurand spans.
+        var configuredSpans: Bool = false
+    }
+
+    /// The shipped defaults first, then variations an operator may choose.
+    static let settings: [Setting] = [
+        Setting(name: "default", algorithm: CompressionDefaults.algorithm, percent: CompressionDefaults.deviationPercent),
+        Setting(name: "deadband 0.5 %", algorithm: "deadband", percent: 0.5),
+        Setting(name: "sdt 1 %", algorithm: "sdt", percent: 1),
+        Setting(name: "sdt 2 %", algorithm: "sdt", percent: 2),
+        Setting(name: "sdt 0.5 %, spans configured", algorithm: "sdt", percent: 0.5, configuredSpans: true),
+    ]
+
+    /// The value as the tap publishes it: the charger's spelling (`decimals`).
+    static func spelled(_ value: Double, decimals: Int) -> String {
+        let text = String(format: "%.\(decimals)f", value)
+        return text.hasPrefix("-") && Double(text) == 0 ? String(text.dropFirst()) : text
+    }
+
     /// The bytes the tap would publish for one point of `series` (its JSON payload).
-    static func messageBytes(_ series: String, _ unit: String, _ sample: Sample, compressed: (String, Double)?) -> Int {
+    static func messageBytes(_ series: String, _ unit: String, _ value: String, compressed: (String, Double)?) -> Int {
         let parts = series.split(separator: "/")
-        var text = #"{"v":1,"gateway":"ocpp/site-42","charger":"CP001","connector":1,"timestamp":"2026-11-25T10:15:30Z","measurand":""#
+        var text = #"{"v":1,"gateway":"ocpp/site-42","charger":"CP001","connector":1,"timestamp":"2026-11-25T10:15:30.752Z","measurand":""#
         text += parts[0] + "\""
         if parts.count > 1 { text += #","phase":""# + parts[1] + "\"" }
-        text += #","value":""# + String(sample.value) + #"","unit":""# + unit + #"","transaction":42"#
-        if let (algorithm, deviation) = compressed { text += #","compression":{"algorithm":""# + algorithm + #"","deviation":"# + String(deviation) + "}" }
+        text += #","value":""# + value + #"","unit":""# + unit + #"","transaction":42"#
+        if let (algorithm, deviation) = compressed {
+            text += #","compression":{"algorithm":""# + algorithm + #"","deviation":"# + String(deviation)
+            if let base = CompressionDefaults.baseUnit(measurand: String(parts[0])) { text += #","deviation_unit":""# + base + "\"" }
+            text += #","max_time":"# + String(Int(CompressionDefaults.maxTime)) + "}"
+        }
         return text.utf8.count + "}".utf8.count
     }
 
-    static func run(_ samples: [Sample], algorithm: String, deviation: Double, maxTime: Double) -> [Sample] {
+    /// Compresses one series as the compressor stage does with `setting` (the same `SeriesCompressor`);
+    /// returns the points and the largest deviation used (the ranges step up with the values).
+    static func run(_ samples: [Sample], _ setting: Setting, measurand: String, configuredSpan: Double?) -> ([Sample], Double) {
+        var compressor = SeriesCompressor(algorithm: setting.algorithm, deviation: nil, deviationPercent: setting.percent,
+                                          span: setting.configuredSpans ? configuredSpan : nil, measurand: measurand,
+                                          maxTime: CompressionDefaults.maxTime)
         var archived: [Sample] = []
-        switch algorithm {
-        case "deadband":
-            var compressor = DeadbandCompressor(band: deviation, maxTime: maxTime)
-            for sample in samples { archived += compressor.add(sample) }
-            archived += compressor.flush()
-        default:
-            var compressor = SwingingDoorCompressor(compDev: deviation, compMaxTime: maxTime)
-            for sample in samples { archived += compressor.add(sample) }
-            archived += compressor.flush()
+        var deviation = compressor.deviation ?? 0
+        for sample in samples {
+            archived += compressor.add(sample)
+            deviation = max(deviation, compressor.deviation ?? 0)
         }
-        return archived
+        archived += compressor.flush()
+        return (archived, deviation)
     }
 
     /// Max error of the reconstruction a consumer makes: linear for SDT, holding the last value for deadband.
@@ -131,22 +169,26 @@ enum CompressionBench {
 
     static func measure() -> (rows: [CompressionRow], picture: String) {
         var rows: [CompressionRow] = []
-        let settings: [(String, Double)] = [("deadband", 0.5), ("sdt", 0.5), ("sdt", 1.0), ("sdt", 2.0)]
         var picture = ""
         for trace in [Traces.ac(), Traces.dc()] {
-            for (name, unit, samples) in trace.series {
-                let span = trace.spans[String(name.split(separator: "/")[0])] ?? 1
-                let before = samples.reduce(0) { $0 + messageBytes(name, unit, $1, compressed: nil) }
-                for (algorithm, percent) in settings {
-                    let deviation = span * percent / 100
-                    let archived = run(samples, algorithm: algorithm, deviation: deviation, maxTime: 900)
-                    let after = archived.reduce(0) { $0 + messageBytes(name, unit, $1, compressed: (algorithm, deviation)) }
-                    rows.append(CompressionRow(trace: trace.name, series: name, algorithm: algorithm, deviationPercentOfSpan: percent,
-                                               deviation: deviation, pointsBefore: samples.count, pointsAfter: archived.count,
-                                               bytesBefore: before, bytesAfter: after,
-                                               maxError: maxError(samples, archived, algorithm: algorithm)))
-                    if trace.name.hasPrefix("AC"), name == "Current.Import/L1", algorithm == "sdt", percent == 0.5 {
-                        picture = svg(samples, archived, title: "AC Current.Import L1: 3600 samples (grey) and \(archived.count) SDT points (blue), CompDev \(String(format: "%.3f", deviation)) A")
+            for (name, unit, decimals, samples) in trace.series {
+                let measurand = CompressionDefaults.measurand(ofSeries: name)
+                let before = samples.reduce(0) { $0 + messageBytes(name, unit, spelled($1.value, decimals: decimals), compressed: nil) }
+                for setting in settings {
+                    let (points, deviation) = run(samples, setting, measurand: measurand, configuredSpan: trace.spans[measurand])
+                    let span = deviation * 100 / setting.percent
+                    // What a consumer receives: each point as published, in the charger's decimals.
+                    let archived = points.map { Sample(time: $0.time, value: Double(spelled($0.value, decimals: decimals))!) }
+                    let after = archived.reduce(0) {
+                        $0 + messageBytes(name, unit, spelled($1.value, decimals: decimals), compressed: (setting.algorithm, deviation))
+                    }
+                    rows.append(CompressionRow(trace: trace.name, series: name, setting: setting.name, algorithm: setting.algorithm,
+                                               deviationPercentOfSpan: setting.percent, span: span, deviation: deviation,
+                                               pointsBefore: samples.count, pointsAfter: archived.count, bytesBefore: before, bytesAfter: after,
+                                               maxError: maxError(samples, archived, algorithm: setting.algorithm),
+                                               halfDigit: pow(10, Double(-decimals)) / 2))
+                    if trace.name.hasPrefix("AC"), name == "Current.Import/L1", setting.name == "default" {
+                        picture = svg(samples, archived, title: "AC Current.Import L1: 3600 samples (grey) and \(archived.count) SDT points (blue), shipped defaults: CompDev \(String(format: "%.2f", deviation)) A")
                     }
                 }
             }
@@ -190,25 +232,35 @@ enum CompressionBench {
         let folder = (markdown as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         try picture.write(toFile: folder + "/compression-ac-current.svg", atomically: true, encoding: .utf8)
-        func totals(_ trace: String, _ algorithm: String, _ percent: Double) -> (Int, Int, Int, Int, Bool) {
-            let selected = rows.filter { $0.trace == trace && $0.algorithm == algorithm && $0.deviationPercentOfSpan == percent }
-            let within = selected.allSatisfy { $0.maxError <= $0.deviation + 1e-9 }
-            return (selected.reduce(0) { $0 + $1.pointsBefore }, selected.reduce(0) { $0 + $1.pointsAfter },
-                    selected.reduce(0) { $0 + $1.bytesBefore }, selected.reduce(0) { $0 + $1.bytesAfter }, within)
-        }
+        func within(_ row: CompressionRow) -> Bool { row.maxError <= row.deviation + row.halfDigit + 1e-9 }
         var summary = ""
         for trace in ["AC 3-phase 11 kW", "DC 150 kW"] {
-            for (algorithm, percent) in [("deadband", 0.5), ("sdt", 0.5), ("sdt", 1.0), ("sdt", 2.0)] {
-                let (pb, pa, bb, ba, within) = totals(trace, algorithm, percent)
-                summary += "| \(trace) | \(algorithm) | \(percent) % | \(pb) → \(pa) | \(bb / 1024) KiB → \(ba / 1024) KiB | "
-                    + String(format: "%.1f %%", 100 * (1 - Double(ba) / Double(bb))) + " | \(within ? "yes" : "no") |\n"
+            for setting in settings {
+                let selected = rows.filter { $0.trace == trace && $0.setting == setting.name }
+                let (pb, pa) = (selected.reduce(0) { $0 + $1.pointsBefore }, selected.reduce(0) { $0 + $1.pointsAfter })
+                let (bb, ba) = (selected.reduce(0) { $0 + $1.bytesBefore }, selected.reduce(0) { $0 + $1.bytesAfter })
+                let label = setting.name == "default" ? "**shipped defaults** (sdt 0.5 %)" : setting.name
+                summary += "| \(trace) | \(label) | \(pb) → \(pa) | \(bb / 1024) KiB → \(ba / 1024) KiB | "
+                    + String(format: "%.1f %%", 100 * (1 - Double(ba) / Double(bb))) + " | \(selected.allSatisfy(within) ? "yes" : "no") |\n"
             }
         }
+        func number(_ value: Double) -> String { String(format: "%.6g", value) }
         var detail = ""
-        for row in rows where row.algorithm == "sdt" && row.deviationPercentOfSpan == 0.5 {
-            detail += "| \(row.trace) | \(row.series) | \(row.pointsBefore) → \(row.pointsAfter) | "
+        for row in rows where row.setting == "default" {
+            detail += "| \(row.trace) | \(row.series) | \(number(row.span)) | \(number(row.deviation)) | \(row.pointsBefore) → \(row.pointsAfter) | "
                 + String(format: "%.1f %%", 100 * (1 - Double(row.bytesAfter) / Double(row.bytesBefore)))
-                + " | " + String(format: "%.6g", row.maxError) + " ≤ " + String(format: "%.6g", row.deviation) + " |\n"
+                + " | \(number(row.maxError)) ≤ \(number(row.deviation)) + \(number(row.halfDigit)) |\n"
+        }
+        var spans = ""
+        for (measurands, key, unit) in [("Current.Import, Current.Export, Current.Offered", "Current.Import", "A"),
+                                        ("Voltage", "Voltage", "V"),
+                                        ("Power.Active.Import/Export, Power.Offered, Power.Reactive.Import/Export", "Power.Active.Import", "W, var"),
+                                        ("Energy.* (registers and intervals)", "Energy.Active.Import.Register", "Wh, varh"),
+                                        ("Temperature", "Temperature", "Celsius"), ("SoC", "SoC", "Percent"), ("Frequency", "Frequency", "Hz"),
+                                        ("Power.Factor", "Power.Factor", ""), ("RPM", "RPM", "")] {
+            let ranges = CompressionDefaults.ranges(measurand: key)
+            spans += "| \(measurands) | \(unit) | " + ranges.map(number).joined(separator: ", ") + " | "
+                + ranges.map { number($0 * CompressionDefaults.deviationPercent / 100) }.joined(separator: ", ") + " |\n"
         }
         let page = """
             # Compressing the health channel
@@ -221,16 +273,50 @@ enum CompressionBench {
               - id: identity
                 type: auth
               - id: compress
-                type: compressor
-                config:
-                  default: { algorithm: sdt, deviation_percent: 0.5, span: 400, max_time: 900 }
-                  measurands:
-                    Voltage: { algorithm: deadband, deviation: 1.0, max_time: 300 }
-                    "Current.Import/L1": { algorithm: sdt, deviation: 0.08 }
-                    Energy.Active.Import.Register: { algorithm: none }
+                type: compressor          # no config: the shipped defaults below
               - id: telemetry
                 type: mqtt_tap
             ```
+
+            ## The shipped defaults
+
+            Without configuration every measurand is compressed with **Swinging Door Trending, a
+            deviation of 0.5 % of the measurand's span, and a point at least every 900 s**
+            (`default: { algorithm: sdt, deviation_percent: 0.5, max_time: 900 }`), so one setting means
+            the same thing in every unit. A series' span is the smallest standard instrument range its
+            values have stayed within (by more than 25 %, a value moves the series up one range: it is
+            closed on its last value and goes on with the larger deviation; it never moves down). An
+            11 kW AC charger's 16 A is compressed with 0.16 A, a 150 kW DC charger's 375 A with 2.5 A:
+
+            | measurands | unit | ranges (span) | deviation at 0.5 % |
+            |---|---|---|---|
+            \(spans)
+            Deviations are in each measurand's base unit; values a charger sends in kW, kWh, kvar, kvarh
+            or kVA are compressed in W, Wh, var, varh or VA, so the same setting holds for both spellings.
+            Registers keep one range (their value only grows). Give `span` (or an absolute `deviation`)
+            to fix a measurand's deviation from the first sample:
+
+            ```yaml
+              - id: compress
+                type: compressor
+                config:
+                  default: { algorithm: sdt, deviation_percent: 0.5, max_time: 900 }   # the shipped default
+                  measurands:
+                    Current.Import: { algorithm: sdt, deviation_percent: 0.5, span: 500 }
+                    Voltage: { algorithm: deadband, deviation: 1.0, max_time: 300 }    # absolute, in V
+                    Power.Active.Import: { algorithm: sdt, deviation_percent: 0.5, span: 150000 }
+                    Energy.Active.Import.Register: { algorithm: none }
+            ```
+
+            ## What is published
+
+            Each point is one of the charger's samples. A point the compressor kept as it was is
+            published exactly as the charger sent it: its `value` string (`"15.00"` stays `"15.00"`) and
+            its `timestamp` (milliseconds kept). A point SDT moved (see below) keeps its sample's
+            timestamp and has its value rounded to the decimals the charger used, so a moved value is at
+            most half a last digit further from the sample than the algorithm's bound. Each point carries
+            `compression: {algorithm, deviation, deviation_unit, max_time}` so a consumer knows how to
+            reconstruct the series.
 
             ## The algorithms
 
@@ -245,39 +331,43 @@ enum CompressionBench {
               within CompDev of **every** original sample: archiving the raw previous value, as most
               implementations do, can exceed CompDev by up to the same amount again (the property test
               in `Tests/TelemetryCompressionTests` finds thousands of such samples when the placement is
-              removed). `min_time` suppresses, `max_time` forces archiving.
+              removed). A sample the doors allow is archived unmoved. `min_time` suppresses, `max_time`
+              forces archiving.
             - Both: the first sample is reported, samples out of order or repeated are ignored, and at a
               transaction's end, a disconnect or a reload the pending last sample is reported, so every
-              series ends on its true last value. Each point carries `compression: {algorithm,
-              deviation, max_time}` so a consumer knows how to reconstruct.
+              series ends on its true last value.
 
             ## Choosing settings
 
-            Set the deviation to what the consumer can tolerate, in the measurand's unit (`deviation`)
-            or as a share of its range (`deviation_percent` with `span`): 0.5 % of span keeps a
-            charging curve's shape and all its steps; 2 % is enough for dashboards. Use SDT for
-            slopes (ramps, tapers, SoC, energy): it archives only where the slope changes. Use deadband
-            for values that hold then jump (status-like measurands) or when consumers cannot
-            interpolate. Keep `max_time` (e.g. 900 s) so a quiet series still shows it is alive. Use
-            `none` for the values the CSMS bills on if the O&M side needs every one.
+            Set the deviation to what the consumer can tolerate, in the measurand's base unit
+            (`deviation`) or as a share of its span (`deviation_percent`, with `span` or the default
+            span above): 0.5 % of span keeps a charging curve's shape and all its steps (a 15 → 16 A
+            step on a 32 A span is six deviations); 2 % is enough for dashboards. Use SDT for slopes
+            (ramps, tapers, SoC, energy): it archives only where the slope changes. Use deadband for
+            values that hold then jump (status-like measurands) or when consumers cannot interpolate.
+            Keep `max_time` (e.g. 900 s) so a quiet series still shows it is alive. Use `none` for the
+            values the CSMS bills on if the O&M side needs every one.
 
             ## Measured
 
-            `make bench` generates two one-hour 1 Hz traces (AC three-phase 11 kW: ramp, noisy
-            plateau, taper; DC 150 kW: constant current, constant-voltage taper) and compresses every
-            measurand; bytes are the JSON payloads the tap publishes; CompDev is a percentage of each
-            measurand's instrument span (AC: 32 A, 250 V, 11.04 kW, 11.04 kWh, 140 °C; DC: 500 A, 1000 V,
-            150 kW, 150 kWh, 100 % SoC); `max_time` 900 s. Figures: [`bench/results/compression.json`](../bench/results/compression.json).
+            `make bench` (or `ocpp-bench --compression-only`) generates two one-hour 1 Hz traces (AC
+            three-phase 11 kW: ramp, noisy plateau, taper; DC 150 kW: constant current, constant-voltage
+            taper) and compresses every measurand with the **shipped defaults** and with variations of
+            them (other percentages of the same ranges; the last row configures each series' `span`: AC
+            32 A, 250 V, 11.04 kW, 11.04 kWh, 140 °C; DC 500 A, 1000 V, 150 kW, 150 kWh, 100 %). Bytes are the JSON payloads the tap publishes (values in the
+            charger's decimals, millisecond timestamps, the `compression` object); errors are of the
+            published values against every original sample. Figures:
+            [`bench/results/compression.json`](../bench/results/compression.json).
 
-            | trace | algorithm | CompDev | points | MQTT bytes | saved | error within CompDev |
-            |---|---|---|---|---|---|---|
+            | trace | setting | points | MQTT bytes | saved | error within CompDev (+ ½ last digit) |
+            |---|---|---|---|---|---|
             \(summary)
-            SDT at 0.5 % of span, per series:
+            The shipped defaults, per series:
 
-            | trace | series | points | bytes saved | max error ≤ CompDev |
-            |---|---|---|---|---|
+            | trace | series | span reached | CompDev | points | bytes saved | max error ≤ CompDev + ½ digit |
+            |---|---|---|---|---|---|---|
             \(detail)
-            ![AC current, original and SDT](compression-ac-current.svg)
+            ![AC current, original and SDT with the shipped defaults](compression-ac-current.svg)
 
             """
         try page.write(toFile: markdown, atomically: true, encoding: .utf8)

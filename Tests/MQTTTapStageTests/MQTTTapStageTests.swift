@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import MQTTTapStage
 import OCPP
 import StageKit
@@ -75,6 +76,22 @@ struct MQTTTapStageTests {
         #expect((key[.posixPermissions] as? Int) == 0o600)
     }
 
+    @Test func theHashKeyIsMadeOnceWith0600AndNeverSilentlyReplaced() throws {
+        let publisher = RecordingPublisher()
+        _ = try tester(publisher: publisher)
+        let path = state + "/health-channel.key"
+        let key = try #require(FileManager.default.contents(atPath: path))
+        #expect(key.count == 32)
+        #expect((try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int) == 0o600)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: state) == ["health-channel.key"], "no temporary file left")
+        _ = try tester(publisher: publisher)
+        #expect(FileManager.default.contents(atPath: path) == key, "the same key on the next start")
+        // A damaged key is an error, not a reason to make a new one (every hash would change unnoticed).
+        try Data(key.prefix(20)).write(to: URL(fileURLWithPath: path))
+        #expect(throws: (any Error).self) { try StageTester.build(MQTTTapStage.self, stateDirectory: state, publisher: publisher) }
+        #expect(FileManager.default.contents(atPath: path)?.count == 20)
+    }
+
     @Test func statusIsRetainedPerConnector() throws {
         let publisher = RecordingPublisher()
         let tester = try tester(publisher: publisher)
@@ -108,16 +125,15 @@ struct MQTTTapStageTests {
     @Test func theCSMSKeepsItsIntervalWhileTheChargerSamplesForTheHealthChannel() throws {
         let publisher = RecordingPublisher()
         let tester = try tester("health_interval: 1", publisher: publisher)
+        let charger = FirmwareCharger(supported: MQTTTapStageTests.allMeasurands)
         let setInterval = tester.csmsSends(call: "ChangeConfiguration", payload: ["key": "MeterValueSampleInterval", "value": "60"])
         let setData = tester.csmsSends(call: "ChangeConfiguration", payload: ["key": "MeterValuesSampledData", "value": "Energy.Active.Import.Register"])
+        charger.serve(tester)
         #expect(tester.takeSentToCSMS().map { [$0.messageId, $0.payload()["status"]?.stringValue ?? ""] } == [[setInterval, "Accepted"], [setData, "Accepted"]])
-        tester.advance(by: .zero)
-        let interval = try #require(tester.takeSentToCharger().first)
-        #expect(interval.action == "ChangeConfiguration" && interval.payload()["value"] == "1", "the charger samples every second")
-        tester.chargerAnswers(interval.messageId, payload: ["status": "Accepted"])
-        let data = try #require(tester.takeSentToCharger().first)
-        #expect(data.payload()["value"]?.stringValue?.hasPrefix("Energy.Active.Import.Register,Voltage") == true, "the union of measurands")
-        tester.chargerAnswers(data.messageId, payload: ["status": "Accepted"])
+        #expect(charger.changes.first == ["MeterValueSampleInterval", "1"], "the charger samples every second")
+        #expect(charger.changes.last == ["MeterValuesSampledData",
+                                         "Energy.Active.Import.Register,Voltage,Current.Import,Power.Active.Import,Temperature"],
+                "the union of measurands")
         _ = publisher.take()
 
         let start = 1_795_000_020.0  // on a minute boundary
@@ -150,6 +166,84 @@ struct MQTTTapStageTests {
         #expect(answer?.compactMap { $0["value"]?.stringValue } == ["60", "300"], "the CSMS reads back what it set")
     }
 
+    static let allMeasurands: Set<String> = [
+        "Energy.Active.Import.Register", "Power.Active.Import", "Voltage", "Current.Import", "Temperature", "SoC", "Frequency",
+    ]
+
+    /// The charger boots and the CSMS accepts it.
+    func boot(_ tester: StageTester) {
+        let boot = tester.chargerSends(call: "BootNotification", payload: ["chargePointVendor": "Acme", "chargePointModel": "MCU"])
+        _ = tester.takeSentToCSMS()
+        tester.csmsAnswers(boot, payload: ["status": "Accepted", "currentTime": "2026-11-25T10:00:00Z", "interval": 300])
+        _ = tester.takeSentToCharger { $0.messageId == boot }
+        tester.advance(by: .zero)
+    }
+
+    @Test func aChargerWithOnlyEnergyAndPowerIsAskedOnlyForWhatItHasAndTheCSMSHearsItsVerdict() throws {
+        let publisher = RecordingPublisher()
+        let logs = LogCapture()
+        let tester = try StageTester(MQTTTapStage.self, config: "health_interval: 1", stateDirectory: state, publisher: publisher,
+                                     logger: Logger(label: "test", factory: { _ in logs }))
+        let charger = FirmwareCharger(supported: ["Energy.Active.Import.Register", "Power.Active.Import"],
+                                      config: ["MeterValuesSampledData": "Energy.Active.Import.Register", "MeterValuesSampledDataMaxLength": "4",
+                                               "MeterValueSampleInterval": "60"])
+        boot(tester)
+        charger.serve(tester)
+        #expect(charger.config["MeterValueSampleInterval"] == "1")
+        #expect(charger.config["MeterValuesSampledData"] == "Energy.Active.Import.Register,Power.Active.Import",
+                "Power reaches the health channel although the charger has no Voltage, Current or Temperature")
+        #expect(charger.changes.allSatisfy { $0[1].split(separator: ",").count <= 4 }, "never longer than MeterValuesSampledDataMaxLength")
+        #expect(charger.refusals == 4, "the whole list, then Voltage, Current.Import and Temperature one at a time")
+        for measurand in ["Voltage", "Current.Import", "Temperature"] {
+            #expect(logs.lines.contains { $0.contains("refused a measurand") && $0.contains("measurand=\(measurand)") }, "\(measurand) is logged")
+        }
+        #expect(!logs.lines.contains { $0.contains("measurand=Power.Active.Import") })
+
+        // The CSMS asks for a measurand the charger has not: it hears Rejected, and reads back what it had.
+        let refused = tester.csmsSends(call: "ChangeConfiguration", payload: ["key": "MeterValuesSampledData",
+                                                                               "value": "Energy.Active.Import.Register,Voltage"])
+        #expect(tester.takeSentToCSMS().isEmpty, "held until the charger has answered")
+        charger.serve(tester)
+        #expect(tester.takeSentToCSMS().map { [$0.messageId, $0.payload()["status"]?.stringValue ?? ""] } == [[refused, "Rejected"]])
+        #expect(charger.config["MeterValuesSampledData"] == "Energy.Active.Import.Register,Power.Active.Import", "unchanged")
+        let read = tester.csmsSends(call: "GetConfiguration", payload: ["key": ["MeterValuesSampledData"]])
+        #expect(tester.takeSentToCSMS { $0.messageId == read }.first?.payload()["configurationKey"]?.arrayValue?.first?["value"]
+            == "Energy.Active.Import.Register")
+
+        // A list the charger takes: Accepted, and the charger still samples Power for the health channel.
+        let accepted = tester.csmsSends(call: "ChangeConfiguration", payload: ["key": "MeterValuesSampledData",
+                                                                                "value": "Energy.Active.Import.Register,Power.Active.Import"])
+        charger.serve(tester)
+        #expect(tester.takeSentToCSMS().map { [$0.messageId, $0.payload()["status"]?.stringValue ?? ""] } == [[accepted, "Accepted"]])
+        #expect(charger.config["MeterValuesSampledData"] == "Energy.Active.Import.Register,Power.Active.Import")
+    }
+
+    @Test func whenTheChargerRefusesTheHealthIntervalTheCSMSSetsItsOwnOnTheCharger() throws {
+        let publisher = RecordingPublisher()
+        let tester = try tester("health_interval: 1", publisher: publisher)
+        let charger = FirmwareCharger(supported: MQTTTapStageTests.allMeasurands, minimumInterval: 10)
+        boot(tester)
+        charger.serve(tester)
+        #expect(charger.config["MeterValueSampleInterval"] == "60", "the charger refused 1 s")
+        let tooShort = tester.csmsSends(call: "ChangeConfiguration", payload: ["key": "MeterValueSampleInterval", "value": "5"])
+        charger.serve(tester)
+        #expect(tester.takeSentToCSMS().map { [$0.messageId, $0.payload()["status"]?.stringValue ?? ""] } == [[tooShort, "Rejected"]],
+                "the charger's verdict, not the gateway's")
+        let fine = tester.csmsSends(call: "ChangeConfiguration", payload: ["key": "MeterValueSampleInterval", "value": "30"])
+        charger.serve(tester)
+        #expect(tester.takeSentToCSMS().map { [$0.messageId, $0.payload()["status"]?.stringValue ?? ""] } == [[fine, "Accepted"]])
+        #expect(charger.config["MeterValueSampleInterval"] == "30")
+        // Samples at the charger's own interval all reach the CSMS.
+        var north: [Frame] = []
+        for second in [0, 30, 60] {
+            tester.chargerSends(call: "MeterValues", payload: ["connectorId": 1, "meterValue": [[
+                "timestamp": .string(Date(timeIntervalSince1970: 1_795_000_020 + Double(second)).formatted(.iso8601)),
+                "sampledValue": [["value": "1", "measurand": "Energy.Active.Import.Register"]]]]])
+            north += answerCSMS(tester)
+        }
+        #expect(north.count == 3)
+    }
+
     @Test func transactionValuesAlwaysReachTheCSMS() throws {
         let publisher = RecordingPublisher()
         let tester = try tester("health_interval: 1", publisher: publisher)
@@ -164,5 +258,50 @@ struct MQTTTapStageTests {
         }
         #expect(north.compactMap { $0.payload()["meterValue"]?.arrayValue?.first?["sampledValue"]?.arrayValue?.first?["value"]?.stringValue }
             == ["0", "2"])
+    }
+}
+
+/// Charger firmware as the field notes describe it: it takes a MeterValuesSampledData list only when
+/// it has every measurand in it, and answers the gateway's CALLs until none is left.
+final class FirmwareCharger {
+    let supported: Set<String>
+    let minimumInterval: Int
+    var config: [String: String]
+    /// Every ChangeConfiguration asked of it, as [key, value].
+    var changes: [[String]] = []
+    var refusals = 0
+
+    init(supported: Set<String>, minimumInterval: Int = 1,
+         config: [String: String] = ["MeterValuesSampledData": "Energy.Active.Import.Register", "MeterValueSampleInterval": "60"]) {
+        self.supported = supported
+        self.minimumInterval = minimumInterval
+        self.config = config
+    }
+
+    func serve(_ tester: StageTester) {
+        while true {
+            let calls = tester.takeSentToCharger { $0.messageType == .call && ["GetConfiguration", "ChangeConfiguration"].contains($0.action) }
+            if calls.isEmpty { return }
+            for call in calls {
+                let payload = call.payload()
+                if call.action == "GetConfiguration" {
+                    let keys = payload["key"]?.arrayValue?.compactMap(\.stringValue) ?? Array(config.keys.sorted())
+                    tester.chargerAnswers(call.messageId, payload: [
+                        "configurationKey": .array(keys.compactMap { key in config[key].map { ["key": .string(key), "readonly": false, "value": .string($0)] } }),
+                        "unknownKey": .array(keys.filter { config[$0] == nil }.map { .string($0) })])
+                    continue
+                }
+                let key = payload["key"]?.stringValue ?? "", value = payload["value"]?.stringValue ?? ""
+                changes.append([key, value])
+                let accepted = switch key {
+                case "MeterValuesSampledData": value.split(separator: ",").allSatisfy { supported.contains(String($0)) }
+                    && value.split(separator: ",").count <= Int(config["MeterValuesSampledDataMaxLength"] ?? "99")!
+                case "MeterValueSampleInterval": (Int(value) ?? -1) >= minimumInterval
+                default: true
+                }
+                if accepted { config[key] = value } else { refusals += 1 }
+                tester.chargerAnswers(call.messageId, payload: ["status": accepted ? "Accepted" : "Rejected"])
+            }
+        }
     }
 }

@@ -97,4 +97,57 @@ struct CompressorPropertyTests {
         archived += compressor.flush()
         #expect(archived.count <= 3, "\(archived.count) points for an hour of plateau")
     }
+
+    /// A point the doors did not move is the sample itself, bit for bit: the tap then publishes the
+    /// charger's own string for it. Recomputing it from the slope gave 230.20000000000002 for 230.2.
+    @Test(arguments: 0..<6)
+    func pointsTheDoorsAllowAreArchivedBitForBit(kind: Int) {
+        var unmoved = 0
+        for seed in 1...40 {
+            var generator = SeriesGenerator(state: UInt64(seed * 31337 + kind))
+            let series = generator.series(kind, count: 400).map { Sample(time: $0.time, value: ($0.value * 100).rounded() / 100) }
+            let byTime = Dictionary(series.map { ($0.time, $0.value) }, uniquingKeysWith: { a, _ in a })
+            var compressor = SwingingDoorCompressor(compDev: [0.05, 0.5, 2.0][seed % 3])
+            var archived: [Sample] = []
+            for sample in series { archived += compressor.add(sample) }
+            archived += compressor.flush()
+            for point in archived {
+                let original = byTime[point.time]!
+                if abs(point.value - original) < 1e-9 {
+                    #expect(point.value == original, "kind \(kind) seed \(seed): \(point.value) for \(original)")
+                    unmoved += 1
+                }
+            }
+        }
+        #expect(unmoved > 0)
+    }
+
+    /// The shipped defaults: 0.5 % of the range the values stay within. A DC current is compressed
+    /// with 2.5 A once it reaches 375 A, an AC current with 0.16 A; the series never loses a point
+    /// at the change of range and ends on its true last value.
+    @Test func theRangeStepsUpWithTheValues() {
+        var ac = SeriesCompressor(algorithm: "sdt", deviation: nil, deviationPercent: 0.5, span: nil, measurand: "Current.Import")
+        var dc = ac
+        #expect(ac.deviation == 0.16)
+        var generator = SeriesGenerator(state: 42)
+        var dcSamples: [Sample] = [], dcPoints: [Sample] = []
+        for second in 0..<600 {
+            let amps = second < 60 ? 375 * Double(second) / 60 : 375 + (generator.next() - 0.5) * 2
+            let sample = Sample(time: Double(second), value: (amps * 10).rounded() / 10)
+            dcSamples.append(sample)
+            dcPoints += dc.add(sample)
+            _ = ac.add(Sample(time: Double(second), value: 16 + (generator.next() - 0.5) * 0.1))
+        }
+        dcPoints += dc.flush()
+        #expect(dc.deviation == 2.5 && ac.deviation == 0.16)
+        #expect(dcPoints.count < 40, "\(dcPoints.count) points")
+        #expect(dcPoints.first == dcSamples.first && dcPoints.last == dcSamples.last)
+        for sample in dcSamples {
+            #expect(abs((interpolate(dcPoints, at: sample.time) ?? .nan) - sample.value) <= 2.5 + 1e-9)
+        }
+        var fixed = SeriesCompressor(algorithm: "sdt", deviation: nil, deviationPercent: 0.5, span: 32, measurand: "Current.Import")
+        _ = fixed.add(Sample(time: 0, value: 375))
+        #expect(fixed.deviation == 0.16, "a configured span is kept")
+        #expect(SeriesCompressor(algorithm: "sdt", deviation: nil, deviationPercent: 0.5, span: nil, measurand: "Bogus").deviation == nil)
+    }
 }
