@@ -165,12 +165,12 @@ let package = Package(
 
         .target(
             name: "MQTTTapStage",
-            dependencies: ["OCPP", "StageKit", logging, .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["OCPP", "StageKit", logging, metrics, .product(name: "Crypto", package: "swift-crypto")],
             path: "Plugins/MQTTTapStage",
             swiftSettings: swiftSettings
         ),
 
-        .target(name: "DashcamStage", dependencies: ["OCPP", "StageKit", logging], path: "Plugins/DashcamStage", swiftSettings: swiftSettings),
+        .target(name: "DashcamStage", dependencies: ["OCPP", "StageKit", logging, metrics], path: "Plugins/DashcamStage", swiftSettings: swiftSettings),
 
         .target(name: "CompressorStage", dependencies: ["OCPP", "StageKit", "TelemetryCompression"], path: "Plugins/CompressorStage",
                 swiftSettings: swiftSettings),
