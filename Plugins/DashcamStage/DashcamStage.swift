@@ -31,6 +31,8 @@ public struct DashcamStage: Stage {
 
     public static let type = "dashcam"
     public static let summary = "Records each charger's recent frames and writes the window around a fault to state_dir/dashcam."
+    /// Frame and capture times keep milliseconds: frames a few ms apart stay in their order when read back.
+    static let milliseconds = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 
     let beforeFrames: Int
     let beforeSeconds: Double
@@ -167,13 +169,13 @@ public struct DashcamStage: Stage {
         capture.timer?.cancel()
         let chargerId = session.chargerId
         let lines = capture.frames.map { entry -> String in
-            var line: JSONValue = ["time": .string(Date(timeIntervalSince1970: entry.wallTime).formatted(.iso8601)),
+            var line: JSONValue = ["time": .string(Date(timeIntervalSince1970: entry.wallTime).formatted(Self.milliseconds)),
                                    "direction": .string(entry.direction.rawValue)]
             line["frame"] = (try? JSONValue(parsing: entry.text)) ?? .string(entry.text)
             return line.jsonText
         }
         let header: JSONValue = ["v": 1, "charger": .string(chargerId), "trigger": .string(capture.trigger),
-                                 "at": .string(Date(timeIntervalSince1970: capture.at).formatted(.iso8601)), "frames": .number(lines.count)]
+                                 "at": .string(Date(timeIntervalSince1970: capture.at).formatted(Self.milliseconds)), "frames": .number(lines.count)]
         // Disk work off the event loop, through one bounded queue: a burst of faults cannot become a burst of writers.
         if !writer.submit(CaptureWriter.Job(chargerId: chargerId, at: capture.at, trigger: capture.trigger, header: header,
                                              lines: [header.jsonText] + lines)) {

@@ -534,7 +534,7 @@ public struct MQTTTapStage: Stage {
     }
 
     static func telemetryTopic(_ series: String) -> String {
-        "telemetry/" + series.split(separator: "/", omittingEmptySubsequences: false).map { topicSafe(String($0)) }.joined(separator: "/")
+        "telemetry/" + series.split(separator: "/", omittingEmptySubsequences: false).map { Topics.level($0) }.joined(separator: "/")
     }
 
     /// Values in kW, kWh, kvar… go to the compressor in W, Wh, var…, so one deviation holds for both spellings.
@@ -612,13 +612,8 @@ public struct MQTTTapStage: Stage {
     private func publish(_ session: any SessionContext, _ subtopic: String, retain: Bool, _ body: JSONValue) {
         var message: JSONValue = ["v": 1, "gateway": .string(publisher.topicRoot), "charger": .string(session.chargerId)]
         for (key, value) in body.objectValue ?? [] { message[key] = value }
-        publisher.publish(topic: "\(publisher.topicRoot)/\(Self.topicSafe(session.chargerId))/\(subtopic)", payload: message.serialized(),
+        publisher.publish(topic: "\(publisher.topicRoot)/\(Topics.level(session.chargerId))/\(subtopic)", payload: message.serialized(),
                           retain: retain)
-    }
-
-    /// MQTT wildcards and separators cannot appear in a topic level.
-    static func topicSafe(_ text: String) -> String {
-        String(text.map { "+#/".contains($0) ? "_" : $0 })
     }
 
     /// The payload with every PII field replaced by `hmac-sha256:<hex>` (first 16 bytes), at any depth.

@@ -39,6 +39,9 @@ struct DashcamStageTests {
         let ids = lines.dropFirst().compactMap { $0["frame"]?.arrayValue?[1].stringValue }
         #expect(ids == ["before-0", "before-0", "before-1", "before-1", "before-2", "before-2", "fault", "fault", "after-1"], "two frames after the trigger")
         #expect(lines.dropFirst().first?["direction"] == "from_charger")
+        // Times keep milliseconds (frames a few ms apart stay distinguishable), as the health channel's do.
+        #expect(lines.dropFirst().allSatisfy { ($0["time"]?.stringValue ?? "").range(of: #"\.\d{3}Z$"#, options: .regularExpression) != nil })
+        #expect(lines.first?["at"]?.stringValue?.range(of: #"\.\d{3}Z$"#, options: .regularExpression) != nil)
         let attributes = try FileManager.default.attributesOfItem(atPath: file)
         #expect((attributes[.posixPermissions] as? Int) == 0o600)
         let deadline = ContinuousClock.now + .seconds(5)
