@@ -244,7 +244,7 @@ def gateway_verdicts_201(cases, tmp_path):
     corpus_file.write_text("\n".join(json.dumps({"action": a, "response": r, "version": "ocpp2.0.1", "payload": p})
                                      for a, r, _, p, _ in cases) + "\n")
     environment = dict(os.environ, OCPP_VALIDATION_CORPUS=str(corpus_file), OCPP_VALIDATION_VERDICTS=str(verdicts_file))
-    run = subprocess.run(["swift", "test", "--skip-build", "--filter", "ValidationCorpusDriver"], cwd=REPO, env=environment,
+    run = subprocess.run([os.environ.get("SWIFT", "swift"), "test", "--skip-build", "--filter", "ValidationCorpusDriver"], cwd=REPO, env=environment,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and verdicts_file.exists(), run.stdout[-3000:] + run.stderr[-3000:]
     return [json.loads(line) for line in verdicts_file.read_text().splitlines()]
