@@ -105,9 +105,10 @@ bench-full: bench-deps
 	$(SWIFT) build -c release --product ocpp-bench
 	ulimit -n 65536 2>/dev/null || true; $(BUILD_DIR)/release/ocpp-bench --full --gateway $(BUILD_DIR)/release/ocpp-gateway
 
-## Regenerates Sources/OCPP/Validation/Schemas16.generated.swift from the OCA schemas.
+## Regenerates Sources/OCPP/Validation/Schemas16.generated.swift and Schemas201.generated.swift from the OCA schemas.
 schemas: venv
 	$(VENV)/bin/python scripts/generate-schemas.py
+	$(VENV)/bin/python scripts/generate-schemas-201.py
 
 validate: build
 	$(BIN)/ocpp-sim pki --state state --charger CP001 >/dev/null

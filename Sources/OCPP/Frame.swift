@@ -172,11 +172,19 @@ public struct FrameError: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String { detail }
 
     /// The code OCPP wants in the CALLERROR sent back for this problem.
+    ///
+    /// 1.6 (OCPP-J §4.2.3): an unknown message type is a ProtocolError, anything else a FormationViolation.
+    /// 2.0.1 (part 4 §4.3, §4.4): an unknown message type is MessageTypeNotSupported; a frame that is
+    /// not a CALL/CALLRESULT/CALLERROR array, or whose JSON breaks before its message id could be read,
+    /// is an RpcFrameworkError ("not a valid RPC request, e.g. the MessageId could not be read");
+    /// broken JSON after the message id is a FormatViolation ("payload syntactically incorrect").
     public func errorCode(for version: OCPPVersion) -> OCPPErrorCode {
         switch (kind, version) {
+        case (.unknownMessageType, .v16): .protocolError
+        case (_, .v16): .formationViolation
         case (.unknownMessageType, .v201): .messageTypeNotSupported
-        case (.invalidStructure, .v201), (.unknownMessageType, .v16): version == .v201 ? .rpcFrameworkError : .protocolError
-        default: .formatViolation(for: version)
+        case (.invalidStructure, .v201): .rpcFrameworkError
+        case (.invalidJSON, .v201): messageId == nil ? .rpcFrameworkError : .formatViolation
         }
     }
 }
