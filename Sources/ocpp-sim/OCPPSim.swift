@@ -137,8 +137,8 @@ struct Charger: AsyncParsableCommand {
 struct ValidatePayloads: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "validate-payloads",
-        abstract: "Check OCPP 1.6J payloads against the gateway's validator: one JSON object a line on stdin "
-            + "({\"action\", \"response\", \"payload\"}), one verdict a line on stdout.")
+        abstract: "Check OCPP payloads against the gateway's validator: one JSON object a line on stdin "
+            + "({\"action\", \"response\", \"payload\"}, optional \"version\": ocpp1.6 | ocpp2.0.1), one verdict a line on stdout.")
 
     func run() throws {
         while let line = readLine(strippingNewline: true) {
@@ -149,7 +149,10 @@ struct ValidatePayloads: ParsableCommand {
                 guard let action = item["action"]?.stringValue, let payload = item["payload"] else {
                     throw SimulatorError("each line needs 'action' and 'payload'")
                 }
-                if let schema = PayloadSchema.ocpp16(action, response: item["response"]?.boolValue ?? false) {
+                guard let version = OCPPVersion(rawValue: item["version"]?.stringValue ?? OCPPVersion.v16.rawValue) else {
+                    throw SimulatorError("unknown version '\(item["version"]?.stringValue ?? "")'; use ocpp1.6 or ocpp2.0.1")
+                }
+                if let schema = PayloadSchema.schema(for: action, version: version, response: item["response"]?.boolValue ?? false) {
                     if let problem = schema.validate(payload) {
                         verdict = ["valid": false, "code": .string(problem.code.rawValue), "path": .string(problem.path),
                                    "reason": .string(problem.reason)]
