@@ -427,6 +427,8 @@ public final class GatewayRuntime: Sendable {
                             throw NorthSetupError("security profile 3 needs the charger's client certificate and key; missing \(path ?? "(no path)")")
                         }
                     }
+                    // Whichever stage chose the key: one that others can read is never used.
+                    if let key = credentials.privateKeyPath, let problem = privateKeyFileProblem(key) { throw NorthSetupError(problem) }
                 }
                 tls = try NorthTLS.clientConfiguration(
                     caFile: configuration.northCAFile,

@@ -6,7 +6,7 @@ extension MQTTSettings {
     /// Reads `gateway.yaml`'s `mqtt:` section; relative TLS paths resolve against the config file's folder.
     public init(_ mqtt: GatewayConfiguration.MQTT, configurationFile: String) throws {
         guard let url = URL(string: mqtt.url), let scheme = url.scheme, scheme == "mqtt" || scheme == "mqtts", let host = url.host else {
-            throw MQTTError("mqtt 'url' should be mqtt://host:port or mqtts://host:port, not '\(mqtt.url)'")
+            throw MQTTError("mqtt 'url' should be mqtt://host:port or mqtts://host:port, not '\(loggableURI(mqtt.url))'")
         }
         let folder = URL(fileURLWithPath: configurationFile).deletingLastPathComponent().path
         func absolute(_ path: String?) -> String? {
