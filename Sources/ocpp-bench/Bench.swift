@@ -19,11 +19,12 @@ struct Bench: AsyncParsableCommand {
 
     @Flag(name: .long, help: "The long version (minutes per scenario).") var full = false
     @Flag(name: .long, help: "A few seconds per scenario, to check the harness itself.") var smoke = false
+    @Option(name: .long, help: "Connect/disconnect cycles of the soak (S).") var soakCycles = 10_000
     @Option(name: .long, help: "Where the gateway binary is.") var gateway = ".build/release/ocpp-gateway"
     @Option(name: .long, help: "Results file.") var out = "bench/results/latest.json"
     @Option(name: .long, help: "Markdown report.") var report = "docs/benchmarks.md"
     @Option(name: .long, help: "Scratch folder (PKI, configurations, logs).") var work = ".build-bench/work"
-    @Option(name: .long, help: "Which scenarios to run, e.g. ABCDEFR or C (for profiling one).") var scenarios = "ABCDEFR"
+    @Option(name: .long, help: "Which scenarios to run, e.g. ABCDEFRS or C (for profiling one).") var scenarios = "ABCDEFRS"
     @Flag(name: .long, help: "Scenario R against a gateway from before 'max_replay_ids' existed (its replay table had no cap).")
     var replayLegacy = false
     @Option(name: .long, help: "Scenario R: CALLs per measured window.")
@@ -121,8 +122,18 @@ struct Bench: AsyncParsableCommand {
             gateway.stop()
             broker.stop()
         }
+        // S: 10,000 connect/disconnect cycles; memory must stay flat.
+        var soak: SoakResult?
+        if scenarios.contains("S") {
+            let gateway = try GatewayProcess(binary: self.gateway, work: work, name: "S", csmsPort: csmsPort, pki: pki,
+                                             chargers: chargerIds, pipeline: Pipelines.full)
+            try await gateway.start()
+            soak = await measureSoak(gatewayPort: gateway.port, gateway: gateway.process, chargerIds: chargerIds,
+                                     cycles: smoke ? 500 : soakCycles)
+            gateway.stop()
+        }
         await csms.stop()
-        try Report(results: results, flood: flood, healthLoad: healthLoad, replayTable: replayTable, plan: plan, out: out,
+        try Report(results: results, flood: flood, healthLoad: healthLoad, replayTable: replayTable, soak: soak, plan: plan, out: out,
                    markdown: report).write()
         log("wrote \(out) and \(report)")
     }

@@ -6,6 +6,7 @@ struct Report {
     let flood: FloodResult?
     let healthLoad: HealthLoadResult?
     var replayTable: ReplayTableResult? = nil
+    var soak: SoakResult? = nil
     let plan: Plan
     let out: String
     let markdown: String
@@ -20,6 +21,7 @@ struct Report {
         var flood: FloodResult?
         var healthLoad: HealthLoadResult?
         var replayTable: ReplayTableResult?
+        var soak: SoakResult?
     }
 
     func write() throws {
@@ -34,7 +36,7 @@ struct Report {
             plan: ["latency_chargers": Double(plan.latencyChargers), "calls_per_second_per_charger": plan.ratePerCharger,
                    "latency_seconds": plan.latencySeconds, "saturation_seconds": plan.saturationSeconds,
                    "scale_chargers": Double(plan.scaleChargers)],
-            scenarios: results, flood: flood, healthLoad: healthLoad, replayTable: replayTable)
+            scenarios: results, flood: flood, healthLoad: healthLoad, replayTable: replayTable, soak: soak)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try FileManager.default.createDirectory(atPath: (out as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
@@ -91,6 +93,7 @@ struct Report {
             ![latency CDF](benchmarks-latency-cdf.svg)
             \(floodSection)
             \(replaySection)
+            \(soakSection)
             \(healthSection)
 
             ## Method
@@ -114,6 +117,20 @@ struct Report {
             - Everything runs on one machine, so the load generator and the CSMS take CPU from the proxy under test;
               the comparison between paths is fair, the absolute numbers are pessimistic.
 
+            """
+    }
+
+    private var soakSection: String {
+        guard let soak else { return "" }
+        let samples = soak.rssKiB.map { String(format: "%.1f", Double($0) / 1024) }.joined(separator: " → ")
+        return """
+
+            ## S: connect/disconnect soak
+
+            \(soak.cycles) charger sessions opened (Basic auth south, mutual TLS north), one Heartbeat each, closed,
+            \(soak.concurrency) at a time, through ids → auth → certs, in \(String(format: "%.0f", soak.seconds)) s. Gateway RSS
+            (MiB) after each tenth, from the first: \(samples). Growth after the warm-up (\(soak.warmupCycles) cycles, one per charger id): \(soak.growthKiB) KiB
+            (target < 2 MiB and no failed cycle: \(soak.targetMet ? "✓" : "✗")); \(soak.failedCycles) cycles failed.
             """
     }
 
