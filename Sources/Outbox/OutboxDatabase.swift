@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 import GRDB
 import Synchronization
 
@@ -140,6 +140,10 @@ public struct TransactionMapping: Sendable, Equatable {
     public var localId: Int
     /// nil when the CSMS refused the StartTransaction (CALLERROR): its later messages fail too.
     public var csmsId: Int?
+    public init(localId: Int, csmsId: Int?) {
+        self.localId = localId
+        self.csmsId = csmsId
+    }
 }
 
 /// One charger's durable outbox: a SQLite file (`state_dir/chargers/<id>/outbox.sqlite`, WAL,
@@ -152,7 +156,8 @@ public final class OutboxDatabase: Sendable {
     public let path: String
     private let dbQueue: DatabaseQueue
     private let work: DispatchQueue
-    private let limits: OutboxLimits
+    private let limitsInForce: Mutex<OutboxLimits>
+    private var limits: OutboxLimits { limitsInForce.withLock { $0 } }
     /// Payload bytes of every row, kept to avoid a table scan per append.
     private let bytes = Mutex<Int>(0)
     /// Every open outbox of the process, so the total quota can be enforced.
@@ -166,7 +171,10 @@ public final class OutboxDatabase: Sendable {
     /// The outbox of `path`, opened once per process (a reload's new stage instance shares it, so the
     /// order of writes holds across instances).
     public static func shared(path: String, limits: OutboxLimits) throws -> OutboxDatabase {
-        if let existing = open.withLock({ $0[path] }) { return existing }
+        if let existing = open.withLock({ $0[path] }) {
+            existing.limitsInForce.withLock { $0 = limits }  // a reload may have changed them
+            return existing
+        }
         let database = try OutboxDatabase(path: path, limits: limits)
         return open.withLock { opened in
             if let existing = opened[path] { return existing }
@@ -184,7 +192,7 @@ public final class OutboxDatabase: Sendable {
     /// `readOnly` opens an existing file for inspection (the CLI).
     public init(path: String, limits: OutboxLimits = OutboxLimits(), readOnly: Bool = false) throws {
         self.path = path
-        self.limits = limits
+        limitsInForce = Mutex(limits)
         work = DispatchQueue(label: "ocpp-gateway.outbox")
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
