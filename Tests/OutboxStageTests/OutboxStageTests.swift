@@ -26,6 +26,8 @@ final class Rig {
         await drain()
     }
 
+    deinit { try? FileManager.default.removeItem(atPath: directory) }
+
     /// A gateway restart: a new session (and stage instance) on the same state folder.
     func restart() async throws {
         tester.endSession()
