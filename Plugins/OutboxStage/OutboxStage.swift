@@ -101,6 +101,8 @@ public struct OutboxStage: Stage {
         /// Forwarded StopTransactions of remapped transactions: message id → local id.
         var stops: [String: Int] = [:]
         var logThrottle = LogThrottle()
+        /// Charger CALLs held while the outbox opens (online), in order; bounded.
+        var heldWhileOpening: [(Envelope, MessageKind, JSONValue)] = []
 
         /// Whether a charger CALL must go through the outbox even with the CSMS link up.
         var mustQueue: Bool { !ready || depth > 0 || appendsInFlight > 0 }
@@ -176,6 +178,15 @@ public struct OutboxStage: Stage {
         state.waitingForOpen = []
         for work in waiting { work(database) }
         state.ready = true
+        let held = state.heldWhileOpening
+        state.heldWhileOpening = []
+        for (envelope, kind, payload) in held {
+            if session.isNorthUp, !state.mustQueue {
+                relay(envelope, payload: payload, state, session)
+            } else {
+                enqueue(envelope, kind: kind, payload: payload, state, session)
+            }
+        }
         if figures.depth > 0 {
             session.logger.info("outbox holds CALLs from before", metadata: ["depth": "\(figures.depth)"])
         }
@@ -234,7 +245,16 @@ public struct OutboxStage: Stage {
             if action == "Authorize", let tag = payload["idTag"]?.stringValue { remember(tag, for: envelope.messageId, state) }
             return .forward
         }
-        if action == "BootNotification", state.boot?.accepted != true { return .forward }
+        if action == "BootNotification", state.boot?.accepted != true || !state.ready { return .forward }
+        if !state.ready {
+            // The outbox is still opening: whether something from before must go first is not known yet.
+            // Hold the CALL; once open it is queued behind what waits, or relayed to the CSMS as it is.
+            guard state.heldWhileOpening.count < 32 else {
+                return .answerError(.genericError, "the gateway is opening this charger's outbox; retry")
+            }
+            state.heldWhileOpening.append((envelope, kind, payload))
+            return .answerLater
+        }
         if state.mustQueue {
             enqueue(envelope, kind: kind, payload: payload, state, session)
             return .answerLater
@@ -270,10 +290,17 @@ public struct OutboxStage: Stage {
             // What an unreachable CSMS's vendor extension can say: not accepted (DataTransfer.conf status).
             session.answer(id, to: .charger, with: ["status": "Rejected"], error: nil)
             return true
-        case "BootNotification" where state.boot?.accepted != true:
-            // Never accepted by the CSMS: the gateway may not accept it either; the charger retries after `interval`.
-            session.answer(id, to: .charger, with: ["status": "Pending", "currentTime": .string(Self.timestamp(session.wallTime)),
-                                                    "interval": 60], error: nil)
+        case "BootNotification":
+            // Decided once the outbox is open (the charger's last boot record is read with it).
+            withDatabase(state) { _ in
+                if state.boot?.accepted == true {
+                    self.enqueue(envelope, kind: .other, payload: payload, state, session)
+                } else {
+                    // Never accepted by the CSMS: the gateway may not accept it either; the charger retries after `interval`.
+                    session.answer(id, to: .charger, with: ["status": "Pending", "currentTime": .string(Self.timestamp(session.wallTime)),
+                                                            "interval": 60], error: nil)
+                }
+            }
             return true
         default:
             guard let kind = Self.kind(of: action, payload: payload) else { return false }
@@ -363,6 +390,37 @@ public struct OutboxStage: Stage {
         return .forward(modifiedPayload: payload.setting("transactionId", to: .number(csms)))
     }
 
+    /// A CALL held while the outbox opened, with nothing queued before it: the CSMS answers it through the gateway's
+    /// own CALL (its answer goes to the charger under the charger's message id). If the link drops first, it is queued.
+    private func relay(_ envelope: Envelope, payload: JSONValue, _ state: ChargerState, _ session: any SessionContext) {
+        let action = envelope.action ?? ""
+        let id = envelope.messageId
+        let rewritten: JSONValue
+        if case .forwardModified(let modified) = passThrough(envelope, action: action, payload: payload, state).kind {
+            rewritten = modified
+        } else {
+            rewritten = payload
+        }
+        state.idTags[id] = nil
+        let tag = action == "StartTransaction" || action == "StopTransaction" ? payload["idTag"]?.stringValue : nil
+        let endedLocal = state.stops.removeValue(forKey: id)
+        session.sendCall(action, payload: rewritten, to: .csms) { outcome in
+            guard let state = session[StateKey.self] else { return }
+            switch outcome {
+            case .result(let answer):
+                self.learned(tag: tag, info: answer["idTagInfo"].flatMap(Self.idTagInfo), endedLocal: endedLocal, state, session)
+                session.answer(id, to: .charger, with: answer, error: nil)
+            case .error(let code, let description):
+                session.answer(id, to: .charger, with: [:], error: (OCPPErrorCode(rawValue: code), description))
+            case .timedOut, .rejected:
+                session.answer(id, to: .charger, with: [:], error: (.genericError, "no answer from the CSMS"))
+            case .connectionClosed:
+                guard !session.isClosed else { return }
+                self.enqueue(envelope, kind: Self.kind(of: action, payload: payload) ?? .other, payload: payload, state, session)
+            }
+        }
+    }
+
     private func remember(_ idTag: String, for messageId: String, _ state: ChargerState) {
         // Bounded: answers that never come (timeouts) must not pile up.
         if state.idTags.count >= 64 { state.idTags.removeAll() }
@@ -379,8 +437,12 @@ public struct OutboxStage: Stage {
         if envelope.action == "BootNotification" {
             state.boot = BootRecord(accepted: payload["status"]?.stringValue == "Accepted", interval: payload["interval"]?.intValue)
         }
+        learned(tag: tag, info: payload["idTagInfo"].flatMap(Self.idTagInfo), endedLocal: endedLocal, state, session)
+    }
+
+    /// Keeps what a CSMS answer taught: an idTag's verdict, the end of a remapped transaction.
+    private func learned(tag: String?, info: IdTagInfo?, endedLocal: Int?, _ state: ChargerState, _ session: any SessionContext) {
         let now = session.wallTime
-        let info = payload["idTagInfo"].flatMap(Self.idTagInfo)
         if let local = endedLocal {
             if let csms = state.csmsIds[local] ?? nil { state.localIds[csms] = nil }
             state.csmsIds[local] = nil

@@ -14,7 +14,7 @@ final class Rig {
     var tester: StageTester
 
     init(config: String = "", directory: String? = nil, boot: (accepted: Bool, interval: Int)? = (true, 120),
-         limits: SessionLimits = SessionLimits()) async throws {
+         limits: SessionLimits = SessionLimits(), waitForOpen: Bool = true) async throws {
         self.directory = directory ?? NSTemporaryDirectory() + "outbox-test-" + UUID().uuidString
         self.config = config
         if let boot {
@@ -23,7 +23,7 @@ final class Rig {
                 .write(to: URL(fileURLWithPath: self.directory + "/chargers/CP001/boot.json"))
         }
         tester = try StageTester(OutboxStage.self, config: config, stateDirectory: self.directory, limits: limits)
-        await drain()
+        if waitForOpen { await drain() }
     }
 
     deinit { try? FileManager.default.removeItem(atPath: directory) }
@@ -373,6 +373,30 @@ func status(_ connector: Int, _ value: String) -> JSONValue { ["connectorId": .n
         rig.tester.csmsAnswers(meter.messageId, payload: [:])
         await rig.drain()
         #expect(rig.onlyCSMSFrame()?.payload()["transactionId"]?.intValue == 9)
+    }
+
+    @Test func aCallWhileTheOutboxOpensWaitsThenGoesToTheCSMS() async throws {
+        let rig = try await Rig(waitForOpen: false)
+        // Online, but the outbox is not open yet: whether something from before must go first is unknown.
+        let id = rig.tester.chargerSends(call: "StartTransaction", payload: start)
+        #expect(rig.tester.takeSentToCSMS().isEmpty)
+        #expect(rig.tester.takeSentToCharger().isEmpty)
+        await rig.drain()
+        // Nothing was queued before: the CSMS answers it, not the gateway's cache.
+        let relayed = try #require(rig.onlyCSMSFrame())
+        #expect(relayed.action == "StartTransaction")
+        #expect(relayed.payload() == start)
+        rig.tester.csmsAnswers(relayed.messageId, payload: ["transactionId": 55, "idTagInfo": ["status": "Accepted"]])
+        let answer = try #require(rig.tester.takeSentToCharger(where: { $0.messageId == id }).first)
+        #expect(answer.payload()["transactionId"]?.intValue == 55)
+        #expect(try rig.rows().isEmpty)
+    }
+
+    @Test func aBootOfflineWhileTheOutboxOpensUsesTheBootRecord() async throws {
+        let rig = try await Rig(waitForOpen: false)
+        rig.tester.session.northLinkDown()
+        let boot = try #require(await rig.chargerCall("BootNotification", ["chargePointVendor": "V", "chargePointModel": "M"]))
+        #expect(boot.payload()["status"]?.stringValue == "Accepted")
     }
 
     @Test func onlineWithAnEmptyOutboxFramesPassUntouched() async throws {
