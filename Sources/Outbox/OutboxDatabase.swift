@@ -158,8 +158,24 @@ public final class OutboxDatabase: Sendable {
     private let work: DispatchQueue
     private let limitsInForce: Mutex<OutboxLimits>
     private var limits: OutboxLimits { limitsInForce.withLock { $0 } }
-    /// Payload bytes of every row, kept to avoid a table scan per append.
-    private let bytes = Mutex<Int>(0)
+    /// Payload bytes and row counts, kept in memory so that an append never scans the table. Changed only
+    /// after the commit that changed the rows succeeded.
+    private let counters = Mutex(Counters())
+
+    private struct Counters {
+        var bytes = 0
+        var pending = 0
+        var failed = 0
+        mutating func remove(state: String, size: Int) {
+            bytes -= size
+            if state == "failed" { failed -= 1 } else { pending -= 1 }
+        }
+        mutating func apply(_ delta: Counters) {
+            bytes += delta.bytes
+            pending += delta.pending
+            failed += delta.failed
+        }
+    }
     /// Every open outbox of the process, so the total quota can be enforced.
     private static let open = Mutex<[String: OutboxDatabase]>([:])
 
@@ -185,7 +201,7 @@ public final class OutboxDatabase: Sendable {
 
     /// Payload bytes of every outbox this process has open.
     public static var totalBytes: Int {
-        open.withLock { $0.values.reduce(0) { $0 + $1.bytes.withLock { $0 } } }
+        open.withLock { $0.values.reduce(0) { $0 + $1.counters.withLock { $0.bytes } } }
     }
 
     /// Opens (creating, 0600 from the first byte, in a 0700 folder) the outbox at `path`.
@@ -212,11 +228,14 @@ public final class OutboxDatabase: Sendable {
             }
         }
         dbQueue = try DatabaseQueue(path: path, configuration: configuration)
-        if !readOnly {
-            try Self.migrator.migrate(dbQueue)
-            let total = try dbQueue.read { db in try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM queue") ?? 0 }
-            bytes.withLock { $0 = total }
+        if !readOnly { try Self.migrator.migrate(dbQueue) }
+        let row = try dbQueue.read { db in
+            try Row.fetchOne(db, sql: """
+                SELECT COALESCE(SUM(LENGTH(payload)), 0) AS bytes, COALESCE(SUM(state = 'pending'), 0) AS pending,
+                       COALESCE(SUM(state = 'failed'), 0) AS failed FROM queue
+                """)
         }
+        counters.withLock { $0 = Counters(bytes: row?["bytes"] ?? 0, pending: row?["pending"] ?? 0, failed: row?["failed"] ?? 0) }
     }
 
     private static var migrator: DatabaseMigrator {
@@ -283,7 +302,9 @@ public final class OutboxDatabase: Sendable {
     /// oldest telemetry, status and other rows; never transaction messages), and a non-transaction
     /// message that still does not fit is itself dropped.
     public func append(_ message: NewMessage) throws -> AppendResult {
-        let result = try dbQueue.write { db -> AppendResult in
+        var delta = Counters()
+        var result = try dbQueue.write { db -> AppendResult in
+            delta = Counters()
             var dropped: [AppendResult.Dropped] = []
             var freed = 0
             if message.kind == .status, let connector = message.connector {
@@ -293,6 +314,7 @@ public final class OutboxDatabase: Sendable {
                 for row in old {
                     try db.execute(sql: "DELETE FROM queue WHERE seq = ?", arguments: [row["seq"] as Int64])
                     freed += row["size"] as Int
+                    delta.remove(state: "pending", size: row["size"])
                     dropped.append(.init(kind: .status, reason: "coalesced"))
                 }
             }
@@ -310,40 +332,43 @@ public final class OutboxDatabase: Sendable {
                                  message.enqueuedAt])
             var seq: Int64? = db.lastInsertedRowID
             let size = message.payload.count
-            let mine = bytes.withLock { $0 } - freed + size
-            let others = Self.totalBytes - bytes.withLock { $0 }
+            delta.bytes += size
+            delta.pending += 1
+            let current = counters.withLock { $0.bytes }
+            let mine = current - freed + size
+            let others = Self.totalBytes - current
             let over = max(mine - limits.maxBytesPerCharger, others + mine - limits.maxBytesTotal)
-            var removed = 0
             if over > 0 {
-                let (count, victims) = try makeRoom(db, need: over, newest: seq!, mayDropNewest: message.kind != .transaction)
-                removed = count
+                let victims = try makeRoom(db, need: over, newest: seq!, mayDropNewest: message.kind != .transaction, delta: &delta)
                 dropped += victims
                 if victims.contains(where: { $0.reason == "quota-new" }) {
                     seq = nil
                     dropped = dropped.map { $0.reason == "quota-new" ? .init(kind: $0.kind, reason: "quota") : $0 }
                 }
             }
-            bytes.withLock { $0 = $0 - freed + size - removed }
             return AppendResult(seq: seq, localTransactionId: message.action == "StartTransaction" && seq != nil ? transactionId : nil,
-                                dropped: dropped, figures: try figures(db))
+                                dropped: dropped, figures: OutboxFigures())
         }
+        counters.withLock { $0.apply(delta) }
+        result.figures = try figures()
         return result
     }
 
-    /// Frees at least `need` bytes; returns the bytes freed and what was dropped.
-    private func makeRoom(_ db: Database, need: Int, newest: Int64, mayDropNewest: Bool) throws -> (Int, [AppendResult.Dropped]) {
+    /// Frees at least `need` bytes; returns what was dropped.
+    private func makeRoom(_ db: Database, need: Int, newest: Int64, mayDropNewest: Bool, delta: inout Counters) throws -> [AppendResult.Dropped] {
         var freed = 0
         var dropped: [AppendResult.Dropped] = []
         func delete(_ rows: [Row], reason: String = "quota") throws {
             for row in rows {
                 try db.execute(sql: "DELETE FROM queue WHERE seq = ?", arguments: [row["seq"] as Int64])
                 freed += row["size"] as Int
+                delta.remove(state: row["state"], size: row["size"])
                 dropped.append(.init(kind: MessageKind(rawValue: row["kind"]) ?? .other, reason: reason))
             }
         }
         func oldest(_ filter: String) throws {
             guard freed < need else { return }
-            let rows = try Row.fetchAll(db, sql: "SELECT seq, kind, LENGTH(payload) AS size FROM queue WHERE \(filter) AND seq != ? ORDER BY seq",
+            let rows = try Row.fetchAll(db, sql: "SELECT seq, kind, state, LENGTH(payload) AS size FROM queue WHERE \(filter) AND seq != ? ORDER BY seq",
                                         arguments: [newest])
             var chosen: [Row] = []
             var sum = freed
@@ -358,7 +383,7 @@ public final class OutboxDatabase: Sendable {
         // 2. Every other periodic telemetry sample.
         if freed < need {
             let rows = try Row.fetchAll(db, sql: """
-                SELECT seq, kind, size FROM (SELECT seq, kind, LENGTH(payload) AS size, ROW_NUMBER() OVER (ORDER BY seq) AS n
+                SELECT seq, kind, state, size FROM (SELECT seq, kind, state, LENGTH(payload) AS size, ROW_NUMBER() OVER (ORDER BY seq) AS n
                 FROM queue WHERE state = 'pending' AND kind = 'telemetry' AND seq != ?) WHERE n % 2 = 0
                 """, arguments: [newest])
             try delete(rows)
@@ -369,10 +394,10 @@ public final class OutboxDatabase: Sendable {
         try oldest("state = 'pending' AND kind = 'other'")
         // 4. Still no room: the new message goes, unless it is a transaction message.
         if freed < need, mayDropNewest {
-            let row = try Row.fetchOne(db, sql: "SELECT seq, kind, LENGTH(payload) AS size FROM queue WHERE seq = ?", arguments: [newest])
+            let row = try Row.fetchOne(db, sql: "SELECT seq, kind, state, LENGTH(payload) AS size FROM queue WHERE seq = ?", arguments: [newest])
             if let row { try delete([row], reason: "quota-new") }
         }
-        return (freed, dropped)
+        return dropped
     }
 
     /// The oldest pending row.
@@ -400,8 +425,11 @@ public final class OutboxDatabase: Sendable {
     /// id for its local one (`mapping`); a StopTransaction ends a mapping (`endTransaction`). One commit.
     @discardableResult
     public func delivered(seq: Int64, mapping: TransactionMapping? = nil, endTransaction: Int? = nil, at time: Double = 0) throws -> OutboxFigures {
-        try dbQueue.write { db in
-            let size = try Int.fetchOne(db, sql: "SELECT LENGTH(payload) FROM queue WHERE seq = ?", arguments: [seq]) ?? 0
+        let delta = try dbQueue.write { db -> Counters in
+            var delta = Counters()
+            if let row = try Row.fetchOne(db, sql: "SELECT state, LENGTH(payload) AS size FROM queue WHERE seq = ?", arguments: [seq]) {
+                delta.remove(state: row["state"], size: row["size"])
+            }
             try db.execute(sql: "DELETE FROM queue WHERE seq = ?", arguments: [seq])
             if let mapping {
                 try db.execute(sql: "INSERT OR REPLACE INTO transaction_map(local_id, csms_id, created_at) VALUES (?, ?, ?)",
@@ -410,16 +438,22 @@ public final class OutboxDatabase: Sendable {
             if let endTransaction {
                 try db.execute(sql: "DELETE FROM transaction_map WHERE local_id = ?", arguments: [endTransaction])
             }
-            bytes.withLock { $0 -= size }
-            return try figures(db)
+            return delta
         }
+        counters.withLock { $0.apply(delta) }
+        return try figures()
     }
 
     /// The CSMS refused row `seq` for good: it stays, marked failed with the error (a refused
     /// StartTransaction records that its transaction has no CSMS id, so its later messages fail too).
     @discardableResult
     public func failed(seq: Int64, error: String, refusedTransaction: Int? = nil, at time: Double = 0) throws -> OutboxFigures {
-        try dbQueue.write { db in
+        let delta = try dbQueue.write { db -> Counters in
+            var delta = Counters()
+            if try String.fetchOne(db, sql: "SELECT state FROM queue WHERE seq = ?", arguments: [seq]) == "pending" {
+                delta.pending -= 1
+                delta.failed += 1
+            }
             try db.execute(sql: "UPDATE queue SET state = 'failed', attempts = attempts + 1, last_error = ? WHERE seq = ?",
                            arguments: [String(error.prefix(500)), seq])
             if let refusedTransaction {
@@ -433,10 +467,13 @@ public final class OutboxDatabase: Sendable {
                     """, arguments: [surplus]) ?? 0
                 try db.execute(sql: "DELETE FROM queue WHERE seq IN (SELECT seq FROM queue WHERE state = 'failed' ORDER BY seq LIMIT ?)",
                                arguments: [surplus])
-                bytes.withLock { $0 -= size }
+                delta.bytes -= size
+                delta.failed -= surplus
             }
-            return try figures(db)
+            return delta
         }
+        counters.withLock { $0.apply(delta) }
+        return try figures()
     }
 
     /// A try that did not get through (timeout, CALLERROR to be retried): counted on the row.
@@ -447,16 +484,13 @@ public final class OutboxDatabase: Sendable {
         }
     }
 
+    /// The counts from memory, the oldest pending row's time from the index (no table scan).
     public func figures() throws -> OutboxFigures {
-        try dbQueue.read { db in try figures(db) }
-    }
-
-    private func figures(_ db: Database) throws -> OutboxFigures {
-        let row = try Row.fetchOne(db, sql: """
-            SELECT SUM(state = 'pending') AS depth, SUM(state = 'failed') AS failed, COALESCE(SUM(LENGTH(payload)), 0) AS bytes,
-                   MIN(CASE WHEN state = 'pending' THEN enqueued_at END) AS oldest FROM queue
-            """)
-        return OutboxFigures(depth: row?["depth"] ?? 0, failed: row?["failed"] ?? 0, bytes: row?["bytes"] ?? 0, oldest: row?["oldest"])
+        let oldest = try dbQueue.read { db in
+            try Double.fetchOne(db, sql: "SELECT enqueued_at FROM queue WHERE state = 'pending' ORDER BY seq LIMIT 1")
+        }
+        let current = counters.withLock { $0 }
+        return OutboxFigures(depth: current.pending, failed: current.failed, bytes: current.bytes, oldest: oldest)
     }
 
     // MARK: Transaction ids
