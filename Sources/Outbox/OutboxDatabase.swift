@@ -336,7 +336,7 @@ public final class OutboxDatabase: Sendable {
             delta.pending += 1
             let current = counters.withLock { $0.bytes }
             let mine = current - freed + size
-            let others = Self.totalBytes - current
+            let others = Self.open.withLock { $0.values.reduce(0) { $1 === self ? $0 : $0 + $1.counters.withLock { $0.bytes } } }
             let over = max(mine - limits.maxBytesPerCharger, others + mine - limits.maxBytesTotal)
             if over > 0 {
                 let victims = try makeRoom(db, need: over, newest: seq!, mayDropNewest: message.kind != .transaction, delta: &delta)

@@ -399,6 +399,24 @@ func status(_ connector: Int, _ value: String) -> JSONValue { ["connectorId": .n
         #expect(boot.payload()["status"]?.stringValue == "Accepted")
     }
 
+    @Test func aReloadThatReplacesTheStageKeepsTheOutbox() async throws {
+        let rig = try await Rig()
+        rig.tester.session.northLinkDown()
+        let local = try #require(await rig.chargerCall("StartTransaction", start)?.payload()["transactionId"]?.intValue)
+        // SIGHUP with a changed config: a new instance takes over the live session and the same outbox.
+        let replacement = try StageTester.build(OutboxStage.self, config: "offline_authorize: accept", stateDirectory: rig.directory)
+        rig.tester.reload(to: [("outbox", replacement)])
+        await rig.drain()
+        _ = await rig.chargerCall("MeterValues", meterValues(local, "7"))
+        rig.tester.session.northLinkUp()
+        await rig.drain()
+        let started = try #require(rig.onlyCSMSFrame())
+        #expect(started.action == "StartTransaction")
+        rig.tester.csmsAnswers(started.messageId, payload: ["transactionId": 31, "idTagInfo": ["status": "Accepted"]])
+        await rig.drain()
+        #expect(rig.onlyCSMSFrame()?.payload()["transactionId"]?.intValue == 31)
+    }
+
     @Test func onlineWithAnEmptyOutboxFramesPassUntouched() async throws {
         let rig = try await Rig()
         let text = #"[2,"m1","MeterValues",{"connectorId":1,"transactionId":5,"meterValue":[{"timestamp":"2026-01-01T00:00:00Z","sampledValue":[{"value":"1.10"}]}]}]"#
