@@ -385,7 +385,10 @@ public struct OutboxStage: Stage {
         }
         guard action == "StopTransaction" || action == "MeterValues", let local = payload["transactionId"]?.intValue,
               let known = state.csmsIds[local] else { return .forward }
-        if action == "StopTransaction" { state.stops[envelope.messageId] = local }
+        if action == "StopTransaction" {
+            if state.stops.count >= 64 { state.stops.removeAll() }  // answers that never come must not pile up
+            state.stops[envelope.messageId] = local
+        }
         guard let csms = known else { return .forward }
         return .forward(modifiedPayload: payload.setting("transactionId", to: .number(csms)))
     }

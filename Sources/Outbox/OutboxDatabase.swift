@@ -345,6 +345,13 @@ public final class OutboxDatabase: Sendable {
                     seq = nil
                     dropped = dropped.map { $0.reason == "quota-new" ? .init(kind: $0.kind, reason: "quota") : $0 }
                 }
+                // Transaction messages may pass the quota, but not without bound: past twice the quota the
+                // append is refused (rolled back, so nothing is acknowledged and the charger keeps the message).
+                let after = current + delta.bytes
+                if message.kind == .transaction,
+                   after > 2 * limits.maxBytesPerCharger || others + after > 2 * limits.maxBytesTotal {
+                    throw OutboxFull()
+                }
             }
             return AppendResult(seq: seq, localTransactionId: message.action == "StartTransaction" && seq != nil ? transactionId : nil,
                                 dropped: dropped, figures: OutboxFigures())
@@ -608,6 +615,11 @@ public final class OutboxDatabase: Sendable {
 }
 
 private struct RollbackMarker: Error {}
+
+/// The outbox holds twice its quota in transaction messages: a new one is refused, not acknowledged.
+public struct OutboxFull: Error, CustomStringConvertible, Sendable {
+    public var description: String { "the outbox holds twice its quota in transaction messages" }
+}
 
 public struct OutboxError: Error, CustomStringConvertible, Sendable {
     public let description: String

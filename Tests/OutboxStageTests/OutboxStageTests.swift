@@ -456,18 +456,24 @@ func status(_ connector: Int, _ value: String) -> JSONValue { ["connectorId": .n
         let kept = rows.filter { $0.kind == .telemetry }.map { try! JSONValue(parsing: $0.payload)["n"]!.intValue! }
         #expect(kept == [0, 2, 4, 6, 8, 10, 12, 14])
         // Transaction messages go in whatever the quota says.
-        for index in 0..<40 {
+        for index in 0..<20 {
             result = try db.append(message(.transaction, 200 + index))
             #expect(result.seq != nil)
         }
         rows = try db.rows()
-        #expect(rows.filter { $0.kind == .transaction }.count == 41)
+        #expect(rows.filter { $0.kind == .transaction }.count == 21)
         #expect(rows.filter { $0.kind == .telemetry }.isEmpty)
         // Telemetry that does not fit is itself dropped, and counted as such.
         result = try db.append(message(.telemetry, 999))
         #expect(result.seq == nil)
         #expect(result.dropped.map(\.kind) == [.telemetry])
-        #expect(try db.figures().depth == 41)
+        #expect(try db.figures().depth == 21)
+        // Not without bound: past twice the quota a transaction message is refused (and so not acknowledged).
+        #expect(throws: OutboxFull.self) {
+            for index in 0..<40 { _ = try db.append(message(.transaction, 300 + index)) }
+        }
+        #expect(try db.figures().bytes <= 2 * 1_600)
+        #expect(try db.rows().count == db.figures().depth)
     }
 
     @Test func theDatabaseIsPrivateAndDurable() throws {
