@@ -170,6 +170,10 @@ def test_two_transactions_through_an_outage(tmp_path, pki, csms_port, monkeypatc
         # Once replayed, the charger's frames pass directly again.
         await charger.call(call.StatusNotification(connector_id=1, error_code="NoError", status="Available"))
         check_two_transactions(ledger, online)
+        metrics = {line.split(" ")[0]: float(line.split(" ")[1]) for line in gateway.metrics().splitlines()
+                   if line.startswith("ocpp_gateway_outbox_") and " " in line}
+        assert metrics.get("ocpp_gateway_outbox_replayed_total", 0) == 8, metrics  # B: 2 MeterValues + Stop; A: Start, 3 MeterValues, Stop
+        assert metrics.get("ocpp_gateway_outbox_depth") == 0, metrics
         await connection.close()
         task.cancel()
         csms.server.close()
