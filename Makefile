@@ -14,7 +14,7 @@ VENV_STAMP := $(VENV)/.installed
 
 # Debian packages the build, the tests and `make run` need (libmosquitto for the health channel,
 # the mosquitto broker for its tests).
-APT_PACKAGES := curl ca-certificates python3-venv pkg-config libmosquitto-dev mosquitto
+APT_PACKAGES := curl ca-certificates python3-venv pkg-config libmosquitto-dev mosquitto libsqlite3-dev
 
 # Fuzzing: `make fuzz SECONDS=600`. LeakSanitizer is off: Swift keeps its lazily built global
 # tables behind tagged pointers that LSan cannot follow, so every static reads as a leak.

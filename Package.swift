@@ -44,6 +44,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         // OCPP-J frames, the envelope and the message catalogue. No networking.
@@ -170,6 +171,12 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // The durable per-charger outbox (SQLite through GRDB; Debian's libsqlite3-dev) and the `outbox` stage.
+        .target(name: "Outbox", dependencies: ["OCPP", .product(name: "GRDB", package: "GRDB.swift"), logging, metrics],
+                swiftSettings: swiftSettings),
+        .target(name: "OutboxStage", dependencies: ["OCPP", "StageKit", "Outbox", logging, metrics], path: "Plugins/OutboxStage",
+                swiftSettings: swiftSettings),
+
         .target(name: "DashcamStage", dependencies: ["OCPP", "StageKit", logging, metrics], path: "Plugins/DashcamStage", swiftSettings: swiftSettings),
 
         .target(name: "CompressorStage", dependencies: ["OCPP", "StageKit", "TelemetryCompression"], path: "Plugins/CompressorStage",
@@ -178,14 +185,14 @@ let package = Package(
         // Wires the stage modules into a registry; the one line a stage author adds lives here.
         .target(
             name: "GatewayStages",
-            dependencies: ["Router", "AuthStage", "CertsStage", "FirewallStage", "SmartChargingStage", "MQTTTapStage", "DashcamStage", "CompressorStage"],
+            dependencies: ["Router", "AuthStage", "CertsStage", "FirewallStage", "SmartChargingStage", "MQTTTapStage", "DashcamStage", "CompressorStage", "OutboxStage"],
             swiftSettings: swiftSettings
         ),
 
         .executableTarget(
             name: "ocpp-gateway",
             dependencies: [
-                "OCPP", "StageKit", "Router", "Gateway", "GatewayStages", "AuthStage", "CertsStage", "HealthChannel",
+                "OCPP", "StageKit", "Router", "Gateway", "GatewayStages", "AuthStage", "CertsStage", "HealthChannel", "Outbox",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 argumentParser,
                 logging,
@@ -224,7 +231,7 @@ let package = Package(
         .executableTarget(
             name: "ocpp-bench",
             dependencies: [
-                "Simulators", "DevPKI", "OCPP", "Transport", "TelemetryCompression",
+                "Simulators", "DevPKI", "OCPP", "Transport", "TelemetryCompression", "Outbox",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 argumentParser,
@@ -253,6 +260,11 @@ let package = Package(
         .testTarget(
             name: "CompressorStageTests",
             dependencies: ["CompressorStage", "MQTTTapStage", "StageTesting", "StageKit", "OCPP"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "OutboxStageTests",
+            dependencies: ["OutboxStage", "Outbox", "StageTesting", "StageKit", "OCPP", "Router"],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "TelemetryCompressionTests", dependencies: ["TelemetryCompression"], swiftSettings: swiftSettings),

@@ -4,6 +4,7 @@ import CompressorStage
 import DashcamStage
 import FirewallStage
 import MQTTTapStage
+import OutboxStage
 import SmartChargingStage
 public import Router
 
@@ -18,5 +19,6 @@ public func makeStageRegistry() -> StageRegistry {
     registry.register(MQTTTapStage.self)
     registry.register(DashcamStage.self)
     registry.register(CompressorStage.self)
+    registry.register(OutboxStage.self)
     return registry
 }

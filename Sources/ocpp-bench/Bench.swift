@@ -20,6 +20,7 @@ struct Bench: AsyncParsableCommand {
     @Flag(name: .long, help: "The long version (minutes per scenario).") var full = false
     @Flag(name: .long, help: "A few seconds per scenario, to check the harness itself.") var smoke = false
     @Option(name: .long, help: "Connect/disconnect cycles of the soak (S).") var soakCycles = 10_000
+    @Flag(name: .long, help: "Only the outbox benchmark (SQLite, no network).") var outbox = false
     @Option(name: .long, help: "Where the gateway binary is.") var gateway = ".build/release/ocpp-gateway"
     @Option(name: .long, help: "Results file.") var out = "bench/results/latest.json"
     @Option(name: .long, help: "Markdown report.") var report = "docs/benchmarks.md"
@@ -33,6 +34,7 @@ struct Bench: AsyncParsableCommand {
     @Flag(name: .long, help: "Only the telemetry compression benchmark (no network).") var compressionOnly = false
 
     func run() async throws {
+        if outbox { return try OutboxBench.write(out: (out as NSString).deletingLastPathComponent + "/outbox.json") }
         // Telemetry compression: pure computation on generated traces, seconds.
         try CompressionBench.write(out: (out as NSString).deletingLastPathComponent + "/compression.json",
                                    markdown: (report as NSString).deletingLastPathComponent + "/compression.md")
