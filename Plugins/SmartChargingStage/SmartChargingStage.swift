@@ -445,14 +445,20 @@ public struct SmartChargingStage: Stage {
         guard let index = state.forwarded.firstIndex(where: { $0.messageId == envelope.messageId }) else { return }
         let pending = state.forwarded.remove(at: index)
         let accepted = envelope.messageType == .callResult && envelope.payload()["status"]?.stringValue == "Accepted"
+        settle(pending, accepted: accepted, answer: Self.describe(envelope), state, session)
+    }
+
+    /// The charger's verdict on a CSMS profile: kept (and connector 0's applied to every connector) or taken back.
+    private func settle(_ pending: Pending, accepted: Bool, answer: String, profile: JSONValue? = nil, _ state: State,
+                        _ session: any SessionContext) {
         if accepted {
-            installed(pending.connector, state, session)
+            installed(pending.connector, state, session, profile: profile)
             persist(state, session)
             // Connector 0's profiles cap or default every connector: the others are compiled again.
             if pending.connector == 0 { pushAll(state, session, reason: "connector 0 profile", except: [0]) }
         } else {
             session.logger.info("the charger refused a charging profile; it is not kept", metadata: [
-                "csms_profile": "\(pending.profileId)", "answer": "\(LogSafe.escape(Self.describe(envelope)))",
+                "csms_profile": "\(pending.profileId)", "answer": "\(LogSafe.escape(answer))",
             ])
             takeBack(pending, state, session)
         }
@@ -482,16 +488,7 @@ public struct SmartChargingStage: Stage {
             guard !state.retired else { return }
             let accepted: Bool
             if case .result(let answer) = outcome { accepted = answer["status"]?.stringValue == "Accepted" } else { accepted = false }
-            if accepted {
-                installed(pending.connector, state, session, profile: compiled.profile)
-                persist(state, session)
-                if pending.connector == 0 { pushAll(state, session, reason: "connector 0 profile", except: [0]) }
-            } else {
-                session.logger.info("the charger refused a charging profile; it is not kept", metadata: [
-                    "csms_profile": "\(pending.profileId)", "outcome": "\(LogSafe.escape(Self.describe(outcome)))",
-                ])
-                takeBack(pending, state, session)
-            }
+            settle(pending, accepted: accepted, answer: Self.describe(outcome), profile: compiled.profile, state, session)
             if case .connectionClosed = outcome { return }
             session.answer(pending.messageId, to: .csms, with: ["status": .string(accepted ? "Accepted" : "Rejected")], error: nil)
         }

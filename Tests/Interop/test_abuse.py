@@ -19,7 +19,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from conftest import PASSWORD, Gateway, basic_auth, boot, connect_charger, start_csms_and_gateway, wait_for
+from conftest import PASSWORD, Gateway, boot, connect_charger, hang_up, run_with, start_csms_and_gateway, wait_for
 from ocpp.v16 import call
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -220,12 +220,6 @@ def test_a_legitimate_charger_is_served_through_abuse(tmp_path, pki, csms_port):
         assert figures["rss_growth_mib"] < 64, figures
         assert len(series) < 200, f"invented actions must not create series: {len(series)}"
         assert after and p99(after) < 1
-        await connection.close()
-        task.cancel()
-        csms.server.close()
+        await hang_up(csms, (connection, task))
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        gateway.stop()
-        print(json.dumps(figures, indent=2))
+    run_with(gateway, scenario, lambda: print(json.dumps(figures, indent=2)))

@@ -5,7 +5,7 @@ import asyncio
 import json
 import signal
 
-from conftest import CSMSChargePoint, boot, connect_charger, now_iso, start_csms_and_gateway, wait_for
+from conftest import CSMSChargePoint, boot, connect_charger, hang_up, now_iso, run_with, start_csms_and_gateway, wait_for
 from ocpp.routing import on
 from ocpp.v16 import call, call_result
 from ocpp.v16.enums import Action, AuthorizationStatus
@@ -73,11 +73,6 @@ stages:
         await wait_for(record.exists, what="boot.json")
         assert json.loads(record.read_text())["accepted"] is True
         assert (record.stat().st_mode & 0o777) == 0o600
-        await connection.close()
-        task.cancel()
-        csms.server.close()
+        await hang_up(csms, (connection, task))
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        gateway.stop()
+    run_with(gateway, scenario)
