@@ -199,6 +199,11 @@ public final class OutboxDatabase: Sendable {
         }
     }
 
+    /// The outbox of `path` if this process has it open (tests wait for its queue; nothing is opened).
+    public static func ifOpen(path: String) -> OutboxDatabase? {
+        open.withLock { $0[path] }
+    }
+
     /// Payload bytes of every outbox this process has open.
     public static var totalBytes: Int {
         open.withLock { $0.values.reduce(0) { $0 + $1.counters.withLock { $0.bytes } } }

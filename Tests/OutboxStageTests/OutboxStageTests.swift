@@ -35,10 +35,15 @@ final class Rig {
         await drain()
     }
 
-    /// Runs the work the stage handed to its disk queue until none comes back. The quiet period is
-    /// generous: with every suite running in parallel an fsync'ed commit can take a few hundred ms.
+    /// Runs the work the stage handed to its disk queue until none is left: waits for the outbox's
+    /// queue to finish what was submitted (no guessing how long an fsync takes on a busy machine), then
+    /// runs what came back to the session, until a round finds nothing either way.
     func drain() async {
-        while await tester.settle(timeout: .seconds(1)) {}
+        var quietRounds = 0
+        while quietRounds < 2 {
+            OutboxDatabase.ifOpen(path: path)?.drainSubmitted()
+            if await tester.settle(timeout: .milliseconds(quietRounds == 0 ? 100 : 500)) { quietRounds = 0 } else { quietRounds += 1 }
+        }
     }
 
     var path: String { OutboxDatabase.path(stateDirectory: directory, chargerId: "CP001") }
