@@ -300,10 +300,7 @@ public struct IdentityStore: Sendable {
 
     /// Group or other permission bits of the charger's `key.pem` (e.g. 0o044), nil when it is private or absent.
     func keyExposure(_ id: String) -> mode_t? {
-        var info = stat()
-        guard stat(keys.currentKeyPath(chargerId: id), &info) == 0 else { return nil }
-        let exposed = info.st_mode & 0o077
-        return exposed == 0 ? nil : exposed
+        AtomicFile.exposedModeBits(keys.currentKeyPath(chargerId: id))
     }
 
     // MARK: Roots

@@ -344,9 +344,6 @@ public func loggableURI(_ uri: String) -> String {
 /// (any of the mode bits 0o077) is refused. For every place that hands a key file to TLS (the
 /// north link's client key, whichever stage chose it).
 public func privateKeyFileProblem(_ path: String) -> String? {
-    var info = stat()
-    guard stat(path, &info) == 0 else { return nil }
-    let exposed = info.st_mode & 0o077
-    guard exposed != 0 else { return nil }
-    return "private key \(path) is readable or writable by group or others (mode \(String(info.st_mode & 0o777, radix: 8))); run chmod 600 on it"
+    guard let exposed = AtomicFile.exposedModeBits(path) else { return nil }
+    return "private key \(path) is readable or writable by group or others (bits \(String(exposed, radix: 8))); run chmod 600 on it"
 }

@@ -1,4 +1,7 @@
 public import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 public import Logging
 import Metrics
 import OCPP
@@ -80,6 +83,15 @@ public enum AtomicFile {
             if count == 0 { return data }
             data.append(contentsOf: buffer[0..<count])
         }
+    }
+
+    /// The group and other permission bits of `path` (e.g. 0o044) when any is set; nil when the file is
+    /// private to its owner or absent. A private key with such bits is never used.
+    public static func exposedModeBits(_ path: String) -> mode_t? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        let exposed = info.st_mode & 0o077
+        return exposed == 0 ? nil : exposed
     }
 
     /// Removes a file and syncs its folder; a missing file is not an error.
