@@ -20,6 +20,10 @@ struct Bench: AsyncParsableCommand {
     @Flag(name: .long, help: "The long version (minutes per scenario).") var full = false
     @Flag(name: .long, help: "A few seconds per scenario, to check the harness itself.") var smoke = false
     @Option(name: .long, help: "Connect/disconnect cycles of the soak (S).") var soakCycles = 10_000
+    @Flag(name: .long, help: "Run the soak (S) with the minimal pipeline (auth only), to tell the stages' share from the core's.")
+    var soakMinimal = false
+    @Option(name: .long, help: "Pause the soak (S) for 40 s after this many cycles, to tell memory held for a while from memory kept.")
+    var soakPauseAt: Int?
     @Flag(name: .long, help: "Only the outbox benchmark (SQLite, no network).") var outbox = false
     @Option(name: .long, help: "Where the gateway binary is.") var gateway = ".build/release/ocpp-gateway"
     @Option(name: .long, help: "Results file.") var out = "bench/results/latest.json"
@@ -128,10 +132,10 @@ struct Bench: AsyncParsableCommand {
         var soak: SoakResult?
         if scenarios.contains("S") {
             let gateway = try GatewayProcess(binary: self.gateway, work: work, name: "S", csmsPort: csmsPort, pki: pki,
-                                             chargers: chargerIds, pipeline: Pipelines.full)
+                                             chargers: chargerIds, pipeline: soakMinimal ? Pipelines.minimal : Pipelines.full)
             try await gateway.start()
             soak = await measureSoak(gatewayPort: gateway.port, gateway: gateway.process, chargerIds: chargerIds,
-                                     cycles: smoke ? 500 : soakCycles)
+                                     cycles: smoke ? 500 : soakCycles, pauseAt: soakPauseAt)
             gateway.stop()
         }
         await csms.stop()

@@ -26,7 +26,10 @@ struct SoakResult: Codable {
     var targetMet: Bool { growthKiB < 2048 && failedCycles == 0 }
 }
 
-func measureSoak(gatewayPort: Int, gateway: Process, chargerIds: [String], cycles: Int, concurrency: Int = 16) async -> SoakResult {
+/// - Parameter pauseAt: after this many cycles, 40 s without traffic: memory held only for a while (timers,
+///   caches) is released then, so growth after the pause is memory kept for good.
+func measureSoak(gatewayPort: Int, gateway: Process, chargerIds: [String], cycles: Int, concurrency: Int = 16,
+                 pauseAt: Int? = nil) async -> SoakResult {
     let group = MultiThreadedEventLoopGroup.singleton
     let stats = ProcessStats(pid: gateway.processIdentifier)
     let start = Date()
@@ -60,6 +63,10 @@ func measureSoak(gatewayPort: Int, gateway: Process, chargerIds: [String], cycle
             return await tasks.reduce(0, +)
         }
         done += batch
+        if let pauseAt, done == pauseAt {
+            log("S: pausing 40 s at \(done) cycles (RSS \(stats.rssKiB) KiB)")
+            try? await Task.sleep(for: .seconds(40))
+        }
         try? await Task.sleep(for: .milliseconds(300))  // let the last sessions end before sampling
         samples.append(stats.rssKiB)
         log("S: \(done) cycles, RSS \(samples.last ?? 0) KiB, \(failed) failed")

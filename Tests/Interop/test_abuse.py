@@ -215,8 +215,9 @@ def test_a_legitimate_charger_is_served_through_abuse(tmp_path, pki, csms_port):
         flood = next((r for r in reports if r["kind"] == "flood"), {"rate": 0})
         if BENCH:
             assert flood["rate"] >= 10_000, f"the flood must reach 10k frames/s to mean anything: {figures}"
-        # Served throughout: no Authorize waited anywhere near a charger's timeout.
-        assert max(loaded) < 2.0, figures
+        # Served throughout: every Authorize answered well within a charger's CALL timeout (10–30 s), however
+        # slow a debug build on a shared 2-core machine is; the latency target itself is measured by `make bench`.
+        assert max(loaded) < 5.0, figures
         assert figures["rss_growth_mib"] < 64, figures
         assert len(series) < 200, f"invented actions must not create series: {len(series)}"
         assert after and p99(after) < 1
