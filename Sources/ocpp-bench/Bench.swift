@@ -131,11 +131,19 @@ struct Bench: AsyncParsableCommand {
         // S: 10,000 connect/disconnect cycles; memory must stay flat.
         var soak: SoakResult?
         if scenarios.contains("S") {
+            let adminPort = try freePort()
             let gateway = try GatewayProcess(binary: self.gateway, work: work, name: "S", csmsPort: csmsPort, pki: pki,
-                                             chargers: chargerIds, pipeline: soakMinimal ? Pipelines.minimal : Pipelines.full)
+                                             chargers: chargerIds, pipeline: soakMinimal ? Pipelines.minimal : Pipelines.full,
+                                             extraConfiguration: "admin: { listen: \"127.0.0.1:\(adminPort)\" }\n")
             try await gateway.start()
             soak = await measureSoak(gatewayPort: gateway.port, gateway: gateway.process, chargerIds: chargerIds,
                                      cycles: smoke ? 500 : soakCycles, pauseAt: soakPauseAt)
+            // Every charger has left: the gateway must say so (a session it still counts is one it still holds).
+            try? await Task.sleep(for: .seconds(1))
+            if let health = try? httpGet(port: adminPort, path: "/healthz"),
+               let match = health.range(of: #""sessions":\d+"#, options: .regularExpression) {
+                soak?.sessionsLeft = Int(health[match].split(separator: ":").last ?? "")
+            }
             gateway.stop()
         }
         await csms.stop()

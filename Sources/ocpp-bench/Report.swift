@@ -130,7 +130,8 @@ struct Report {
             \(soak.cycles) charger sessions opened (Basic auth south, mutual TLS north), one Heartbeat each, closed,
             \(soak.concurrency) at a time, through ids → auth → certs, in \(String(format: "%.0f", soak.seconds)) s. Gateway RSS
             (MiB) after each tenth, from the first: \(samples). Growth after the warm-up (\(soak.warmupCycles) cycles, one per charger id): \(soak.growthKiB) KiB
-            (target < 2 MiB and no failed cycle: \(soak.targetMet ? "✓" : "✗")); \(soak.failedCycles) cycles failed.
+            (target < 2 MiB and no failed cycle: \(soak.targetMet ? "✓" : "✗")); \(soak.failedCycles) cycles failed; sessions the gateway
+            still counted after the last charger left: \(soak.sessionsLeft.map(String.init) ?? "?").
             """
     }
 

@@ -17,6 +17,8 @@ struct SoakResult: Codable {
     /// identities, firewall tables — is built then), before growth is measured.
     var warmupCycles: Int
     var failedCycles: Int
+    /// Sessions `/healthz` still counts once every charger has left (must be 0).
+    var sessionsLeft: Int?
     /// Growth from the first sample after the warm-up to the last one.
     var growthKiB: Int {
         let index = min(rssKiB.count - 1, max(0, (warmupCycles * rssKiB.count + cycles - 1) / max(cycles, 1) - 1))
