@@ -148,7 +148,7 @@ public final class StageStore: Sendable {
     private let logger: Logger
     private let queue = DispatchQueue(label: "ocpp-gateway.state-store")
     /// Saves not yet on disk, newest per file, with a generation so the writer knows whether a newer one came.
-    private let pending = Mutex<[String: (data: Data?, generation: Int)]>([:])
+    private let pending = PendingWrites()
     private let generations = Atomic<Int>(0)
     private let errors = Counter(label: "ocpp_gateway_state_errors_total")
 
@@ -269,5 +269,18 @@ public final class StageStore: Sendable {
     private func report(_ error: StateStoreError) {
         errors.increment()
         logger.error("state store", metadata: ["error": "\(error)"])
+    }
+}
+
+/// Saves not yet on disk, behind a pthread mutex (`NSLock`): ThreadSanitizer sees its ordering (it cannot
+/// see the futex inside `Synchronization.Mutex` on Linux, and reported this store's hand-over as a race).
+private final class PendingWrites: @unchecked Sendable {
+    private let lock = NSLock()
+    private var writes: [String: (data: Data?, generation: Int)] = [:]
+
+    func withLock<T>(_ body: (inout [String: (data: Data?, generation: Int)]) -> T) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&writes)
     }
 }
