@@ -369,11 +369,11 @@ public final class GatewayRuntime: Sendable {
             ])
             return .reject(.badGateway, headers: ["Retry-After": "\(max(1, delay.components.seconds))"])
         }
-        Counter(label: "ocpp_gateway_north_connects_total", dimensions: [("result", "ok")]).increment()
-        healthState.withLock { $0.northFailedLast = false }
-        backoff.recordSuccess(for: chargerId)
         // If the charger goes away before its upgrade completes, nobody will use this north link.
         if let north {
+            Counter(label: "ocpp_gateway_north_connects_total", dimensions: [("result", "ok")]).increment()
+            healthState.withLock { $0.northFailedLast = false }
+            backoff.recordSuccess(for: chargerId)
             southChannel.closeFuture.whenComplete { _ in
                 if !north.isRelaying { north.close(code: .normalClosure, reason: "charger left during the handshake") }
             }
