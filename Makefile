@@ -67,7 +67,8 @@ test-swift: build
 TSAN_DIR := .build-tsan
 test-tsan: $(APT_STAMP)
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path $(TSAN_DIR)
-	TSAN_OPTIONS=halt_on_error=1 $(SWIFT) test --skip-build --sanitize=thread --scratch-path $(TSAN_DIR) \
+	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/Tests/tsan-suppressions.txt" \
+		$(SWIFT) test --skip-build --sanitize=thread --scratch-path $(TSAN_DIR) \
 		--filter 'RouterTests|TransportTests|StageTests'
 
 test-interop: build venv

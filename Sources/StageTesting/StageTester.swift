@@ -121,7 +121,7 @@ public final class StageTester {
     /// Waits until work a stage handed to a task comes back to the session (`SessionHandle.run`),
     /// and runs it; returns false if none came within `timeout`.
     @discardableResult
-    public func settle(timeout: Duration = .seconds(5)) async -> Bool {
+    public func settle(timeout: Duration = .seconds(30)) async -> Bool {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if driver.runHandedBackWork() > 0 { return true }

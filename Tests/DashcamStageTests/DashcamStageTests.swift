@@ -12,7 +12,8 @@ struct DashcamStageTests {
 
     func captures(_ charger: String = "CP001", count: Int = 1) async throws -> [String] {
         let folder = state + "/dashcam/" + charger
-        let deadline = ContinuousClock.now + .seconds(5)
+        // Generous: the writer is a background queue, and under ThreadSanitizer everything is several times slower.
+        let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
             let files = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasSuffix(".jsonl") }.sorted()
             if files.count >= count { return files.map { folder + "/" + $0 } }
