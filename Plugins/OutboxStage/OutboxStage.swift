@@ -72,11 +72,6 @@ public struct OutboxStage: Stage {
     // MARK: Per-charger state
 
     /// The charger's last accepted boot, as the gateway remembers it (`chargers/<id>/boot.json`).
-    struct BootRecord: Decodable, Sendable {
-        var accepted: Bool
-        var interval: Int?
-    }
-
     final class ChargerState {
         var database: OutboxDatabase?
         /// The outbox could not be opened: the stage steps aside (the router answers CALLERRORs offline).
@@ -143,7 +138,7 @@ public struct OutboxStage: Stage {
                 return
             }
             opened.submit({ db -> ([TransactionMapping], OutboxFigures, BootRecord?) in
-                let boot = try? store.load(BootRecord.self, charger: chargerId, name: "boot.json")
+                let boot = try? store.load(BootRecord.self, charger: chargerId, name: BootRecord.name)
                 return (try db.transactionMappings(), try db.figures(), boot)
             }, completion: { result in
                 handle.run { session in
@@ -438,7 +433,8 @@ public struct OutboxStage: Stage {
         guard envelope.messageType == .callResult else { return }
         let payload = envelope.payload()
         if envelope.action == "BootNotification" {
-            state.boot = BootRecord(accepted: payload["status"]?.stringValue == "Accepted", interval: payload["interval"]?.intValue)
+            state.boot = BootRecord(accepted: payload["status"]?.stringValue == "Accepted", interval: payload["interval"]?.intValue,
+                                    answeredAt: session.wallTime)
         }
         learned(tag: tag, info: payload["idTagInfo"].flatMap(Self.idTagInfo), endedLocal: endedLocal, state, session)
     }

@@ -68,17 +68,6 @@ public final class GatewayRuntime: Sendable {
         }
     }
 
-    /// What the gateway remembers of a charger's last BootNotification (`chargers/<id>/boot.json`):
-    /// a charger that reconnects without booting again was accepted before, so the gateway's own
-    /// CALLs may flow at once — also after a gateway restart.
-    struct BootRecord: Codable {
-        var accepted: Bool
-        /// The heartbeat interval the CSMS gave, in seconds.
-        var interval: Int?
-        /// When the answer came (seconds since 1970).
-        var answeredAt: Double
-    }
-
     /// Loads the pipeline; a broken one throws before anything listens.
     public init(configuration: ResolvedGatewayConfiguration, registry: StageRegistry, group: any EventLoopGroup,
                 logger: Logger) throws(ConfigurationError) {
@@ -478,7 +467,7 @@ public final class GatewayRuntime: Sendable {
     /// The charger's last BootNotification answer; nil if none is known or the record cannot be read
     /// (then the gateway waits for a BootNotification before sending anything of its own).
     func bootRecord(for chargerId: String) -> BootRecord? {
-        try? loader.store.load(BootRecord.self, charger: chargerId, name: "boot.json")
+        try? loader.store.load(BootRecord.self, charger: chargerId, name: BootRecord.name)
     }
 
     private func startSession(chargerId: String, south: WebSocketConnection, north: WebSocketConnection?,
@@ -508,7 +497,7 @@ public final class GatewayRuntime: Sendable {
         let store = loader.store
         session.onBootAnswered = { [wallTime = link.wallTime] accepted, payload in
             store.save(BootRecord(accepted: accepted, interval: payload["interval"]?.intValue, answeredAt: wallTime),
-                       charger: chargerId, name: "boot.json")
+                       charger: chargerId, name: BootRecord.name)
         }
         let token = ObjectIdentifier(link)
         sessions.withLock { $0[chargerId] = ActiveSession(token: token, eventLoop: loop, link: NIOLoopBound(link, eventLoop: loop)) }

@@ -284,3 +284,22 @@ private final class PendingWrites: @unchecked Sendable {
         return body(&writes)
     }
 }
+
+/// What the gateway remembers of a charger's last BootNotification answer (`chargers/<id>/boot.json`,
+/// through `StageStore`): a charger that reconnects without booting again was accepted before, so the
+/// gateway's own CALLs may flow at once, and the outbox answers an offline boot with the last interval.
+public struct BootRecord: Codable, Sendable, Equatable {
+    /// The file's name in the charger's folder.
+    public static let name = "boot.json"
+    public var accepted: Bool
+    /// The heartbeat interval the CSMS gave, in seconds.
+    public var interval: Int?
+    /// When the answer came (seconds since 1970).
+    public var answeredAt: Double
+
+    public init(accepted: Bool, interval: Int?, answeredAt: Double) {
+        self.accepted = accepted
+        self.interval = interval
+        self.answeredAt = answeredAt
+    }
+}
