@@ -1,0 +1,9 @@
+import North201
+import OCPP
+import Testing
+
+@Suite struct DeviceModelTests {
+    @Test func skeletonBuilds() {
+        _ = DeviceModelMap()
+    }
+}
