@@ -273,7 +273,8 @@ let package = Package(
         .testTarget(name: "TelemetryCompressionTests", dependencies: ["TelemetryCompression"], swiftSettings: swiftSettings),
         .testTarget(name: "ChargingSchedulesTests", dependencies: ["ChargingSchedules", "OCPP"], swiftSettings: swiftSettings),
         .testTarget(name: "OCPPTests", dependencies: ["OCPP"], swiftSettings: swiftSettings),
-        .testTarget(name: "DeviceModelTests", dependencies: ["North201", "OCPP"], path: "Tests/DeviceModelTests", swiftSettings: swiftSettings),
+        .testTarget(name: "DeviceModelTests", dependencies: ["North201", "OCPP"], path: "Tests/DeviceModelTests", exclude: ["payloads.json"],
+                    swiftSettings: swiftSettings),
         .testTarget(name: "RouterTests", dependencies: ["Router", "StageKit", "StageTesting", "OCPP", logging], swiftSettings: swiftSettings),
         .testTarget(
             name: "CertsStageTests",

@@ -164,7 +164,7 @@ public struct DeviceModelMap: Sendable {
     /// charger answered CALLERROR or did not answer in time.
     ///
     /// 1.6 Accepted, Rejected and RebootRequired keep their names; NotSupported ("the configuration
-    /// key is not supported", 1.6 §7.8) is the 2.0.1 UnknownVariable (B05.FR.05: a variable unknown
+    /// key is not supported", 1.6 §7.22) is the 2.0.1 UnknownVariable (B05.FR.05: a variable unknown
     /// for the component); no answer is Rejected (B05.FR.09: "not able to set it").
     public func setResult(for item: JSONValue, changeConfigurationStatus: String?) -> JSONValue {
         let request = DeviceModelItem(item)
