@@ -72,6 +72,12 @@ public struct DeviceModelMap: Sendable {
 
     /// GetVariables: one GetVariableData item → the 1.6 key to ask the charger, or the final GetVariableResult.
     public func planGet(_ item: JSONValue) -> GetPlan {
+        planGet(item, connectorStatus: [:])
+    }
+
+    /// `planGet(_:)`, with the last 1.6 StatusNotification status per connectorId (0: the charge point)
+    /// for the AvailabilityState variables; without a status they read as "" (B06.FR.13).
+    public func planGet(_ item: JSONValue, connectorStatus: [Int: String]) -> GetPlan {
         let request = DeviceModelItem(item)
         switch decide(request) {
         case .final(let status, let info):
@@ -84,7 +90,8 @@ public struct DeviceModelMap: Sendable {
                 }
                 return .answer(request.getResult(status: "Accepted", value: variable.value, info: nil))
             case .topology(let variable, evse: nil):
-                return .answer(request.getResult(status: "Accepted", value: variable.value, info: nil))
+                let value = variable.value ?? Self.availabilityState(of: connectorStatus[0])
+                return .answer(request.getResult(status: "Accepted", value: value, info: nil))
             case .topology:
                 return .askCharger(key: Self.topologyKey)
             case .row(let row):
@@ -97,8 +104,15 @@ public struct DeviceModelMap: Sendable {
 
     /// The GetVariableResult for `item` from the charger's GetConfiguration answer (`configurationKey`, `unknownKey`).
     public func getResult(for item: JSONValue, configuration: [ConfigurationEntry], unknownKeys: [String]) -> JSONValue {
+        getResult(for: item, configuration: configuration, unknownKeys: unknownKeys, connectorStatus: [:])
+    }
+
+    /// `getResult(for:configuration:unknownKeys:)`, with the connectors' 1.6 statuses as for `planGet(_:connectorStatus:)`.
+    public func getResult(
+        for item: JSONValue, configuration: [ConfigurationEntry], unknownKeys: [String], connectorStatus: [Int: String]
+    ) -> JSONValue {
         let request = DeviceModelItem(item)
-        let plan = planGet(item)
+        let plan = planGet(item, connectorStatus: connectorStatus)
         guard case .askCharger(let key) = plan else {
             if case .answer(let result) = plan { return result }
             return request.getResult(status: "Rejected", value: nil, info: ("InternalError", nil))
@@ -114,7 +128,8 @@ public struct DeviceModelMap: Sendable {
             guard let known, let evses = Self.evseCount(known.value), evse.id <= evses else {
                 return request.getResult(status: "UnknownComponent", value: nil, info: nil)
             }
-            return request.getResult(status: "Accepted", value: variable.value, info: nil)
+            let value = variable.value ?? Self.availabilityState(of: connectorStatus[evse.id])
+            return request.getResult(status: "Accepted", value: value, info: nil)
         case .row(let row):
             guard let known else { return request.getResult(status: "UnknownVariable", value: nil, info: nil) }
             return request.getResult(status: "Accepted", value: Self.fromCharger(row.conversion, known.value), info: nil)
@@ -193,6 +208,13 @@ public struct DeviceModelMap: Sendable {
     /// FullInventory (everything), SummaryInventory (the ChargingStation/EVSE/Connector topology);
     /// any other value gives no data (answer GetBaseReport NotSupported, B07.FR.02).
     public func reportData(configuration: [ConfigurationEntry], reportBase: String) -> [JSONValue] {
+        reportData(configuration: configuration, reportBase: reportBase, connectorStatus: [:])
+    }
+
+    /// `reportData(configuration:reportBase:)`, with the last 1.6 StatusNotification status per connectorId
+    /// (0: the charge point) for the AvailabilityState of the ChargingStation and each EVSE (B07.FR.09);
+    /// without one the variable is reported without a value.
+    public func reportData(configuration: [ConfigurationEntry], reportBase: String, connectorStatus: [Int: String]) -> [JSONValue] {
         guard Self.supportedReportBases.contains(reportBase) else { return [] }
         let lookup = ConfigurationLookup(configuration)
         var entries: [ReportEntry] = []
@@ -200,15 +222,15 @@ public struct DeviceModelMap: Sendable {
         // Topology first: it is all a SummaryInventory holds.
         let evses = Self.evseCount(lookup[Self.topologyKey]?.value) ?? 0
         for variable in Self.topologyVariables where variable.component == "ChargingStation" {
-            entries.append(.topology(variable, evse: nil))
+            entries.append(.topology(variable, evse: nil, value: variable.value ?? Self.availabilityState(of: connectorStatus[0])))
         }
         if evses > 0 {
             for id in 1...evses {
                 for variable in Self.topologyVariables where variable.component == "EVSE" {
-                    entries.append(.topology(variable, evse: (id, nil)))
+                    entries.append(.topology(variable, evse: (id, nil), value: variable.value ?? Self.availabilityState(of: connectorStatus[id])))
                 }
                 for variable in Self.topologyVariables where variable.component == "Connector" {
-                    entries.append(.topology(variable, evse: (id, 1)))
+                    entries.append(.topology(variable, evse: (id, 1), value: variable.value))
                 }
             }
         }
@@ -253,7 +275,7 @@ enum DeviceModelTarget {
     case gateway(GatewayVariable)
     case row(DeviceModelRow)
     /// `evse` nil: the ChargingStation; else an EVSE (`connectorId` nil) or its Connector.
-    case topology((component: String, variable: String, value: String, dataType: String), evse: (id: Int, connectorId: Int?)?)
+    case topology(TopologyVariable, evse: (id: Int, connectorId: Int?)?)
     case vendor(key: String)
 }
 
@@ -529,7 +551,7 @@ struct ConfigurationLookup {
 enum ReportEntry {
     case gateway(GatewayVariable)
     case row(DeviceModelRow, ConfigurationEntry)
-    case topology((component: String, variable: String, value: String, dataType: String), evse: (id: Int, connectorId: Int?)?)
+    case topology(TopologyVariable, evse: (id: Int, connectorId: Int?)?, value: String?)
     case vendor(ConfigurationEntry, component: String)
 
     var mutability: String {
@@ -573,7 +595,7 @@ enum ReportEntry {
                 value = DeviceModelMap.fromCharger(row.conversion, entry.value)
             }
             if let valuesList = row.valuesList { characteristics.append(("valuesList", .string(valuesList))) }
-        case .topology(let topology, let evse):
+        case .topology(let topology, let evse, let topologyValue):
             if let evse {
                 var evseObject: [(key: String, value: JSONValue)] = [("id", .number(evse.id))]
                 if let connectorId = evse.connectorId { evseObject.append(("connectorId", .number(connectorId))) }
@@ -581,8 +603,9 @@ enum ReportEntry {
             }
             component.append(("name", .string(topology.component)))
             variable = [("name", .string(topology.variable))]
-            value = topology.value
+            value = topologyValue
             characteristics = [("dataType", .string(topology.dataType))]
+            if let valuesList = topology.valuesList { characteristics.append(("valuesList", .string(valuesList))) }
         case .vendor(let entry, let vendorComponent):
             component = [("name", .string(vendorComponent))]
             variable = [("name", .string(entry.key))]

@@ -148,14 +148,33 @@ extension DeviceModelMap {
     /// Connector (connectorId 1).
     public static let topologyKey = "NumberOfConnectors"
 
-    /// Topology variables (part 2 §2.13), all ReadOnly: (component, variable, value).
-    static let topologyVariables: [(component: String, variable: String, value: String, dataType: String)] = [
-        ("ChargingStation", "Available", "true", "boolean"),
-        ("EVSE", "Available", "true", "boolean"),
-        ("Connector", "Available", "true", "boolean"),
+    /// Topology variables (part 2 §2.13), all ReadOnly.
+    static let topologyVariables: [TopologyVariable] = [
+        TopologyVariable(component: "ChargingStation", variable: "Available", value: "true", dataType: "boolean"),
+        TopologyVariable(component: "ChargingStation", variable: "AvailabilityState", value: nil, dataType: "OptionList",
+                         valuesList: availabilityStates),
+        TopologyVariable(component: "EVSE", variable: "Available", value: "true", dataType: "boolean"),
+        TopologyVariable(component: "EVSE", variable: "AvailabilityState", value: nil, dataType: "OptionList",
+                         valuesList: availabilityStates),
+        TopologyVariable(component: "Connector", variable: "Available", value: "true", dataType: "boolean"),
         // ConnectorEnumType "Unknown": a 1.6 charger does not report its connector type.
-        ("Connector", "ConnectorType", "Unknown", "string"),
+        TopologyVariable(component: "Connector", variable: "ConnectorType", value: "Unknown", dataType: "string"),
     ]
+
+    /// Part 2 §2.13.2.
+    static let availabilityStates = "Available,Occupied,Reserved,Unavailable,Faulted"
+
+    /// The 2.0.1 AvailabilityState of a 1.6 ChargePointStatus (1.6 §7.7), nil for none or an unknown one.
+    public static func availabilityState(of status16: String?) -> String? {
+        switch status16 {
+        case "Available": "Available"
+        case "Preparing", "Charging", "SuspendedEVSE", "SuspendedEV", "Finishing": "Occupied"
+        case "Reserved": "Reserved"
+        case "Unavailable": "Unavailable"
+        case "Faulted": "Faulted"
+        default: nil
+        }
+    }
 
     /// More EVSEs than this are not reported, whatever NumberOfConnectors says (a peer's number
     /// must not size a report without bound).
@@ -175,4 +194,13 @@ extension DeviceModelMap {
 
     /// The report bases GetBaseReport supports (B07.FR.12: at least the first two).
     public static let supportedReportBases: Set<String> = ["ConfigurationInventory", "FullInventory", "SummaryInventory"]
+}
+
+/// A ChargingStation/EVSE/Connector variable; `value` nil: the AvailabilityState, from the connector's 1.6 status.
+struct TopologyVariable: Sendable {
+    var component: String
+    var variable: String
+    var value: String?
+    var dataType: String
+    var valuesList: String? = nil
 }

@@ -350,7 +350,8 @@ import Testing
 
     @Test func evsesAndConnectorsFromNumberOfConnectors() {
         let report = map.reportData(configuration: configuration, reportBase: "SummaryInventory")
-        let evses = report.filter { $0["component"]?["name"]?.stringValue == "EVSE" }.compactMap { $0["component"]?["evse"]?["id"]?.intValue }
+        let evses = report.filter { $0["component"]?["name"]?.stringValue == "EVSE" && $0["variable"]?["name"]?.stringValue == "Available" }
+            .compactMap { $0["component"]?["evse"]?["id"]?.intValue }
         #expect(evses == [1, 2])
         let connectors = report.filter { $0["component"]?["name"]?.stringValue == "Connector" && $0["variable"]?["name"]?.stringValue == "Available" }
         #expect(connectors.map { $0["component"]?["evse"] } == [["id": 1, "connectorId": 1], ["id": 2, "connectorId": 1]])
@@ -378,7 +379,45 @@ import Testing
     @Test func aHugeNumberOfConnectorsIsCapped() {
         let report = map.reportData(
             configuration: [ConfigurationEntry(key: "NumberOfConnectors", value: "99999999", readonly: true)], reportBase: "SummaryInventory")
-        #expect(report.filter { $0["component"]?["name"]?.stringValue == "EVSE" }.count == DeviceModelMap.maxEVSEs)
+        #expect(report.filter { $0["component"]?["name"]?.stringValue == "EVSE" && $0["variable"]?["name"]?.stringValue == "Available" }.count
+            == DeviceModelMap.maxEVSEs)
+    }
+
+    /// B07.FR.09: the summary holds the AvailabilityState of the ChargingStation and of each EVSE, from
+    /// the connectors' last 1.6 StatusNotification.
+    @Test func availabilityStateFromTheConnectorStatus() throws {
+        let status = [0: "Available", 1: "Charging", 2: "Faulted"]
+        let report = map.reportData(configuration: configuration, reportBase: "SummaryInventory", connectorStatus: status)
+        let states = report.filter { $0["variable"]?["name"]?.stringValue == "AvailabilityState" }
+        #expect(states.map { $0["component"]?["name"]?.stringValue } == ["ChargingStation", "EVSE", "EVSE"])
+        #expect(states.map { $0["variableAttribute"]?.arrayValue?.first?["value"]?.stringValue } == ["Available", "Occupied", "Faulted"])
+        #expect(states.first?["variableCharacteristics"]?["valuesList"]?.stringValue == "Available,Occupied,Reserved,Unavailable,Faulted")
+        let pages = DeviceModelMap.notifyReportPages(requestId: 1, generatedAt: "2026-11-25T09:00:00Z", reportData: report, perPage: 100)
+        #expect(schemaProblem("NotifyReport", response: false, pages[0]) == nil)
+
+        // Without a status the variable is still reported (B07.FR.11), without a value.
+        let unknown = map.reportData(configuration: configuration, reportBase: "SummaryInventory")
+            .filter { $0["variable"]?["name"]?.stringValue == "AvailabilityState" }
+        #expect(unknown.count == 3)
+        #expect(unknown.allSatisfy { $0["variableAttribute"]?.arrayValue?.first?["value"] == nil })
+
+        let station = answer(map.planGet(item("ChargingStation", "AvailabilityState"), connectorStatus: [0: "Unavailable"]))
+        #expect(station?["attributeValue"]?.stringValue == "Unavailable")
+        let evse = item("EVSE", "AvailabilityState", evse: (1, nil))
+        #expect(map.planGet(evse, connectorStatus: status) == .askCharger(key: "NumberOfConnectors"))
+        let result = map.getResult(for: evse, configuration: configuration, unknownKeys: [], connectorStatus: [1: "SuspendedEV"])
+        #expect(result["attributeValue"]?.stringValue == "Occupied")
+        #expect(map.getResult(for: evse, configuration: configuration, unknownKeys: [])["attributeValue"]?.stringValue == "")
+        expectValidGetResult(result)
+    }
+
+    @Test(arguments: [
+        ("Available", "Available"), ("Preparing", "Occupied"), ("Charging", "Occupied"), ("SuspendedEVSE", "Occupied"),
+        ("SuspendedEV", "Occupied"), ("Finishing", "Occupied"), ("Reserved", "Reserved"), ("Unavailable", "Unavailable"),
+        ("Faulted", "Faulted"),
+    ])
+    func everyChargePointStatusHasAnAvailabilityState(_ status16: String, _ state: String) {
+        #expect(DeviceModelMap.availabilityState(of: status16) == state)
     }
 }
 

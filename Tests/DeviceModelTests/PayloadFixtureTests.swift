@@ -23,6 +23,7 @@ import Testing
             ConfigurationEntry(key: "AcmeBlob", value: String(repeating: "x", count: 2600), readonly: true),
             ConfigurationEntry(key: "AuthorizationKey", value: "DEADBEEF", readonly: false),
         ])
+        let status = [0: "Available", 1: "Charging"]
         var gets: [JSONValue] = []
         var sets: [JSONValue] = []
         for row in DeviceModelMap.standardTable {
@@ -38,10 +39,11 @@ import Testing
             item("SecurityCtrlr", "SecurityProfile"), item("SecurityCtrlr", "BasicAuthPassword"),
             item("DeviceDataCtrlr", "ItemsPerMessage", instance: "GetVariables"), item("ChargingStation", "Available"),
             item("EVSE", "Available", evse: (2, nil)), item("EVSE", "Available", evse: (9, nil)), item("Connector", "ConnectorType", evse: (1, 1)),
+            item("EVSE", "AvailabilityState", evse: (1, nil)), item("ChargingStation", "AvailabilityState"),
             item("VendorSpecific", "AcmeLedBrightness"), item("VendorSpecific", "AcmeBlob"), item("VendorSpecific", "AuthorizationKey"),
         ]
         for request in odd {
-            gets.append(map.getResult(for: request, configuration: configuration, unknownKeys: []))
+            gets.append(map.getResult(for: request, configuration: configuration, unknownKeys: [], connectorStatus: status))
             sets.append(map.setResult(for: item(request, value: "5"), changeConfigurationStatus: "Accepted"))
         }
         sets.append(answer(map.planSet(item("OCPPCommCtrlr", "HeartbeatInterval", value: "0")))!)
@@ -49,9 +51,8 @@ import Testing
 
         var reports: [JSONValue] = []
         for base in ["FullInventory", "ConfigurationInventory", "SummaryInventory"] {
-            reports += DeviceModelMap.notifyReportPages(
-                requestId: 3, generatedAt: "2026-11-25T09:00:00Z", reportData: map.reportData(configuration: configuration, reportBase: base),
-                perPage: 10)
+            let data = map.reportData(configuration: configuration, reportBase: base, connectorStatus: status)
+            reports += DeviceModelMap.notifyReportPages(requestId: 3, generatedAt: "2026-11-25T09:00:00Z", reportData: data, perPage: 10)
         }
         reports += DeviceModelMap.notifyReportPages(requestId: 4, generatedAt: "2026-11-25T09:00:00Z", reportData: [], perPage: 10)
 
