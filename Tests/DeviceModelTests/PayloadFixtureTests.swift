@@ -46,8 +46,10 @@ import Testing
             gets.append(map.getResult(for: request, configuration: configuration, unknownKeys: [], connectorStatus: status))
             sets.append(map.setResult(for: item(request, value: "5"), changeConfigurationStatus: "Accepted"))
         }
-        sets.append(answer(map.planSet(item("OCPPCommCtrlr", "HeartbeatInterval", value: "0")))!)
-        sets.append(answer(map.planSet(item("TxCtrlr", "StopTxOnInvalidId", value: "maybe")))!)
+        sets += [
+            answer(map.planSet(item("OCPPCommCtrlr", "HeartbeatInterval", value: "0"))),
+            answer(map.planSet(item("TxCtrlr", "StopTxOnInvalidId", value: "maybe"))),
+        ].compactMap { $0 }
 
         var reports: [JSONValue] = []
         for base in ["FullInventory", "ConfigurationInventory", "SummaryInventory"] {
