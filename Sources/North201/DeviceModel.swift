@@ -154,10 +154,11 @@ public struct DeviceModelMap: Sendable {
                 return .answer(request.setResult(status: "Rejected", info: ("MissingParam", nil)))
             }
             switch target {
-            case .gateway:
+            case .gateway(let variable):
                 // The gateway's variables change only through its configuration; a translator that can
                 // apply a writable one asks `gatewayVariable(for:)` before `planSet`.
-                return .answer(request.setResult(status: "Rejected", info: ("ReadOnly", nil)))
+                if variable.mutability == "ReadOnly" { return .answer(request.setResult(status: "Rejected", info: ("ReadOnly", nil))) }
+                return .answer(request.setResult(status: "Rejected", info: ("UnsupportedRequest", "set in the gateway's configuration")))
             case .topology:
                 return .answer(request.setResult(status: "Rejected", info: ("ReadOnly", nil)))
             case .row(let row):

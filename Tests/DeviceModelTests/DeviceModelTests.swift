@@ -251,7 +251,10 @@ import Testing
         let readOnly = answer(map.planSet(item("SecurityCtrlr", "SecurityProfile", value: "1")))
         #expect(readOnly?.status == "Rejected")
         #expect(readOnly?.reasonCode == "ReadOnly")
-        #expect(answer(map.planSet(item("SecurityCtrlr", "OrganizationName", value: "Other")))?.status == "Rejected")
+        let writable = answer(map.planSet(item("SecurityCtrlr", "OrganizationName", value: "Other")))
+        #expect(writable?.status == "Rejected")
+        #expect(writable?.reasonCode == "UnsupportedRequest")
+        if let writable { expectValidSetResult(writable) }
         #expect(map.gatewayVariable(for: item("SecurityCtrlr", "OrganizationName", value: "Other"))?.mutability == "ReadWrite")
         #expect(map.gatewayVariable(for: item("OCPPCommCtrlr", "HeartbeatInterval")) == nil)
         if let readOnly { expectValidSetResult(readOnly) }
