@@ -84,6 +84,9 @@ let package = Package(
         // Charging-profile arithmetic for the smart-charging stage: composite schedules, TOU, compiling for a charger.
         .target(name: "ChargingSchedules", dependencies: ["OCPP"], swiftSettings: swiftSettings),
 
+        // OCPP 2.0.1 towards the CSMS for a 1.6J charger: the translator and the device model.
+        .target(name: "North201", dependencies: ["OCPP"], path: "Sources/North201", swiftSettings: swiftSettings),
+
         // Drives a stage (or a whole pipeline) with envelopes and a fake clock; no sockets.
         .target(
             name: "StageTesting",
@@ -270,6 +273,8 @@ let package = Package(
         .testTarget(name: "TelemetryCompressionTests", dependencies: ["TelemetryCompression"], swiftSettings: swiftSettings),
         .testTarget(name: "ChargingSchedulesTests", dependencies: ["ChargingSchedules", "OCPP"], swiftSettings: swiftSettings),
         .testTarget(name: "OCPPTests", dependencies: ["OCPP"], swiftSettings: swiftSettings),
+        .testTarget(name: "DeviceModelTests", dependencies: ["North201", "OCPP"], path: "Tests/DeviceModelTests", exclude: ["payloads.json"],
+                    swiftSettings: swiftSettings),
         .testTarget(name: "RouterTests", dependencies: ["Router", "StageKit", "StageTesting", "OCPP", logging], swiftSettings: swiftSettings),
         .testTarget(
             name: "CertsStageTests",
