@@ -186,9 +186,11 @@ private final class PullHandler: ChannelInboundHandler {
         var headers = HTTPHeaders()
         for (name, value) in answer.headers { headers.add(name: name, value: value) }
         headers.add(name: "Content-Length", value: "\(answer.body.count)")
-        if let requestId = head.headers.first(name: "X-Request-ID") { headers.add(name: "X-Request-ID", value: String(requestId.prefix(36))) }
-        if let correlation = head.headers.first(name: "X-Correlation-ID") {
-            headers.add(name: "X-Correlation-ID", value: String(correlation.prefix(36)))
+        // Echoed as OCPI asks (transport_and_format §4.1.2), limited to 36 printable ASCII characters.
+        for name in ["X-Request-ID", "X-Correlation-ID"] {
+            if let value = head.headers.first(name: name) {
+                headers.add(name: name, value: String(value.filter { $0.isASCII && !$0.isNewline && $0 != "\r" && $0 != "\0" }.prefix(36)))
+            }
         }
         let status = HTTPResponseStatus(statusCode: answer.status)
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)

@@ -72,7 +72,10 @@ final class NapPublisher: Sendable {
             }
             if push != nil, now >= retryAt {
                 if await deliverAll() {
-                    failures.store(0, ordering: .relaxed)
+                    let failed = failures.exchange(0, ordering: .relaxed)
+                    if failed > 0 {
+                        core.logger.notice("OCPI receiver reachable again", metadata: ["failed_attempts": "\(failed)"])
+                    }
                     retryAt = -Double.infinity
                 } else {
                     let count = failures.add(1, ordering: .relaxed).newValue
@@ -150,12 +153,14 @@ final class NapPublisher: Sendable {
             pushFailures.increment()
             // The receiver lost the Location: PUT it again before the next PATCH.
             if response.status == 404 || statusCode == 2003 { locationPut.store(false, ordering: .relaxed) }
+            guard failures.load(ordering: .relaxed) == 0 else { return false }  // one line per outage, not per retry
             core.logger.warning("OCPI receiver refused a push", metadata: [
                 "method": "\(method)", "http_status": "\(response.status)", "ocpi_status": "\(statusCode.map(String.init) ?? "-")",
                 "request_id": "\(requestId)",
             ])
         } catch {
             pushFailures.increment()
+            guard failures.load(ordering: .relaxed) == 0 else { return false }
             core.logger.notice("OCPI receiver unreachable; retrying with back-off", metadata: [
                 "method": "\(method)", "error": "\(LogSafe.escape(String(describing: error)))", "request_id": "\(requestId)",
             ])
