@@ -300,8 +300,12 @@ extension NapExportConfiguration {
         }
         if let listen = pullListen, Self.hostPort(listen) == nil { fail("pull_listen", "must be host:port, e.g. 127.0.0.1:9410") }
         if let uptime {
-            for (index, window) in (uptime.windows ?? []).enumerated() where Self.seconds(window) == nil {
-                fail("uptime.windows", "entry \(index + 1) '\(LogSafe.escape(window))' must be a number with h or d, e.g. 24h, 30d")
+            for (index, window) in (uptime.windows ?? []).enumerated() {
+                if let seconds = Self.seconds(window) {
+                    if seconds > 60 * 86400 { fail("uptime.windows", "entry \(index + 1) '\(window)' is longer than 60d (the months kept in memory)") }
+                } else {
+                    fail("uptime.windows", "entry \(index + 1) '\(LogSafe.escape(window))' must be a number with m, h or d, e.g. 24h, 30d")
+                }
             }
             if (uptime.historyMaxChanges ?? 5000) < 10 { fail("uptime.history_max_changes", "must be at least 10") }
             for (index, exemption) in (uptime.exemptions ?? []).enumerated() {
