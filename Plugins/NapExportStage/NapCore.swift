@@ -75,6 +75,8 @@ final class NapCore: Sendable {
         /// Per charger, the months in memory (the current one and two before), keyed by month.
         var history: [String: [String: MonthHistory]] = [:]
         var datexDirty = true
+        /// Months whose history changed since the last `flushHistory` (charger id, month).
+        var dirtyHistory: Set<[String]> = []
         /// Bumped on every change, so the pull interface and DATEX know what is new.
         var generation = 0
     }
@@ -112,7 +114,7 @@ final class NapCore: Sendable {
                 let status = state.files[evse.chargerId]?.evses[evse.uid]?.status ?? .unknown
                 recordHistory(&state, evse: evse, status: status, at: now)
             }
-            for chargerId in state.files.keys { saveHistory(state, chargerId: chargerId, month: month) }
+            for chargerId in state.files.keys { state.dirtyHistory.insert([chargerId, month]) }
         }
     }
 
@@ -235,7 +237,7 @@ final class NapCore: Sendable {
                 changedFile = true
             }
             if changedFile { saveFile(state, chargerId: charger) }
-            for month in changedMonths { saveHistory(state, chargerId: charger, month: month) }
+            for month in changedMonths { state.dirtyHistory.insert([charger, month]) }
         }
         if changedFile {
             updateQueueGauge()
@@ -287,19 +289,8 @@ final class NapCore: Sendable {
                     let status = state.files[chargerId]?.evses[evse.uid]?.status ?? .unknown
                     recordHistory(&state, evse: evse, status: status, at: bounds.start)
                 }
-                saveHistory(state, chargerId: chargerId, month: month)
+                state.dirtyHistory.insert([chargerId, month])
             }
-        }
-    }
-
-    /// Shutdown: what happens next is not known; each EVSE's history says UNKNOWN from now.
-    func recordShutdown(at now: Double) {
-        state.withLock { state in
-            var months: Set<String> = []
-            for evse in site.evses where recordHistory(&state, evse: evse, status: .unknown, at: now) {
-                months.insert(evse.chargerId)
-            }
-            for chargerId in months { saveHistory(state, chargerId: chargerId, month: Month.key(now)) }
         }
     }
 
@@ -400,8 +391,15 @@ final class NapCore: Sendable {
         store.save(file, charger: chargerId, name: ChargerFile.name(stageId: stageId))
     }
 
-    private func saveHistory(_ state: State, chargerId: String, month: String) {
-        guard let history = state.history[chargerId]?[month] else { return }
-        store.save(history, charger: chargerId, name: MonthHistory.fileName(stageId: stageId, month: month))
+    /// Hands the changed months to the store (the publisher does this once per loop, off the event loops:
+    /// a month's file can hold thousands of entries, too much to encode on every frame).
+    func flushHistory() {
+        let dirty: [(String, MonthHistory)] = state.withLock { state in
+            defer { state.dirtyHistory = [] }
+            return state.dirtyHistory.compactMap { key in state.history[key[0]]?[key[1]].map { (key[0], $0) } }
+        }
+        for (chargerId, history) in dirty {
+            store.save(history, charger: chargerId, name: MonthHistory.fileName(stageId: stageId, month: history.month))
+        }
     }
 }

@@ -143,7 +143,8 @@ public struct NapExportStage: Stage {
     }
 
     public func shutdown() async {
-        await runtime.stop(publisher: publisher)
+        // A stage that never ran (`validate` builds and at once shuts it down) leaves the disk alone.
+        if await runtime.stop(publisher: publisher) { core.flushHistory() }
         await core.store.flush()
     }
 }
@@ -156,13 +157,18 @@ final class Runtime: Sendable {
         var stopped = false
         var task: Task<Void, Never>?
         var server: (any Channel)?
+        var running = false
     }
     private let state = Mutex(State())
 
     func start(publisher: NapPublisher, locations: NapLocations, listen: (host: String, port: Int)?, token: String?, logger: Logger) {
         let task = Task { [self] in
             try? await Task.sleep(for: .seconds(1))
-            guard !isStopped else { return }
+            let proceed = state.withLock { state -> Bool in
+                if !state.stopped { state.running = true }
+                return !state.stopped
+            }
+            guard proceed else { return }
             if let listen {
                 Task { await self.listen(listen, locations: locations, token: token, logger: logger) }
             }
@@ -197,7 +203,9 @@ final class Runtime: Sendable {
         }
     }
 
-    func stop(publisher: NapPublisher) async {
+    /// Stops the task and the server; returns whether they had started.
+    @discardableResult
+    func stop(publisher: NapPublisher) async -> Bool {
         let (task, server) = state.withLock { state in
             state.stopped = true
             return (state.task, state.server)
@@ -206,5 +214,6 @@ final class Runtime: Sendable {
         task?.cancel()
         await task?.value
         try? await server?.close()
+        return state.withLock { $0.running }
     }
 }

@@ -65,6 +65,7 @@ final class NapPublisher: Sendable {
         while !stopped.load(ordering: .relaxed) {
             let now = clock()
             core.tick(at: now)
+            core.flushHistory()
             writeDatexIfChanged(now: now)
             if now - lastGauges >= 10 {
                 updateGauges(now: now)

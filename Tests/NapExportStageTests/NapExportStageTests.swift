@@ -352,8 +352,7 @@ func has(_ lines: [String], _ prefix: String, _ text: String) -> Bool {
 
 @Suite struct ConfigurationTests {
     /// Loads a pipeline file with the stage and returns the diagnostics, one per line.
-    func diagnostics(_ config: String) async throws -> [String] {
-        let directory = StageTester.freshStateDirectory()
+    func diagnostics(_ config: String, directory: String = StageTester.freshStateDirectory()) async throws -> [String] {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let file = directory + "/site.yaml"
         let indented = config.split(separator: "\n", omittingEmptySubsequences: false).map { "      " + $0 }.joined(separator: "\n")
@@ -413,8 +412,12 @@ func has(_ lines: [String], _ prefix: String, _ text: String) -> Bool {
         #expect(found.first?.contains("secret-token-c") == false)
     }
 
-    @Test func aValidSiteLoads() async throws {
-        #expect(try await diagnostics(siteConfig()).isEmpty)
+    @Test func aValidSiteLoadsAndValidatingTouchesNeitherDiskNorNetwork() async throws {
+        let directory = StageTester.freshStateDirectory()
+        #expect(try await diagnostics(siteConfig(extra: "datex:\n  path: \(directory)/datex.xml"), directory: directory).isEmpty)
+        // `validate` builds the stage and shuts it down at once: no state, no DATEX file.
+        #expect(!FileManager.default.fileExists(atPath: directory + "/chargers"))
+        #expect(!FileManager.default.fileExists(atPath: directory + "/datex.xml"))
     }
 }
 
@@ -470,6 +473,7 @@ func has(_ lines: [String], _ prefix: String, _ text: String) -> Bool {
         let first = try #require(day.first { $0.evse.evseId == "DE*ABC*E1234*1" }?.figures)
         #expect(first.outage == 7200 && first.excluded == 3600)
         #expect(abs(first.percent! - (86400 - 3600) / 86400 * 100) < 1e-9)
+        stage.core.flushHistory()
         await stage.core.store.flush()
 
         let csv = try UptimeReport.csv(stateDirectory: directory, month: "2026-11", now: start + 86400)
