@@ -177,11 +177,11 @@ private final class PullHandler: ChannelInboundHandler {
         var answer: (status: Int, headers: [(String, String)], body: [UInt8])
         if head.method != .GET {
             answer = NapLocations.error(405, 2000, "use GET", now: now)
-        } else if let expected, head.headers.first(name: "Authorization") != expected {
+        } else if let expected, !HTTPSafety.sameBytes(head.headers.first(name: "Authorization") ?? "", expected) {
             answer = NapLocations.error(401, 2000, "a valid 'Authorization: Token …' is required", now: now)
         } else {
             answer = locations.respond(path: parts.first ?? "/", query: parts.count > 1 ? parts[1] : "",
-                                       host: head.headers.first(name: "Host") ?? "localhost", now: now)
+                                       host: HTTPSafety.safeHost(head.headers.first(name: "Host")), now: now)
         }
         var headers = HTTPHeaders()
         for (name, value) in answer.headers { headers.add(name: name, value: value) }
@@ -197,5 +197,25 @@ private final class PullHandler: ChannelInboundHandler {
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: answer.body)))), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         if !head.isKeepAlive { context.close(promise: nil) }
+    }
+}
+
+/// What the pull server does with peer-supplied header values.
+enum HTTPSafety {
+    /// Compares without stopping at the first difference (no timing hint about the token).
+    static func sameBytes(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8), y = Array(b.utf8)
+        var difference = x.count ^ y.count
+        for index in 0..<max(x.count, y.count) {
+            difference |= Int((index < x.count ? x[index] : 0) ^ (index < y.count ? y[index] : 0))
+        }
+        return difference == 0
+    }
+
+    /// The Host header as it may appear in a `Link` header: host name or address and port characters only.
+    static func safeHost(_ host: String?) -> String {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]")
+        guard let host, !host.isEmpty, host.count <= 255, host.allSatisfy({ allowed.contains($0) }) else { return "localhost" }
+        return host
     }
 }

@@ -509,6 +509,16 @@ func has(_ lines: [String], _ prefix: String, _ text: String) -> Bool {
         #expect(stage.locations.respond(path: "/ocpi/2.2.1/locations", query: "limit=-1", host: "h", now: start).status == 400)
     }
 
+    @Test func peerSuppliedHeaderValuesAreCheckedBeforeUse() {
+        #expect(HTTPSafety.safeHost("127.0.0.1:9410") == "127.0.0.1:9410")
+        #expect(HTTPSafety.safeHost("evil.example\r\nSet-Cookie: x") == "localhost")
+        #expect(HTTPSafety.safeHost(nil) == "localhost")
+        #expect(HTTPSafety.sameBytes("Token abc", "Token abc"))
+        #expect(!HTTPSafety.sameBytes("Token abd", "Token abc"))
+        #expect(!HTTPSafety.sameBytes("Token ab", "Token abc"))
+        #expect(!HTTPSafety.sameBytes("", "Token abc"))
+    }
+
     @Test func datexIsWrittenOnChange() async throws {
         let directory = StageTester.freshStateDirectory()
         let path = directory + "/datex/status.xml"
