@@ -185,17 +185,21 @@ let package = Package(
         .target(name: "CompressorStage", dependencies: ["OCPP", "StageKit", "TelemetryCompression"], path: "Plugins/CompressorStage",
                 swiftSettings: swiftSettings),
 
+        // `nap_export`: EVSE status to National Access Points (OCPI 2.2.1, DATEX II) and NEVI uptime (docs/regulatory.md).
+        .target(name: "NapExportStage", dependencies: ["OCPP", "StageKit", logging, metrics] + nio, path: "Plugins/NapExportStage",
+                swiftSettings: swiftSettings),
+
         // Wires the stage modules into a registry; the one line a stage author adds lives here.
         .target(
             name: "GatewayStages",
-            dependencies: ["Router", "AuthStage", "CertsStage", "FirewallStage", "SmartChargingStage", "MQTTTapStage", "DashcamStage", "CompressorStage", "OutboxStage"],
+            dependencies: ["Router", "AuthStage", "CertsStage", "FirewallStage", "SmartChargingStage", "MQTTTapStage", "DashcamStage", "CompressorStage", "OutboxStage", "NapExportStage"],
             swiftSettings: swiftSettings
         ),
 
         .executableTarget(
             name: "ocpp-gateway",
             dependencies: [
-                "OCPP", "StageKit", "Router", "Gateway", "GatewayStages", "AuthStage", "CertsStage", "HealthChannel", "Outbox",
+                "OCPP", "StageKit", "Router", "Gateway", "GatewayStages", "AuthStage", "CertsStage", "HealthChannel", "Outbox", "NapExportStage",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 argumentParser,
                 logging,
@@ -270,6 +274,8 @@ let package = Package(
             dependencies: ["OutboxStage", "Outbox", "StageTesting", "StageKit", "OCPP", "Router"],
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "NapExportStageTests", dependencies: ["NapExportStage", "StageTesting", "StageKit", "OCPP", "Router"],
+                    swiftSettings: swiftSettings),
         .testTarget(name: "TelemetryCompressionTests", dependencies: ["TelemetryCompression"], swiftSettings: swiftSettings),
         .testTarget(name: "ChargingSchedulesTests", dependencies: ["ChargingSchedules", "OCPP"], swiftSettings: swiftSettings),
         .testTarget(name: "OCPPTests", dependencies: ["OCPP"], swiftSettings: swiftSettings),

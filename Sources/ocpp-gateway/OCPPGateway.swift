@@ -23,7 +23,7 @@ struct OCPPGateway: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ocpp-gateway",
         abstract: "Edge security gateway for legacy OCPP 1.6J chargers: ws:// (SP0/SP1) in, wss:// mutual TLS (SP3) out.",
-        subcommands: [Run.self, Validate.self, Stages.self, HashPassword.self, Certs.self, Dashcam.self, OutboxCommand.self]
+        subcommands: [Run.self, Validate.self, Stages.self, HashPassword.self, Certs.self, Dashcam.self, OutboxCommand.self, Report.self]
     )
 }
 
