@@ -175,6 +175,16 @@ public struct CertsStage: Stage {
         }
         checkRenewal(session)
     }
+    /// The status page: the charger's north certificate expiry (and the profile), read from the state store.
+    public func status(in session: any SessionContext) -> [String: String] {
+        var fields = ["security_profile": "\(effectiveProfile(session.chargerId))"]
+        if let leaf = store.currentChain(session.chargerId).first {
+            fields["certificate_expiry"] = leaf.notValidAfter.formatted(.iso8601)
+        }
+        if session[CSRInFlight.self] == true { fields["csr"] = "pending" }
+        return fields
+    }
+
     /// A CSR is out and its certificate not yet installed.
     enum CSRInFlight: SessionStateKey { typealias Value = Bool }
     enum RenewalAttempts: SessionStateKey { typealias Value = Int }
