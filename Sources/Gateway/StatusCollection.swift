@@ -11,6 +11,24 @@ import Transport
 // Each session is read on its own event loop; the disk (dashcam captures) is read in a task,
 // never on an event loop. Every list is bounded.
 
+/// Text from a peer (or a file) made fit for the page, the JSON and a terminal: at most `limit` characters
+/// (with the full length noted), control characters (C0, DEL, C1, line separators) shown as `\u{…}` so none can
+/// move a terminal's cursor or forge a line. Quotes and markup stay as they are: the page HTML-escapes.
+func displaySafe(_ text: some StringProtocol, limit: Int) -> String {
+    var out = ""
+    var count = 0
+    for scalar in text.unicodeScalars {
+        if count == limit { return out + "…(\(text.utf8.count) bytes)" }
+        count += 1
+        if scalar.value < 0x20 || scalar.value == 0x7F || (0x80...0x9F).contains(scalar.value) || scalar.value == 0x2028 || scalar.value == 0x2029 {
+            out += "\\u{\(String(scalar.value, radix: 16))}"
+        } else {
+            out.unicodeScalars.append(scalar)
+        }
+    }
+    return out
+}
+
 /// The last security events that went to the CSMS, for all chargers: a ring of `capacity` entries.
 final class SecurityEventLog: Sendable {
     let capacity: Int
@@ -50,9 +68,9 @@ final class SecurityEventLog: Sendable {
         let payload = frame.payload()
         let type = payload["type"]?.stringValue ?? "?"
         let timestamp = payload["timestamp"]?.stringValue
-        record(SecurityEventEntry(at: LogSafe.escape(timestamp ?? Date().formatted(.iso8601), limit: 40),
-                                  charger: LogSafe.escape(chargerId, limit: 48), type: LogSafe.escape(type, limit: 64),
-                                  techInfo: payload["techInfo"]?.stringValue.map { LogSafe.escape($0, limit: 255) }))
+        record(SecurityEventEntry(at: displaySafe(timestamp ?? Date().formatted(.iso8601), limit: 40),
+                                  charger: displaySafe(chargerId, limit: 48), type: displaySafe(type, limit: 64),
+                                  techInfo: payload["techInfo"]?.stringValue.map { displaySafe($0, limit: 255) }))
     }
 
     private static let needle = Array("\"SecurityEventNotification\"".utf8)
@@ -89,7 +107,7 @@ struct LinkActivity {
         guard let last else { return nil }
         let message: String
         if let frame = try? Frame.parse(last.bytes) {
-            message = frame.action.map { LogSafe.escape($0, limit: 64) } ?? frame.messageType.description
+            message = frame.action.map { displaySafe($0, limit: 64) } ?? frame.messageType.description
         } else {
             message = "malformed (\(last.bytes.count) bytes)"
         }
@@ -109,7 +127,7 @@ extension SessionLink {
         var currentLimit: String?
         for (stage, fields) in session?.stageStatus() ?? [] {
             // Bounded: a stage says a few things, each a line at most.
-            let bounded = Dictionary(fields.prefix(16).map { (LogSafe.escape($0.key, limit: 48), LogSafe.escape($0.value, limit: 200)) },
+            let bounded = Dictionary(fields.prefix(16).map { (displaySafe($0.key, limit: 48), displaySafe($0.value, limit: 200)) },
                                      uniquingKeysWith: { first, _ in first })
             stages[stage] = bounded
             certificateExpiry = certificateExpiry ?? bounded["certificate_expiry"]
@@ -151,9 +169,9 @@ struct CaptureFolder: Sendable {
             let path = root + "/" + entry.folder + "/" + entry.file
             let header = Self.firstLine(path).flatMap { try? JSONValue(parsing: $0) }
             let size = (try? fileManager.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-            return CaptureEntry(charger: LogSafe.escape(header?["charger"]?.stringValue ?? entry.folder, limit: 48),
-                                at: LogSafe.escape(header?["at"]?.stringValue ?? "?", limit: 40),
-                                trigger: LogSafe.escape(header?["trigger"]?.stringValue ?? "?", limit: 120),
+            return CaptureEntry(charger: displaySafe(header?["charger"]?.stringValue ?? entry.folder, limit: 48),
+                                at: displaySafe(header?["at"]?.stringValue ?? "?", limit: 40),
+                                trigger: displaySafe(header?["trigger"]?.stringValue ?? "?", limit: 120),
                                 frames: header?["frames"]?.intValue, bytes: size,
                                 path: "/captures/\(Self.encode(entry.folder))/\(Self.encode(entry.file))")
         }
