@@ -175,9 +175,10 @@ public struct CertsStage: Stage {
         }
         checkRenewal(session)
     }
-    /// The status page: the charger's north certificate expiry (and the profile), read from the state store.
+    /// The status page: the expiry of the charger's north certificate (one small file of the state store),
+    /// and whether a CSR is out.
     public func status(in session: any SessionContext) -> [String: String] {
-        var fields = ["security_profile": "\(effectiveProfile(session.chargerId))"]
+        var fields: [String: String] = [:]
         if let leaf = store.currentChain(session.chargerId).first {
             fields["certificate_expiry"] = leaf.notValidAfter.formatted(.iso8601)
         }

@@ -37,7 +37,11 @@ public enum StatusPage {
         th,td{border:1px solid #d0d7de;padding:.3rem .45rem;text-align:left;vertical-align:top;white-space:nowrap}
         td.wrap{white-space:normal;word-break:break-word;min-width:12rem}th{background:#eef1f4}
         .ok{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-weight:600}.warn{color:#9a6700;font-weight:600}
-        .muted{color:#57606a}.pill{display:inline-block;padding:0 .4rem;border-radius:.6rem;border:1px solid currentColor}
+        .muted{color:#57606a}.pill{display:inline-block;padding:0 .4rem;border-radius:.6rem;border:1px solid currentColor;font-size:.85rem}
+        .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,24rem),1fr));gap:.6rem}
+        .card{background:#fff;border:1px solid #d0d7de;border-radius:.4rem;padding:.5rem .7rem}
+        .card h3{font-size:1.05rem;margin:0 0 .3rem}dl{display:grid;grid-template-columns:9.5rem minmax(0,1fr);gap:.15rem .7rem;margin:0}
+        dt{color:#57606a}dd{margin:0;word-break:break-word}
         </style>
         </head>
         <body>
@@ -59,19 +63,31 @@ public enum StatusPage {
         if snapshot.chargers.isEmpty {
             html += "<p class=\"muted\" id=\"chargers\">No charger connected.</p>\n"
         } else {
-            html += "<div class=\"scroll\"><table id=\"chargers\"><tr><th>charger</th><th>connected since</th><th>from</th><th>south SP</th>"
-            html += "<th>north SP</th><th>north link</th><th>last from charger</th><th>last from CSMS</th><th>certificate expires</th>"
-            html += "<th>current limit</th><th>queued → charger / → CSMS</th></tr>\n"
+            // One card per charger: readable on a phone, several side by side on a laptop.
+            html += "<div class=\"cards\" id=\"chargers\">\n"
             for charger in snapshot.chargers {
                 let link = charger.northLink == "up" ? "ok" : charger.northLink == "reconnecting" ? "warn" : "bad"
-                html += "<tr id=\"charger-\(e(charger.id))\"><td><a href=\"/api/chargers/\(CaptureFolder.encode(charger.id))\">\(e(charger.id))</a></td>"
-                html += "<td>\(e(charger.connectedSince))</td><td>\(e(charger.remoteAddress))</td><td>\(charger.southSecurityProfile)</td>"
-                html += "<td>\(charger.northSecurityProfile)</td><td class=\"\(link)\">\(e(charger.northLink))</td>"
-                html += "<td>\(frame(charger.lastFromCharger))</td><td>\(frame(charger.lastFromCSMS))</td>"
-                html += "<td>\(e(charger.certificateExpiry ?? "—"))</td><td>\(e(charger.currentLimit ?? "—"))</td>"
-                html += "<td>\(charger.queuedTowardsCharger) / \(charger.queuedTowardsCSMS)</td></tr>\n"
+                html += "<section class=\"card\" id=\"charger-\(e(charger.id))\"><h3><a href=\"/api/chargers/\(CaptureFolder.encode(charger.id))\">"
+                html += "\(e(charger.id))</a> <span class=\"pill \(link)\">north \(e(charger.northLink))</span></h3><dl>"
+                var rows: [(String, String)] = [
+                    ("connected since", e(short(charger.connectedSince))),
+                    ("from", e(charger.remoteAddress)),
+                    ("security profile", "south \(charger.southSecurityProfile) → north \(charger.northSecurityProfile)"),
+                    ("last from charger", frame(charger.lastFromCharger)),
+                    ("last from CSMS", frame(charger.lastFromCSMS)),
+                    ("certificate expires", e(charger.certificateExpiry.map(short) ?? "—")),
+                    ("current limit", e(charger.currentLimit ?? "—")),
+                    ("queued CALLs", "\(charger.queuedTowardsCharger) → charger, \(charger.queuedTowardsCSMS) → CSMS"),
+                ]
+                let shown: Set<String> = ["certificate_expiry", "current_limit"]
+                for (stage, fields) in charger.stages.sorted(by: { $0.key < $1.key }) {
+                    for (key, value) in fields.sorted(by: { $0.key < $1.key }) where !shown.contains(key) {
+                        rows.append(("\(e(stage)): \(e(key.replacingOccurrences(of: "_", with: " ")))", e(value)))
+                    }
+                }
+                html += rows.map { "<dt>\($0.0)</dt><dd>\($0.1)</dd>" }.joined() + "</dl></section>\n"
             }
-            html += "</table></div>\n"
+            html += "</div>\n"
         }
 
         html += "<h2>Pipeline</h2>\n<p class=\"muted\">\(e(snapshot.pipeline.file))</p>\n"
@@ -89,7 +105,7 @@ public enum StatusPage {
         } else {
             html += "<div class=\"scroll\"><table id=\"security-events\"><tr><th>time</th><th>charger</th><th>type</th><th>details</th></tr>\n"
             for event in snapshot.securityEvents {
-                html += "<tr><td>\(e(event.at))</td><td>\(e(event.charger))</td><td>\(e(event.type))</td>"
+                html += "<tr><td>\(e(short(event.at)))</td><td>\(e(event.charger))</td><td>\(e(event.type))</td>"
                 html += "<td class=\"wrap\">\(e(event.techInfo ?? ""))</td></tr>\n"
             }
             html += "</table></div>\n"
@@ -101,7 +117,7 @@ public enum StatusPage {
         } else {
             html += "<div class=\"scroll\"><table id=\"captures\"><tr><th>time</th><th>charger</th><th>trigger</th><th>frames</th><th>size</th></tr>\n"
             for capture in snapshot.captures {
-                html += "<tr><td><a href=\"\(e(capture.path))\">\(e(capture.at))</a></td><td>\(e(capture.charger))</td>"
+                html += "<tr><td><a href=\"\(e(capture.path))\">\(e(short(capture.at)))</a></td><td>\(e(capture.charger))</td>"
                 html += "<td class=\"wrap\">\(e(capture.trigger))</td><td>\(capture.frames.map(String.init) ?? "?")</td>"
                 html += "<td>\(byteCount(capture.bytes))</td></tr>\n"
             }
@@ -122,7 +138,14 @@ public enum StatusPage {
 
         func frame(_ summary: FrameSummary?) -> String {
             guard let summary else { return "—" }
-            return "\(e(summary.message)) <span class=\"muted\">\(e(summary.at))</span>"
+            return "\(e(summary.message)) <span class=\"muted\">\(e(short(summary.at)))</span>"
+        }
+
+        /// `2026-11-25T09:23:36Z` as `2026-11-25 09:23:36Z`; fractions of a second left out.
+        func short(_ time: String) -> String {
+            guard time.count >= 19, time.dropFirst(10).first == "T" else { return time }
+            let zone = time.hasSuffix("Z") ? "Z" : ""
+            return String(time.prefix(10)) + " " + String(time.dropFirst(11).prefix(8)) + zone
         }
     }
 

@@ -153,7 +153,7 @@ def test_the_status_page_in_a_real_browser(tmp_path, pki, csms_port):
                 for secret in (PASSWORD, NORTH_PASSWORD, ADMIN_TOKEN, "PRIVATE KEY", "pbkdf2"):
                     assert secret not in source
                 assert driver.find_element(By.CSS_SELECTOR, 'meta[http-equiv="refresh"]')
-                driver.set_window_size(1400, 1100)
+                driver.set_window_size(1200, 1300)
                 driver.save_screenshot(str(screenshot))
                 link = driver.find_element(By.CSS_SELECTOR, "#captures a")
                 link.click()
