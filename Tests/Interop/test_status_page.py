@@ -6,7 +6,6 @@ import asyncio
 import datetime
 import json
 import os
-import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -55,6 +54,8 @@ def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    assert os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER), \
+        "Debian's chromium and chromium-driver are missing: `make` installs them (APT_PACKAGES)"
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,1000"):
@@ -62,13 +63,6 @@ def browser():
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
 
 
-needs_chromium = pytest.mark.skipif(
-    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-    reason="Debian's chromium and chromium-driver are not installed (make installs them)",
-)
-
-
-@needs_chromium
 def test_the_status_page_in_a_real_browser(tmp_path, pki, csms_port):
     gateway = Gateway(tmp_path, pki, csms_port, pipeline=PIPELINE)
     # A token is configured: loopback needs none, but it must never show on the page.
