@@ -12,8 +12,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import GATEWAY_BIN, NORTH_PASSWORD, PASSWORD, REPO, Gateway, boot, connect_charger, hang_up, run_with, start_csms_and_gateway, wait_for
+from conftest import GATEWAY_BIN, free_port, NORTH_PASSWORD, PASSWORD, REPO, Gateway, boot, connect_charger, hang_up, run_with, start_csms_and_gateway, wait_for
 from field_peers import A_ONLY, FieldFirmware
+from test_health_channel import Broker
 from ocpp.v16 import call
 
 CHROMIUM = "/usr/bin/chromium"
@@ -69,6 +70,9 @@ def test_the_status_page_in_a_real_browser(tmp_path, pki, csms_port):
     gateway.config.write_text(gateway.config.read_text().replace(
         f'admin: {{ listen: "127.0.0.1:{gateway.admin_port}" }}',
         f'admin: {{ listen: "127.0.0.1:{gateway.admin_port}", token: "{ADMIN_TOKEN}" }}'))
+    broker = Broker(tmp_path, free_port())
+    broker.start()
+    gateway.config.write_text(gateway.config.read_text() + f'mqtt: {{ url: "mqtt://127.0.0.1:{broker.port}", client_id: "cabinet-7", queue_limit: 500 }}\n')
     screenshot = REPO / "docs" / "status-page.png"
 
     async def scenario():
@@ -117,6 +121,8 @@ def test_the_status_page_in_a_real_browser(tmp_path, pki, csms_port):
         assert "TamperDetectionActivated" in types and "StartupOfTheDevice" in types
         [capture] = snapshot["captures"]
         assert capture["trigger"] == "Faulted" and capture["path"].startswith("/captures/CP001/")
+        assert snapshot["health_channel"]["connected"] is True and snapshot["health_channel"]["queue_limit"] == 500
+        assert snapshot["health_channel"]["broker"] == f"127.0.0.1:{broker.port}"
         status, charger_json = get(gateway, "/api/chargers/CP001")
         assert status == 200 and json.loads(charger_json)["id"] == "CP001"
         assert get(gateway, "/api/chargers/CP404")[0] == 404
@@ -146,6 +152,7 @@ def test_the_status_page_in_a_real_browser(tmp_path, pki, csms_port):
                 source = driver.page_source
                 for secret in (PASSWORD, NORTH_PASSWORD, ADMIN_TOKEN, "PRIVATE KEY", "pbkdf2"):
                     assert secret not in source
+                assert "connected" in driver.find_element(By.ID, "health-channel").text
                 assert driver.find_element(By.CSS_SELECTOR, 'meta[http-equiv="refresh"]')
                 driver.set_window_size(1200, 1300)
                 driver.save_screenshot(str(screenshot))
@@ -160,7 +167,7 @@ def test_the_status_page_in_a_real_browser(tmp_path, pki, csms_port):
         await asyncio.to_thread(in_the_browser)
         await hang_up(csms, (connection, task))
 
-    run_with(gateway, scenario)
+    run_with(gateway, scenario, broker.stop)
     assert screenshot.exists() and screenshot.stat().st_size > 10_000
 
 
