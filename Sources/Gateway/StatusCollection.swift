@@ -89,29 +89,51 @@ final class SecurityEventLog: Sendable {
 }
 
 /// What a `SessionLink` remembers for the status page: cheap to keep up per frame (a reference to the
-/// frame's bytes and a time), summarised only when a page asks.
+/// frame's bytes and a time; for a frame over 4 KiB a copy of its first 128 bytes, so a large frame is not
+/// kept alive), summarised only when a page asks.
 struct LinkActivity {
+    struct Received {
+        var at: Double
+        var bytes: [UInt8]
+        var truncated: Bool
+    }
+
     let startedAt = Date().timeIntervalSince1970
-    var fromCharger: (at: Double, bytes: [UInt8])?
-    var fromCSMS: (at: Double, bytes: [UInt8])?
+    var fromCharger: Received?
+    var fromCSMS: Received?
     /// Where security events going north are recorded; nil in tests that have no runtime.
     var securityEvents: SecurityEventLog?
 
     mutating func received(_ bytes: [UInt8], from side: Side) {
-        let now = Date().timeIntervalSince1970
-        if side == .charger { fromCharger = (now, bytes) } else { fromCSMS = (now, bytes) }
+        let truncated = bytes.count > 4096
+        let entry = Received(at: Date().timeIntervalSince1970, bytes: truncated ? Array(bytes.prefix(128)) : bytes, truncated: truncated)
+        if side == .charger { fromCharger = entry } else { fromCSMS = entry }
     }
 
-    /// `BootNotification` for a CALL, `CALLRESULT (BootNotification)` is not known here: results say `CALLRESULT`.
-    static func summary(_ last: (at: Double, bytes: [UInt8])?) -> FrameSummary? {
+    /// A CALL's action, or `CALLRESULT` / `CALLERROR` (a result's action is not known here).
+    static func summary(_ last: Received?) -> FrameSummary? {
         guard let last else { return nil }
         let message: String
-        if let frame = try? Frame.parse(last.bytes) {
+        if !last.truncated, let frame = try? Frame.parse(last.bytes) {
             message = frame.action.map { displaySafe($0, limit: 64) } ?? frame.messageType.description
+        } else if last.truncated, let headline = headline(last.bytes) {
+            message = headline
         } else {
-            message = "malformed (\(last.bytes.count) bytes)"
+            message = "malformed"
         }
         return FrameSummary(at: Date(timeIntervalSince1970: last.at).formatted(.iso8601), message: message)
+    }
+
+    /// What the first bytes of a large frame say: `[2,"<id>","<action>"…`, `[3,…` or `[4,…`.
+    static func headline(_ prefix: [UInt8]) -> String? {
+        let parts = String(decoding: prefix, as: UTF8.self).split(separator: "\"", omittingEmptySubsequences: false)
+        guard let opening = parts.first?.filter({ !$0.isWhitespace }) else { return nil }
+        switch opening {
+        case "[2,": return parts.count > 4 && parts[2].allSatisfy({ $0.isWhitespace || $0 == "," }) ? displaySafe(parts[3], limit: 64) : nil
+        case "[3,": return "CALLRESULT"
+        case "[4,": return "CALLERROR"
+        default: return nil
+        }
     }
 }
 

@@ -3,6 +3,8 @@ import Foundation
 import NIOCore
 import NIOPosix
 import Router
+import StageKit
+import Synchronization
 import Testing
 
 /// The admin listener's status page: access rules, escaping, capture path checks, the security-event
@@ -219,4 +221,20 @@ private final class CheckCounter: Sendable {
     var value: Int { count.withLock { $0 } }
 }
 
-import Synchronization
+
+@Suite("status page: last frames")
+struct LastFrameTests {
+    @Test func aLargeFrameIsNotKeptAliveAndStillNamed() {
+        var activity = LinkActivity()
+        let big = #"[2,"m1","DataTransfer",{"vendorId":"x","data":""# + String(repeating: "a", count: 1 << 20) + #""}]"#
+        activity.received(Array(big.utf8), from: .csms)
+        #expect(activity.fromCSMS?.bytes.count == 128, "a prefix, not the megabyte")
+        #expect(LinkActivity.summary(activity.fromCSMS)?.message == "DataTransfer")
+        activity.received(Array(#"[3,"m1",{}]"#.utf8), from: .charger)
+        #expect(LinkActivity.summary(activity.fromCharger)?.message == "CALLRESULT")
+        activity.received(Array("not json".utf8), from: .charger)
+        #expect(LinkActivity.summary(activity.fromCharger)?.message == "malformed")
+        activity.received(Array(#"[2,"m2","Heart<beat>\u001b",{}]"#.utf8), from: .charger)
+        #expect(LinkActivity.summary(activity.fromCharger)?.message == "Heart<beat>\\u{1b}")
+    }
+}
