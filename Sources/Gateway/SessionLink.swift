@@ -158,6 +158,7 @@ final class SessionLink: SessionDriver {
 
     func send(_ bytes: [UInt8], to side: Side) {
         side == .charger ? south.send(bytes) : north?.send(bytes)
+        activity.sent(bytes, to: side)
         if side == .csms, north != nil { activity.securityEvents?.inspect(bytes, chargerId: chargerId) }
     }
 

@@ -101,6 +101,9 @@ struct LinkActivity {
     let startedAt = Date().timeIntervalSince1970
     var fromCharger: Received?
     var fromCSMS: Received?
+    /// The last CALL sent to each side (one is in flight at a time): it names the action of that side's answer.
+    var callToCharger: [UInt8]?
+    var callToCSMS: [UInt8]?
     /// Where security events going north are recorded; nil in tests that have no runtime.
     var securityEvents: SecurityEventLog?
 
@@ -110,12 +113,24 @@ struct LinkActivity {
         if side == .charger { fromCharger = entry } else { fromCSMS = entry }
     }
 
-    /// A CALL's action, or `CALLRESULT` / `CALLERROR` (a result's action is not known here).
-    static func summary(_ last: Received?) -> FrameSummary? {
+    /// A frame on its way to `side`: a CALL is remembered (by reference; a large one as a prefix).
+    mutating func sent(_ bytes: [UInt8], to side: Side) {
+        guard let first = bytes.prefix(8).first(where: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "[") && $0 != 10 && $0 != 13 && $0 != 9 }),
+              first == UInt8(ascii: "2")
+        else { return }
+        let kept = bytes.count > 4096 ? Array(bytes.prefix(128)) : bytes
+        if side == .charger { callToCharger = kept } else { callToCSMS = kept }
+    }
+
+    /// A CALL's action, or `CALLRESULT` / `CALLERROR` with the action of the CALL it answers when that was
+    /// the last CALL sent to that side.
+    static func summary(_ last: Received?, answering call: [UInt8]? = nil) -> FrameSummary? {
         guard let last else { return nil }
         let message: String
         if !last.truncated, let frame = try? Frame.parse(last.bytes) {
             message = frame.action.map { displaySafe($0, limit: 64) } ?? frame.messageType.description
+                + (call.flatMap { try? Frame.parse($0) }.flatMap { $0.messageId == frame.messageId ? $0.action : nil }
+                    .map { " (\(displaySafe($0, limit: 64)))" } ?? "")
         } else if last.truncated, let headline = headline(last.bytes) {
             message = headline
         } else {
@@ -160,7 +175,8 @@ extension SessionLink {
         return ChargerStatus(
             id: chargerId, connectedSince: Date(timeIntervalSince1970: activity.startedAt).formatted(.iso8601), remoteAddress: remote,
             southSecurityProfile: southSecurityProfile, northSecurityProfile: credentials.securityProfile, northLink: northLink,
-            lastFromCharger: LinkActivity.summary(activity.fromCharger), lastFromCSMS: LinkActivity.summary(activity.fromCSMS),
+            lastFromCharger: LinkActivity.summary(activity.fromCharger, answering: activity.callToCharger),
+            lastFromCSMS: LinkActivity.summary(activity.fromCSMS, answering: activity.callToCSMS),
             certificateExpiry: certificateExpiry, currentLimit: currentLimit, queuedTowardsCharger: towardsCharger,
             queuedTowardsCSMS: towardsCSMS, callsPending: session?.callsPending ?? 0, stages: stages)
     }

@@ -110,7 +110,7 @@ def test_the_status_page_in_a_real_browser(tmp_path, pki, csms_port):
         assert row["south_security_profile"] == 1 and row["north_security_profile"] == 3
         assert row["remote_address"].startswith("127.0.0.1:")
         assert row["last_from_charger"]["message"] == "Heartbeat"
-        assert row["last_from_csms"]["message"] in ("CALLRESULT", "SetChargingProfile")
+        assert row["last_from_csms"]["message"] == "CALLRESULT (Heartbeat)", row
         assert row["certificate_expiry"], "the certs stage's expiry of the charger's certificate"
         assert row["current_limit"] == "16.0 A × 3", row
         stages = {stage["id"]: stage for stage in snapshot["pipeline"]["stages"]}

@@ -232,6 +232,12 @@ struct LastFrameTests {
         #expect(LinkActivity.summary(activity.fromCSMS)?.message == "DataTransfer")
         activity.received(Array(#"[3,"m1",{}]"#.utf8), from: .charger)
         #expect(LinkActivity.summary(activity.fromCharger)?.message == "CALLRESULT")
+        activity.sent(Array(#" [ 2, "m9", "GetConfiguration", {}]"#.utf8), to: .charger)
+        activity.sent(Array(#"[3,"c1",{"status":"Accepted"}]"#.utf8), to: .charger)  // an answer: not a CALL
+        activity.received(Array(#"[3,"m9",{"configurationKey":[]}]"#.utf8), from: .charger)
+        #expect(LinkActivity.summary(activity.fromCharger, answering: activity.callToCharger)?.message == "CALLRESULT (GetConfiguration)")
+        activity.received(Array(#"[4,"other","GenericError","",{}]"#.utf8), from: .charger)
+        #expect(LinkActivity.summary(activity.fromCharger, answering: activity.callToCharger)?.message == "CALLERROR", "not the answer to it")
         activity.received(Array("not json".utf8), from: .charger)
         #expect(LinkActivity.summary(activity.fromCharger)?.message == "malformed")
         activity.received(Array(#"[2,"m2","Heart<beat>\u001b",{}]"#.utf8), from: .charger)
