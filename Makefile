@@ -38,7 +38,7 @@ help:
 
 ## Install missing Debian packages (runs apt-get update once).
 deps: $(APT_STAMP)
-$(APT_STAMP):
+$(APT_STAMP): Makefile
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
