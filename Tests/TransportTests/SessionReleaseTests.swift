@@ -24,7 +24,7 @@ struct SessionReleaseTests {
         func alive() -> (south: Int, north: Int) {
             (WebSocketConnection.liveObjects(port: rig.southPort), WebSocketConnection.liveObjects(port: rig.csmsPort))
         }
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(3)
         while rig.gateway.sessionCount > 0 || alive() != (0, 0), ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(20))
         }
