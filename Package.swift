@@ -251,7 +251,7 @@ let package = Package(
 
         .testTarget(
             name: "SmartChargingStageTests",
-            dependencies: ["SmartChargingStage", "StageTesting", "StageKit", "OCPP"],
+            dependencies: ["SmartChargingStage", "StageTesting", "StageKit", "OCPP", "Router"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
