@@ -259,9 +259,9 @@ extension GatewayRuntime {
         }
         chargers.sort { $0.id < $1.id }
         let pipeline = self.pipeline
-        let tallies = metrics.stageTallies(pipeline.stages.map(\.id))
         let stages = pipeline.stages.map { stage in
-            StageStatus(id: stage.id, type: stage.type, frames: tallies[stage.id]?.frames ?? 0, verdicts: tallies[stage.id]?.verdicts ?? [:])
+            let tally = stage.tally
+            return StageStatus(id: stage.id, type: stage.type, frames: tally.frames, verdicts: tally.verdicts)
         }
         let captures = pipeline.stages.contains { $0.type == "dashcam" } || FileManager.default.fileExists(atPath: captureFolder.root)
             ? captureFolder.list() : []

@@ -428,7 +428,7 @@ public final class Session: SessionContext {
             let start = clock.now
             let verdict = acting(as: stage.slot) { stage.instance.process(current, in: self) }
             stage.timer.recordNanoseconds((clock.now - start).nanoseconds)
-            metrics.countStage(stage.id, verdict: verdict.label)
+            stage.slot.count(verdict)
             switch verdict.kind {
             case .forward:
                 return nil

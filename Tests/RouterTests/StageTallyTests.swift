@@ -4,7 +4,7 @@ import OCPP
 import StageKit
 import Testing
 
-/// The per-stage counters of the status page (`RouterMetrics.stageTallies`).
+/// The per-stage counters of the status page (`LoadedStage.tally`).
 @Suite("per-stage counters")
 struct StageTallyTests {
     struct Dropper: Stage {
@@ -39,17 +39,13 @@ struct StageTallyTests {
         session.start()
         session.receive(Array(#"[2,"1","Heartbeat",{}]"#.utf8), from: .charger)
         session.receive(Array(#"[2,"2","DataTransfer",{"vendorId":"x"}]"#.utf8), from: .charger)
-        let tallies = metrics.stageTallies(["first", "second", "absent"])
-        #expect(tallies["first"]?.frames == 2 && tallies["first"]?.verdicts == ["forward": 1, "drop": 1])
-        #expect(tallies["second"]?.frames == 1, "the dropped frame never reached it")
-        #expect(tallies["absent"] == RouterMetrics.StageTally())
+        #expect(pipeline.stages[0].tally.frames == 2 && pipeline.stages[0].tally.verdicts == ["forward": 1, "drop": 1])
+        #expect(pipeline.stages[1].tally.frames == 1, "the dropped frame never reached it")
+        #expect(pipeline.stages[1].tally.verdicts == ["forward": 1])
     }
 
-    @Test func theNumberOfStageIdsTrackedIsBounded() {
-        let metrics = RouterMetrics()
-        for index in 0 ..< 1000 { metrics.countStage("stage-\(index)", verdict: "forward") }
-        let ids = (0 ..< 1000).map { "stage-\($0)" }
-        let tracked = metrics.stageTallies(ids).values.filter { $0.frames > 0 }
-        #expect(tracked.count == RouterMetrics.maxTrackedStages)
+    @Test func aStageThatSawNothingCountsZero() {
+        let stage = LoadedStage.forTesting(id: "idle", instance: Dropper())
+        #expect(stage.tally == StageTally())
     }
 }
