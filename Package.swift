@@ -84,6 +84,9 @@ let package = Package(
         // Charging-profile arithmetic for the smart-charging stage: composite schedules, TOU, compiling for a charger.
         .target(name: "ChargingSchedules", dependencies: ["OCPP"], swiftSettings: swiftSettings),
 
+        // OCPP 2.0.1 towards the CSMS: a 1.6J charger as a 2.0.1 station, translated at the session's north edge.
+        .target(name: "North201", dependencies: ["OCPP", "StageKit", "Router", logging, metrics], swiftSettings: swiftSettings),
+
         // Drives a stage (or a whole pipeline) with envelopes and a fake clock; no sockets.
         .target(
             name: "StageTesting",
@@ -102,7 +105,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "OCPP", "StageKit", "Router", "Transport", "HealthChannel",
+                "OCPP", "StageKit", "Router", "Transport", "HealthChannel", "North201",
                 logging,
                 metrics,
             ] + nio,
@@ -270,6 +273,11 @@ let package = Package(
         .testTarget(name: "TelemetryCompressionTests", dependencies: ["TelemetryCompression"], swiftSettings: swiftSettings),
         .testTarget(name: "ChargingSchedulesTests", dependencies: ["ChargingSchedules", "OCPP"], swiftSettings: swiftSettings),
         .testTarget(name: "OCPPTests", dependencies: ["OCPP"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "North201Tests",
+            dependencies: ["North201", "Router", "StageTesting", "StageKit", "OCPP", "OutboxStage", "SmartChargingStage", logging],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "RouterTests", dependencies: ["Router", "StageKit", "StageTesting", "OCPP", logging], swiftSettings: swiftSettings),
         .testTarget(
             name: "CertsStageTests",
