@@ -51,6 +51,8 @@ public final class North201Adapter: NorthAdapter {
         enum Kind {
             case plain
             case boot, heartbeat, authorize, dataTransfer
+            /// The answer's `status` is the 1.6 answer (SignCertificate).
+            case status
             case start(localId: Int)
             case stop(localId: Int, hadIdTag: Bool)
         }
@@ -171,7 +173,7 @@ public final class North201Adapter: NorthAdapter {
                 ("type", Map.clip(p["type"], 50)), ("timestamp", p["timestamp"]), ("techInfo", Map.clip(p["techInfo"], 255)),
             ]), .plain)
         case "SignCertificate":
-            translated = ("SignCertificate", .members([("csr", p["csr"]), ("certificateType", "ChargingStationCertificate")]), .plain)
+            translated = ("SignCertificate", .members([("csr", p["csr"]), ("certificateType", "ChargingStationCertificate")]), .status)
         default:
             return .answerLocally(.error(code: .notSupported, description: "a 2.0.1 CSMS has no \(action)"))
         }
@@ -346,6 +348,8 @@ public final class North201Adapter: NorthAdapter {
         switch sent.kind {
         case .plain:
             return .result([:])
+        case .status:
+            return .result(["status": .string(p["status"]?.stringValue == "Accepted" ? "Accepted" : "Rejected")])
         case .boot:
             return .result(.members([("status", p["status"]), ("currentTime", p["currentTime"]), ("interval", p["interval"])]))
         case .heartbeat:

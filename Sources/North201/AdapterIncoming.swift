@@ -286,6 +286,9 @@ extension North201Adapter {
         guard book.resetOnIdle, !book.hasOpenTransaction, let session else { return }
         book.resetOnIdle = false
         save()
-        session.sendCall("Reset", payload: ["type": "Soft"], to: .charger) { _ in }
+        // After the charger has its StopTransaction answer.
+        session.schedule(after: .milliseconds(1)) { [weak session] in
+            session?.sendCall("Reset", payload: ["type": "Soft"], to: .charger) { _ in }
+        }
     }
 }
