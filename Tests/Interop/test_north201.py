@@ -315,3 +315,54 @@ def test_gateway_killed_mid_transaction_then_restarted(tmp_path, pki, csms_port)
             csms.server.close()
 
     asyncio.run(scenario())
+
+
+CERTS = """version: 1
+stages:
+  - id: identity
+    type: auth
+  - id: certificates
+    type: certs
+    config: { cpo_name: "Interop CPO" }
+"""
+
+
+def test_certificate_enrolment_in_201_form(tmp_path, pki, csms_port):
+    """TriggerMessage(SignChargingStationCertificate) → SignCertificate → CertificateSigned, all 2.0.1, handled by
+    the certs stage in its 1.6 Security Whitepaper form; the charger sees none of it."""
+
+    async def scenario():
+        gateway, csms = await start(tmp_path, pki, csms_port, pipeline=CERTS)
+        try:
+            charger, connection, task = await connect_charger(gateway)
+            await boot(charger)
+            await wait_for(lambda: "StartupOfTheDevice" in csms.security_events, what="the startup security event")
+            cp = csms.charge_points["CP001"]
+            trigger = await cp.call(call201.TriggerMessage(requested_message="SignChargingStationCertificate"))
+            assert trigger.status == "Accepted"
+            await wait_for(lambda: csms.csrs, what="the CSR")
+            sign = [f[3] for f in frames_to_csms(csms) if f[0] == 2 and f[2] == "SignCertificate"][0]
+            assert sign["certificateType"] == "ChargingStationCertificate"
+            signed = await cp.call(call201.CertificateSigned(certificate_chain=pki.sign_csr(csms.csrs[0]),
+                                                             certificate_type="ChargingStationCertificate"))
+            assert signed.status == "Accepted"
+            # The gateway moves to a link with the new certificate; the new link is still 2.0.1.
+            await wait_for(lambda: len(csms.subprotocols) == 2, what="the link with the new certificate")
+            assert csms.subprotocols == ["ocpp2.0.1", "ocpp2.0.1"]
+            cp = csms.charge_points["CP001"]
+            installed = await cp.call(call201.GetInstalledCertificateIds(certificate_type=["CSMSRootCertificate"]))
+            assert installed.status in ("Accepted", "NotFound")
+            unknown = await cp.call(call201.GetInstalledCertificateIds(certificate_type=["V2GRootCertificate"]))
+            assert unknown.status == "NotFound"
+            heartbeat = await charger.call(call.Heartbeat())
+            assert heartbeat.current_time
+            security = ("ExtendedTriggerMessage", "SignCertificate", "CertificateSigned", "TriggerMessage", "GetInstalledCertificateIds")
+            assert all(json.loads(r)[2] not in security for r in charger.received if json.loads(r)[0] == 2)
+            await connection.close()
+            task.cancel()
+        finally:
+            gateway.stop()
+            csms.server.close()
+
+    asyncio.run(scenario())
+    assert "PRIVATE KEY" not in (tmp_path / "gateway.log").read_text()
