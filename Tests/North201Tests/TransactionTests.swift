@@ -228,3 +228,28 @@ struct TransactionTests {
                                                                  "component": ["name": "ChargingStation"], "variable": ["name": "Problem"]]))
     }
 }
+
+@Suite("North201 transaction book")
+struct TransactionBookTests {
+    /// kill -9 can lose the last saves: the seqNo numbers handed out after the last save that reached the disk
+    /// must never be handed out again after a restart.
+    @Test func aRestartNeverRepeatsASeqNoEvenWhenTheLastSavesWereLost() throws {
+        let h = Harness()
+        let (local, _) = TransactionTests.start(h)
+        h.store.flushSynchronously()
+        let onDisk = try #require(try h.store.load(TransactionBook.self, charger: h.tester.chargerId, name: TransactionBook.fileName))
+        // Events the CSMS received after that save (their saves "lost"): up to the lease's headroom.
+        var used: [Int] = []
+        for _ in 0..<20 {
+            let id = h.tester.chargerSends(call: "MeterValues", payload: [
+                "connectorId": 1, "transactionId": .number(local),
+                "meterValue": [["timestamp": "2026-01-01T10:05:00Z", "sampledValue": [["value": "1"]]]],
+            ])
+            used.append(h.toCSMS().first?.payload()["seqNo"]?.intValue ?? -1)
+            h.tester.csmsAnswers(id, payload: [:])
+        }
+        let restored = onDisk.restored()
+        let next = try #require(restored.transaction(localId: local)?.nextSeqNo)
+        #expect(next > used.max()!, "after a restart from the older file the next seqNo (\(next)) must be above every one sent (\(used))")
+    }
+}
