@@ -37,6 +37,8 @@ struct MappingTests {
                 answer16: ["status": "Scheduled"], answer201: ["status": "Scheduled"]),
         CSMSRow(action: "UnlockConnector", request: ["evseId": 1, "connectorId": 1], action16: "UnlockConnector", request16: ["connectorId": 1],
                 answer16: ["status": "NotSupported"], answer201: ["status": "UnlockFailed"]),
+        CSMSRow(action: "UnlockConnector", request: ["evseId": 2, "connectorId": 1], action16: "UnlockConnector", request16: ["connectorId": 2],
+                answer16: ["status": "Unlocked"], answer201: ["status": "Unlocked"]),
         CSMSRow(action: "Reset", request: ["type": "Immediate"], action16: "Reset", request16: ["type": "Hard"],
                 answer16: ["status": "Accepted"], answer201: ["status": "Accepted"]),
         CSMSRow(action: "Reset", request: ["type": "OnIdle"], action16: "Reset", request16: ["type": "Soft"],
@@ -211,6 +213,19 @@ struct MappingTests {
         let log = h.csmsCalls("GetLog", ["logType": "DiagnosticsLog", "requestId": 1, "log": ["remoteLocation": "ftp://x"]])
         if let frame = h.toCharger().first { h.tester.chargerAnswersError(frame.messageId, code: .notImplemented) }
         #expect(h.answerToCSMS(log)?.payload() == ["status": "Rejected"])
+        #expect(h.toCharger().isEmpty)
+    }
+
+    @Test func transactionStatusIsAnsweredByTheGateway() {
+        let h = Harness()
+        let unknown = h.csmsCalls("GetTransactionStatus", ["transactionId": "nope"])
+        #expect(h.answerToCSMS(unknown)?.payload() == ["ongoingIndicator": false, "messagesInQueue": false])
+        let (_, txId) = TransactionTests.start(h)
+        let ongoing = h.csmsCalls("GetTransactionStatus", ["transactionId": .string(txId)])
+        #expect(h.answerToCSMS(ongoing)?.payload() == ["ongoingIndicator": true, "messagesInQueue": false])
+        h.tester.session.northLinkDown()
+        let queued = h.csmsCalls("GetTransactionStatus", [:])
+        #expect(h.answerToCSMS(queued)?.payload() == ["messagesInQueue": true])
         #expect(h.toCharger().isEmpty)
     }
 
