@@ -366,3 +366,39 @@ def test_certificate_enrolment_in_201_form(tmp_path, pki, csms_port):
 
     asyncio.run(scenario())
     assert "PRIVATE KEY" not in (tmp_path / "gateway.log").read_text()
+
+
+def test_a_transaction_started_while_the_csms_is_away(tmp_path, pki, csms_port):
+    """The outbox answers StartTransaction with its own local id; on replay the adapter makes the UUID and the
+    integer id, the outbox learns local → integer and rewrites the rest: one transaction at the CSMS, Started
+    first, offline, seqNo 0, 1, 2, …; the charger's live frames after the link is back continue it."""
+
+    async def scenario():
+        gateway, csms = await start(tmp_path, pki, csms_port, pipeline=OUTBOX, north_extra="  offline_mode: buffer\n")
+        try:
+            charger, connection, task = await connect_charger(gateway)
+            await boot(charger)
+            await csms.kill()
+            await asyncio.sleep(0.5)
+            started = await start_transaction(charger, meter_start=500)
+            local = started.transaction_id
+            await meter_values(charger, local, 600)
+            back = CSMS201(pki, csms_port)
+            await back.start()
+            await wait_for(lambda: len(back.transaction_events) == 2, timeout=20, what="the replay")
+            await meter_values(charger, local, 700)  # live, with the outbox's local id
+            await charger.call(call.StopTransaction(transaction_id=local, meter_stop=800, timestamp=now_iso(), reason="Local"))
+            await wait_for(lambda: len(back.transaction_events) == 4, timeout=20, what="the live events")
+            tx = back.transaction_events
+            assert [e["event_type"] for e in tx] == ["Started", "Updated", "Updated", "Ended"]
+            assert len({e["transaction_info"]["transaction_id"] for e in tx}) == 1
+            assert [e["seq_no"] for e in tx] == [0, 1, 2, 3]
+            assert tx[0].get("offline") is True and tx[1].get("offline") is True
+            await connection.close()
+            task.cancel()
+            back.server.close()
+        finally:
+            gateway.stop()
+            csms.server.close()
+
+    asyncio.run(scenario())
