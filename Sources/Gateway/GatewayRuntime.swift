@@ -504,9 +504,15 @@ public final class GatewayRuntime: Sendable {
         if northVersion(for: chargerId) == .v201 {
             // Translation at the session's north edge, after every stage (docs/ocpp201.md). It lives as long as
             // the session, so a north reconnect in buffer mode keeps its state; what must outlive it is in `store`.
-            session.northAdapter = North201Adapter(chargerId: chargerId, store: store,
-                                                   options: North201Options(idTokenType: configuration.northIdTokenType),
-                                                   logger: logger)
+            // The gateway's own variables (SecurityCtrlr belongs to the gateway, not to the charger).
+            let variables = [
+                GatewayVariable(component: "SecurityCtrlr", variable: "SecurityProfile", value: String(profile), mutability: "ReadOnly"),
+                GatewayVariable(component: "SecurityCtrlr", variable: "Identity", value: chargerId, mutability: "ReadOnly"),
+            ]
+            session.northAdapter = North201Adapter(
+                chargerId: chargerId, store: store,
+                options: North201Options(idTokenType: configuration.northIdTokenType, deviceModel: DeviceModelMap(gatewayVariables: variables)),
+                logger: logger)
         }
         session.onBootAnswered = { [wallTime = link.wallTime] accepted, payload in
             store.save(BootRecord(accepted: accepted, interval: payload["interval"]?.intValue, answeredAt: wallTime),
@@ -526,7 +532,7 @@ public final class GatewayRuntime: Sendable {
         link.activate(session)
         logger.info("session started", metadata: [
             "charger": "\(chargerId)", "remote": "\(south.channel.remoteAddress.map { "\($0)" } ?? "?")",
-            "north_security_profile": "\(profile)",
+            "north_security_profile": "\(profile)", "north_ocpp": "\(northVersion(for: chargerId).subprotocol)",
         ])
     }
 }

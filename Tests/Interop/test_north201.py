@@ -201,8 +201,10 @@ def test_get_and_set_variables_and_the_base_report(tmp_path, pki, csms_port):
             got = await cp.call(call201.GetVariables(get_variable_data=[
                 {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}},
                 {"component": {"name": "NoSuchCtrlr"}, "variable": {"name": "Nothing"}},
+                {"component": {"name": "SecurityCtrlr"}, "variable": {"name": "SecurityProfile"}},
             ]))
             results = got.get_variable_result
+            assert results[2]["attribute_status"] == "Accepted" and results[2]["attribute_value"] == "3", "the gateway's own variable"
             assert results[0]["attribute_status"] == "Accepted" and results[0]["attribute_value"] == "300"
             assert results[1]["attribute_status"] in ("UnknownComponent", "UnknownVariable")
             changed = await cp.call(call201.SetVariables(set_variable_data=[
