@@ -216,6 +216,27 @@ struct MappingTests {
         #expect(h.toCharger().isEmpty)
     }
 
+    /// A translation that would break the 2.0.1 schema is never sent: the caller gets a CALLERROR instead.
+    @Test func anInvalidTranslationIsNeverSentNorth() {
+        let h = Harness()
+        let id = h.tester.chargerSends(call: "MeterValues", payload: [
+            "connectorId": 1, "meterValue": [["timestamp": "yesterday", "sampledValue": [["value": "1"]]]],
+        ])
+        #expect(h.tester.takeSentToCSMS().isEmpty)
+        let answer = h.toCharger().first { $0.messageId == id }
+        #expect(answer?.errorCode == "InternalError")
+        #expect(OCPPErrorCode(rawValue: answer?.errorCode ?? "-").isValid(in: .v16) == true)
+    }
+
+    /// A CSMS answer that breaks its 2.0.1 schema does not become a 1.6 answer.
+    @Test func anInvalidCSMSAnswerBecomesACallErrorForTheCharger() {
+        let h = Harness(stages: [])
+        let id = h.tester.chargerSends(call: "Heartbeat", payload: [:])
+        _ = h.toCSMS()
+        h.tester.csmsAnswers(id, payload: ["currentTime": 12])
+        #expect(h.toCharger().first?.errorCode == "FormationViolation")
+    }
+
     @Test func transactionStatusIsAnsweredByTheGateway() {
         let h = Harness()
         let unknown = h.csmsCalls("GetTransactionStatus", ["transactionId": "nope"])
