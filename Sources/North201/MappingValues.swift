@@ -1,4 +1,5 @@
 public import OCPP
+import Foundation
 
 /// The value mappings between OCPP 1.6J and 2.0.1 (docs/ocpp201.md, "The mapping").
 public enum Mapping201 {
@@ -38,8 +39,8 @@ public enum Mapping201 {
                     signed.append((key, sample))
                     continue
                 }
-                guard let value = sample["value"]?.stringValue.flatMap(Double.init) else { continue }
-                mapped.append((key, sampledValue(sample, value: .number(value))))
+                guard let text = sample["value"]?.stringValue, let value = number(text) else { continue }
+                mapped.append((key, sampledValue(sample, value: value)))
             }
             for (key, sample) in signed {
                 let data = signedMeterValue(sample["value"]?.stringValue ?? "")
@@ -55,6 +56,14 @@ public enum Mapping201 {
             out.append(["timestamp": .string(timestamp), "sampledValue": .array(mapped.map(\.value))])
         }
         return out.isEmpty ? nil : out
+    }
+
+    /// A 1.6 sample's value (a string) as a 2.0.1 number, in the charger's own spelling when it is a JSON
+    /// number (`230.0` stays `230.0`); other decimal forms are converted; anything else is no number.
+    static func number(_ text: String) -> JSONValue? {
+        if case .number(let spelled)? = try? JSONValue(parsing: text) { return .number(spelled) }
+        guard let value = Double(text.trimmingCharacters(in: .whitespaces)), value.isFinite else { return nil }
+        return .number(value)
     }
 
     static func sampledValue(_ sample: JSONValue, value: JSONValue) -> JSONValue {

@@ -157,6 +157,7 @@ struct MappingTests {
         #expect(sent.map(\.action) == [row.action])
         #expect(sent.first?.messageId == id)
         #expect(sent.first?.payload() == row.request, "got \(sent.first?.text ?? "nothing")")
+        if row.action16 == "MeterValues" { #expect(sent.first?.text.contains("\"value\":230.0") == true, "the charger's spelling of the number") }
         h.tester.csmsAnswers(id, payload: row.answer201)
         let answer = h.toCharger().first
         #expect(answer?.messageType == .callResult)
