@@ -44,6 +44,17 @@ public final class North201Adapter: NorthAdapter {
     static let maximumPending = 64
 
     static let invalidFrames = Counter(label: "ocpp_gateway_north201_invalid_frames_total")
+    /// Lines a peer can provoke (a frame that cannot be translated, an invalid CSMS answer), throttled.
+    private var logThrottle = LogThrottle()
+
+    /// Logs a line a peer can provoke, at most 10 a minute (then one line saying how many were left out).
+    func throttledLog(_ level: Logger.Level, _ message: String, _ metadata: Logger.Metadata) {
+        let (log, suppressed) = logThrottle.admit(now: session?.now ?? .zero)
+        guard log else { return }
+        var metadata = metadata
+        if suppressed > 0 { metadata["similar_lines_left_out"] = "\(suppressed)" }
+        logger.log(level: level, "\(message)", metadata: metadata)
+    }
 
     struct Outgoing {
         let action201: String
@@ -114,12 +125,12 @@ public final class North201Adapter: NorthAdapter {
     func problem(_ action: String, _ payload: JSONValue, response: Bool) -> String? {
         guard let schema = PayloadSchema.schema(for: action, version: .v201, response: response) else {
             Self.invalidFrames.increment()
-            logger.error("no 2.0.1 schema for a translated frame; not sent", metadata: ["action": "\(LogSafe.escape(action))"])
+            throttledLog(.error, "no 2.0.1 schema for a translated frame; not sent", ["action": "\(LogSafe.escape(action))"])
             return "no 2.0.1 schema for \(action)"
         }
         guard let problem = schema.validate(payload) else { return nil }
         Self.invalidFrames.increment()
-        logger.error("translated 2.0.1 frame fails its schema; not sent", metadata: [
+        throttledLog(.error, "translated 2.0.1 frame fails its schema; not sent", [
             "action": "\(LogSafe.escape(action))", "response": "\(response)", "problem": "\(LogSafe.escape(problem.description, limit: 200))",
         ])
         return problem.description
@@ -338,7 +349,7 @@ public final class North201Adapter: NorthAdapter {
             return .error(code: code.spelled(for: .v16), description: description)
         case .result(let payload):
             if let schema = PayloadSchema.schema(for: sent.action201, version: .v201, response: true), let problem = schema.validate(payload) {
-                logger.warning("the CSMS's answer fails the 2.0.1 schema", metadata: [
+                throttledLog(.warning, "the CSMS's answer fails the 2.0.1 schema", [
                     "action": "\(sent.action201)", "problem": "\(LogSafe.escape(problem.description, limit: 200))",
                 ])
                 return .error(code: .formationViolation, description: "the CSMS's \(sent.action201) answer is invalid: \(problem)")

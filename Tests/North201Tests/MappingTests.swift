@@ -229,6 +229,25 @@ struct MappingTests {
         #expect(OCPPErrorCode(rawValue: answer?.errorCode ?? "-").isValid(in: .v16) == true)
     }
 
+    /// A charger that sends one untranslatable frame after another cannot flood the log.
+    @Test func untranslatableFramesAreLoggedAtMostTenTimesAMinute() {
+        let logs = LogCapture()
+        let h = Harness(logs: logs)
+        for _ in 0..<50 {
+            h.tester.chargerSends(call: "MeterValues", payload: [
+                "connectorId": 1, "meterValue": [["timestamp": "yesterday\u{1b}[31m", "sampledValue": [["value": "1"]]]],
+            ])
+        }
+        #expect(logs.lines.count == 10)
+        #expect(!logs.text.contains("\u{1b}"))
+        h.tester.advance(by: .seconds(61))
+        h.tester.chargerSends(call: "MeterValues", payload: [
+            "connectorId": 1, "meterValue": [["timestamp": "yesterday", "sampledValue": [["value": "1"]]]],
+        ])
+        #expect(logs.lines.count == 11)
+        #expect(logs.lines.last?.contains("similar_lines_left_out=40") == true)
+    }
+
     /// A CSMS answer that breaks its 2.0.1 schema does not become a 1.6 answer.
     @Test func anInvalidCSMSAnswerBecomesACallErrorForTheCharger() {
         let h = Harness(stages: [])

@@ -15,12 +15,13 @@ final class Harness {
     var adapter: North201Adapter
 
     init(stages: [(id: String, stage: any Stage)] = [], stateDirectory: String = StageTester.freshStateDirectory(),
-         options: North201Options = North201Options()) {
+         options: North201Options = North201Options(), logs: LogCapture? = nil) {
         self.stateDirectory = stateDirectory
         store = StageStore(stateDirectory: stateDirectory, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         tester = StageTester(stages: stages)
+        let handler: any LogHandler = logs ?? SwiftLogNoOpLogHandler()
         adapter = North201Adapter(chargerId: tester.chargerId, store: store, options: options,
-                                  logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+                                  logger: Logger(label: "test", factory: { _ in handler }))
         tester.session.northAdapter = adapter
     }
 
