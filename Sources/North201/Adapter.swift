@@ -341,7 +341,7 @@ public final class North201Adapter: NorthAdapter {
         return send(id: id, action: "TransactionEvent", payload: payload, kind: .stop(localId: local, hadIdTag: idTag != nil))
     }
 
-    public func answerFromCSMS(id: String, action: String, answer: NorthAnswer) -> NorthAnswer {
+    public func answerFromCSMS(id: String, action: String, answer: NorthAnswer) -> NorthAnswer? {
         guard let sent = outgoing.removeValue(forKey: id) else { return answer }
         let p: JSONValue
         switch answer {
@@ -372,8 +372,14 @@ public final class North201Adapter: NorthAdapter {
             return .result(.members([("status", p["status"]), ("data", data)]))
         case .start(let localId):
             book.update(localId: localId) { $0.startAnswered = true }
-            save()
-            return .result(["transactionId": .number(localId), "idTagInfo": Mapping201.idTagInfo(p["idTokenInfo"])])
+            let answer = NorthAnswer.result(["transactionId": .number(localId), "idTagInfo": Mapping201.idTagInfo(p["idTokenInfo"])])
+            // The charger learns its transaction id only once the transaction is on disk: after a kill -9 the
+            // gateway must still know the id the charger will go on using.
+            let handle = session?.handle
+            store.save(book, charger: chargerId, name: TransactionBook.fileName) { _ in
+                handle?.run { context in (context as? Session)?.deliverNorthAnswer(id: id, answer: answer) }
+            }
+            return nil
         case .stop(_, let hadIdTag):
             resetIfIdle()
             return .result(hadIdTag ? ["idTagInfo": Mapping201.idTagInfo(p["idTokenInfo"])] : [:])

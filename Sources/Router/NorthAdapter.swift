@@ -46,8 +46,10 @@ public protocol NorthAdapter: AnyObject {
     /// replaying what was queued while the CSMS was away), not live from the charger.
     func outgoingCall(id: String, action: String, payload: JSONValue, fromGateway: Bool) -> NorthCallDecision
 
-    /// The CSMS answered a CALL the adapter translated: the 1.6 answer the stages and the caller see.
-    func answerFromCSMS(id: String, action: String, answer: NorthAnswer) -> NorthAnswer
+    /// The CSMS answered a CALL the adapter translated: the 1.6 answer the stages and the caller see, or
+    /// nil when the adapter gives it later with `Session.deliverNorthAnswer` (e.g. once what the answer
+    /// promises the charger is on disk).
+    func answerFromCSMS(id: String, action: String, answer: NorthAnswer) -> NorthAnswer?
 
     /// A translated CALL towards the CSMS ended without an answer (timeout, link lost, session ended).
     func callAbandoned(id: String)

@@ -52,6 +52,8 @@ public final class Session: SessionContext {
     }
     /// The adapter's own CALLs towards the CSMS (already in the CSMS's version): never translated.
     private var northNative: Set<String> = []
+    /// CALLs the CSMS answered whose 1.6 answer the adapter gives later (`deliverNorthAnswer`).
+    private var deferredNorthAnswers: [String: CallLane.Call] = [:]
 
     /// - Parameter bootAccepted: the charger's boot was accepted before (it may reconnect without booting again).
     public init(chargerId: String, version: OCPPVersion = .v16, pipelines: PipelineHolder, limits: SessionLimits,
@@ -242,7 +244,9 @@ public final class Session: SessionContext {
         let pending = towardsCharger.drain() + towardsCSMS.drain() + heldUntilBoot.map(\.call)
         heldUntilBoot = []
         northNative = []
-        for call in pending {
+        let deferred = Array(deferredNorthAnswers.values)
+        deferredNorthAnswers = [:]
+        for call in pending + deferred {
             if case .gateway(let onOutcome) = call.origin { onOutcome(.connectionClosed) }
         }
         northAdapter?.sessionEnded()
@@ -416,10 +420,28 @@ public final class Session: SessionContext {
             let answer: NorthAnswer = frame.messageType == .callResult
                 ? .result(frame.payload())
                 : .error(code: OCPPErrorCode(rawValue: frame.errorCode ?? ""), description: frame.errorDescription ?? "")
-            frame = Self.encode(northAdapter.answerFromCSMS(id: call.id, action: call.action, answer: answer), id: call.id)
+            guard let translated = northAdapter.answerFromCSMS(id: call.id, action: call.action, answer: answer) else {
+                // The adapter answers later (`deliverNorthAnswer`); the lane towards the CSMS is free meanwhile.
+                deferredNorthAnswers[call.id] = call
+                pump(towards: side)
+                return
+            }
+            frame = Self.encode(translated, id: call.id)
         }
-        adoptCurrentPipeline()
         defer { pump(towards: side) }
+        settle(call, answer: frame, from: side, direction: direction)
+    }
+
+    /// Gives the 1.6 answer to a CSMS answer the adapter held (`NorthAdapter.answerFromCSMS` returned nil):
+    /// it takes the usual path, through the stages to the caller.
+    public func deliverNorthAnswer(id: String, answer: NorthAnswer) {
+        guard !isEnded, let call = deferredNorthAnswers.removeValue(forKey: id) else { return }
+        settle(call, answer: Self.encode(answer, id: id), from: .csms, direction: .fromCSMS)
+    }
+
+    /// An answer from `side` to `call`: to the stage that sent it, or through the stages to the peer that did.
+    private func settle(_ call: CallLane.Call, answer frame: Frame, from side: Side, direction: Direction) {
+        adoptCurrentPipeline()
         switch call.origin {
         case .gateway(let onOutcome):
             metrics.countFrame(direction, action: call.action, verdict: "consumed")

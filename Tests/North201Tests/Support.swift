@@ -25,6 +25,12 @@ final class Harness {
         tester.session.northAdapter = adapter
     }
 
+    /// Waits until the state is on disk and runs what the adapter handed back to the session (a held answer).
+    func settle() {
+        store.flushSynchronously()
+        tester.advance(by: .zero)
+    }
+
     /// Frames sent to the CSMS, each checked against the OCA 2.0.1 schema of its action.
     func toCSMS() -> [Frame] {
         let frames = tester.takeSentToCSMS()

@@ -21,6 +21,9 @@ struct TransactionTests {
         #expect(event.messageId == id && event.action == "TransactionEvent")
         let payload = event.payload()
         h.tester.csmsAnswers(id, payload: ["idTokenInfo": ["status": "Accepted"]])
+        // The charger gets its transaction id once the transaction is on disk.
+        #expect(h.tester.takeSentToCharger(where: { $0.messageId == id }).isEmpty)
+        h.settle()
         let answer = h.toCharger().first { $0.messageId == id }
         return (answer?.payload()["transactionId"]?.intValue ?? -1, payload["transactionInfo"]?["transactionId"]?.stringValue ?? "")
     }
@@ -152,6 +155,7 @@ struct TransactionTests {
         #expect(sent.first?.payload()["offline"] == true)
         #expect(sent.first?.payload()["seqNo"] == 0)
         if let frame = sent.first { h.tester.csmsAnswers(frame.messageId, payload: [:]) }
+        h.settle()
         guard case .result(let answer)? = outcome, let local = answer["transactionId"]?.intValue else {
             Issue.record("no 1.6 answer: \(String(describing: outcome))")
             return
@@ -184,6 +188,7 @@ struct TransactionTests {
         #expect(contains(started, ["triggerReason": "RemoteStart", "transactionInfo": ["remoteStartId": 42],
                                    "idToken": ["idToken": "APP1", "type": "Central"]]))
         h.tester.csmsAnswers(id, payload: [:])
+        h.settle()
         let local = h.toCharger().first?.payload()["transactionId"]?.intValue ?? -1
         let txId = started["transactionInfo"]?["transactionId"] ?? ""
 
