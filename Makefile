@@ -13,8 +13,8 @@ APT_STAMP  := $(BUILD_DIR)/.apt-packages
 VENV_STAMP := $(VENV)/.installed
 
 # Debian packages the build, the tests and `make run` need (libmosquitto for the health channel,
-# the mosquitto broker for its tests).
-APT_PACKAGES := curl ca-certificates python3-venv pkg-config libmosquitto-dev mosquitto libsqlite3-dev
+# the mosquitto broker for its tests, headless Chromium and its driver for the status page's browser test).
+APT_PACKAGES := curl ca-certificates python3-venv pkg-config libmosquitto-dev mosquitto libsqlite3-dev chromium chromium-driver
 
 # Fuzzing: `make fuzz SECONDS=600`. LeakSanitizer is off: Swift keeps its lazily built global
 # tables behind tagged pointers that LSan cannot follow, so every static reads as a leak.
@@ -39,7 +39,7 @@ help:
 
 ## Install missing Debian packages (runs apt-get update once).
 deps: $(APT_STAMP)
-$(APT_STAMP):
+$(APT_STAMP): Makefile
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \

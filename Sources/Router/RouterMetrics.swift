@@ -39,4 +39,34 @@ public final class RouterMetrics: Sendable {
     public func recordReload(succeeded: Bool) {
         (succeeded ? reloads : failedReloads).increment()
     }
+
+    // MARK: Per-stage counters (the status page)
+
+    /// What one stage saw since the gateway started: frames it processed, and its verdicts by label
+    /// (`Verdict.label`: forward, modify, drop, answer, error, held).
+    public struct StageTally: Sendable, Equatable, Codable {
+        public var frames = 0
+        public var verdicts: [String: Int] = [:]
+        public init() {}
+    }
+
+    /// Keyed by stage id: ids come from the pipeline file, never from a peer; bounded all the same
+    /// (a gateway reloaded all year with ever new ids keeps the first `maxTrackedStages`).
+    private let stageTallies = Mutex<[String: StageTally]>([:])
+    static let maxTrackedStages = 256
+
+    func countStage(_ id: String, verdict: String) {
+        stageTallies.withLock { tallies in
+            guard tallies[id] != nil || tallies.count < Self.maxTrackedStages else { return }
+            tallies[id, default: StageTally()].frames += 1
+            tallies[id, default: StageTally()].verdicts[verdict, default: 0] += 1
+        }
+    }
+
+    /// The tallies of the given stages (those in service), zero for a stage that has seen nothing yet.
+    public func stageTallies(_ ids: [String]) -> [String: StageTally] {
+        stageTallies.withLock { tallies in
+            Dictionary(ids.map { ($0, tallies[$0] ?? StageTally()) }, uniquingKeysWith: { first, _ in first })
+        }
+    }
 }
