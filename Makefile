@@ -24,12 +24,13 @@ FUZZ_DIR   := .build-fuzz
 # invocation takes FUZZ_FLAGS, which carries the prefix.
 FUZZ_FLAGS := -detect_leaks=0 -max_len=16384 -artifact_prefix=$(CURDIR)/$(FUZZ_DIR)/
 
-.PHONY: all build test test-swift test-tsan test-interop test-fuzz fuzz fuzz-build schemas bench bench-full bench-deps run validate stages clean deps venv help
+.PHONY: all build test test-swift test-tsan test-interop test-fuzz fuzz fuzz-build schemas bench bench-full bench-deps run run-201 validate stages clean deps venv help
 
 all: build
 
 help:
 	@echo "make run       build, create a development PKI, start CSMS + gateway + a legacy charger"
+	@echo "make run-201   the same against a development CSMS that speaks OCPP 2.0.1"
 	@echo "make test      build and run every test (Swift unit/end-to-end, Python interop)"
 	@echo "make validate  check $(CONFIG) and its pipeline"
 	@echo "make fuzz      fuzz the frame parser and validator for SECONDS (default 600)"
@@ -124,6 +125,13 @@ stages: build
 
 run: build
 	@scripts/run-dev.sh $(BIN) $(CONFIG)
+
+# The same session against a development CSMS that speaks OCPP 2.0.1 (north.ocpp_version: "2.0.1", docs/ocpp201.md).
+run-201: build
+	@mkdir -p state
+	@sed -e 's|^north:|north:\n  ocpp_version: "2.0.1"|' -e 's|"\./state"|"$(CURDIR)/state"|' -e 's|"state/|"$(CURDIR)/state/|' \
+		-e 's|"pipelines/|"$(CURDIR)/pipelines/|' $(CONFIG) > state/gateway-201.yaml
+	@NORTH=2.0.1 scripts/run-dev.sh $(BIN) state/gateway-201.yaml
 
 clean:
 	rm -rf $(BUILD_DIR) state

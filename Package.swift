@@ -84,8 +84,9 @@ let package = Package(
         // Charging-profile arithmetic for the smart-charging stage: composite schedules, TOU, compiling for a charger.
         .target(name: "ChargingSchedules", dependencies: ["OCPP"], swiftSettings: swiftSettings),
 
-        // OCPP 2.0.1 towards the CSMS for a 1.6J charger: the translator and the device model.
-        .target(name: "North201", dependencies: ["OCPP"], path: "Sources/North201", swiftSettings: swiftSettings),
+        // OCPP 2.0.1 towards the CSMS for a 1.6J charger: the translator at the session's north edge and the device model.
+        .target(name: "North201", dependencies: ["OCPP", "StageKit", "Router", logging, metrics], path: "Sources/North201",
+                swiftSettings: swiftSettings),
 
         // Drives a stage (or a whole pipeline) with envelopes and a fake clock; no sockets.
         .target(
@@ -105,7 +106,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "OCPP", "StageKit", "Router", "Transport", "HealthChannel",
+                "OCPP", "StageKit", "Router", "Transport", "HealthChannel", "North201",
                 logging,
                 metrics,
             ] + nio,
@@ -279,6 +280,11 @@ let package = Package(
         .testTarget(name: "TelemetryCompressionTests", dependencies: ["TelemetryCompression"], swiftSettings: swiftSettings),
         .testTarget(name: "ChargingSchedulesTests", dependencies: ["ChargingSchedules", "OCPP"], swiftSettings: swiftSettings),
         .testTarget(name: "OCPPTests", dependencies: ["OCPP"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "North201Tests",
+            dependencies: ["North201", "Router", "StageTesting", "StageKit", "OCPP", "OutboxStage", "SmartChargingStage", logging],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "DeviceModelTests", dependencies: ["North201", "OCPP"], path: "Tests/DeviceModelTests", exclude: ["payloads.json"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "RouterTests", dependencies: ["Router", "StageKit", "StageTesting", "OCPP", logging], swiftSettings: swiftSettings),

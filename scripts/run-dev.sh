@@ -14,7 +14,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-"$bin/ocpp-sim" csms --state state --port 9443 --ask-configuration 2>&1 | sed -u 's/^/[csms]    /' &
+"$bin/ocpp-sim" csms --state state --port 9443 --ask-configuration --ocpp-version "${NORTH:-1.6}" 2>&1 | sed -u 's/^/[csms]    /' &
 pids+=($!)
 "$bin/ocpp-gateway" run --config "$config" 2>&1 | sed -u 's/^/[gateway] /' &
 pids+=($!)

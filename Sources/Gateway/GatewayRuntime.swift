@@ -4,6 +4,7 @@ public import Router
 import Foundation
 import HealthChannel
 import Metrics
+import North201
 import NIOHTTP1
 import NIOSSL
 import NIOWebSocket
@@ -431,7 +432,7 @@ public final class GatewayRuntime: Sendable {
         }
         let basic = credentials.basicAuth.map { (username: $0.username, password: $0.password) }
         let options = WebSocketClientOptions(url: url, tls: tls, serverName: configuration.northServerName,
-                                             subprotocol: OCPPVersion.v16.subprotocol, basicAuth: basic,
+                                             subprotocol: northVersion(for: chargerId).subprotocol, basicAuth: basic,
                                              maxMessageBytes: configuration.northMaxFrameBytes,
                                              pingInterval: configuration.northPingInterval?.timeAmount,
                                              connectTimeout: configuration.northConnectTimeout.timeAmount,
@@ -443,6 +444,11 @@ public final class GatewayRuntime: Sendable {
         pendingNorth.withLock { $0[key] = attempt }
         attempt.futureResult.whenComplete { [self] _ in pendingNorth.withLock { $0[key] = nil } }
         return attempt
+    }
+
+    /// The OCPP version spoken to the CSMS for a charger (`north.ocpp_version`, per charger `north_ocpp_version`).
+    func northVersion(for chargerId: String) -> OCPPVersion {
+        configuration.northOCPPVersion(for: chargerId) == .v201 ? .v201 : .v16
     }
 
     // MARK: Sessions
@@ -497,6 +503,19 @@ public final class GatewayRuntime: Sendable {
         let session = Session(chargerId: chargerId, pipelines: pipelines, limits: limits, metrics: metrics, driver: link, logger: logger,
                               bootAccepted: booted)
         let store = loader.store
+        if northVersion(for: chargerId) == .v201 {
+            // Translation at the session's north edge, after every stage (docs/ocpp201.md). It lives as long as
+            // the session, so a north reconnect in buffer mode keeps its state; what must outlive it is in `store`.
+            // The gateway's own variables (SecurityCtrlr belongs to the gateway, not to the charger).
+            let variables = [
+                GatewayVariable(component: "SecurityCtrlr", variable: "SecurityProfile", value: String(profile), mutability: "ReadOnly"),
+                GatewayVariable(component: "SecurityCtrlr", variable: "Identity", value: chargerId, mutability: "ReadOnly"),
+            ]
+            session.northAdapter = North201Adapter(
+                chargerId: chargerId, store: store,
+                options: North201Options(idTokenType: configuration.northIdTokenType, deviceModel: DeviceModelMap(gatewayVariables: variables)),
+                logger: logger)
+        }
         session.onBootAnswered = { [wallTime = link.wallTime] accepted, payload in
             store.save(BootRecord(accepted: accepted, interval: payload["interval"]?.intValue, answeredAt: wallTime),
                        charger: chargerId, name: BootRecord.name)
@@ -516,7 +535,7 @@ public final class GatewayRuntime: Sendable {
         link.activate(session)
         logger.info("session started", metadata: [
             "charger": "\(chargerId)", "remote": "\(south.channel.remoteAddress.map { "\($0)" } ?? "?")",
-            "north_security_profile": "\(profile)",
+            "north_security_profile": "\(profile)", "north_ocpp": "\(northVersion(for: chargerId).subprotocol)",
         ])
     }
 }

@@ -49,7 +49,20 @@ public struct GatewayConfiguration: Decodable, Sendable {
         public var northPassword: String?
         /// Overrides `north.offline_mode` for this charger.
         public var offlineMode: OfflineMode?
+        /// Overrides `north.ocpp_version` for this charger.
+        public var northOcppVersion: NorthOCPPVersion?
     }
+
+    /// The OCPP version spoken towards the CSMS (`north.ocpp_version`); the charger side is always 1.6J.
+    public enum NorthOCPPVersion: String, Decodable, Sendable, Equatable {
+        /// Frames are relayed as they are.
+        case v16 = "1.6"
+        /// The charger appears as an OCPP 2.0.1 charging station, translated at the session's north edge (docs/ocpp201.md).
+        case v201 = "2.0.1"
+    }
+
+    /// IdTokenEnumType values of OCPP 2.0.1 (`north.id_token_type`).
+    public static let idTokenTypes = ["Central", "eMAID", "ISO14443", "ISO15693", "KeyCode", "Local", "MacAddress", "NoAuthorization"]
 
     /// What happens to a charger while its CSMS link is down.
     public enum OfflineMode: String, Decodable, Sendable, Equatable {
@@ -83,6 +96,10 @@ public struct GatewayConfiguration: Decodable, Sendable {
         public var writeTimeout: Positive<Double>?
         /// Accept a CSMS certificate that names its host only in the common name (no SAN).
         public var allowCommonName: Bool?
+        /// `"1.6"` (default) or `"2.0.1"`.
+        public var ocppVersion: NorthOCPPVersion?
+        /// With 2.0.1: the IdTokenEnumType given to the charger's idTags (default ISO14443).
+        public var idTokenType: Located<String>?
     }
 
     public struct Reconnect: Decodable, Sendable {
@@ -163,6 +180,11 @@ public struct ResolvedGatewayConfiguration: Sendable {
     public var northMaxOutboundBytes: Int = 1 << 20
     public var northWriteTimeout: Duration = .seconds(30)
     public var northAllowCommonName = false
+    /// `north.ocpp_version`, and the chargers that override it.
+    public var northOCPPVersion: GatewayConfiguration.NorthOCPPVersion = .v16
+    public var chargerNorthVersions: [String: GatewayConfiguration.NorthOCPPVersion] = [:]
+    /// `north.id_token_type` (2.0.1).
+    public var northIdTokenType = "ISO14443"
 
     public var stateDirectory: String
     public var pipelineFile: String
@@ -174,6 +196,11 @@ public struct ResolvedGatewayConfiguration: Sendable {
 
     /// Problems that are not errors but an operator should see (plain passwords).
     public var warnings: [String]
+
+    /// The OCPP version spoken to the CSMS for a charger.
+    public func northOCPPVersion(for chargerId: String) -> GatewayConfiguration.NorthOCPPVersion {
+        chargerNorthVersions[chargerId] ?? northOCPPVersion
+    }
 
     /// The offline mode in force for a charger.
     public func offlineMode(for chargerId: String) -> GatewayConfiguration.OfflineMode {
@@ -250,6 +277,9 @@ public struct ResolvedGatewayConfiguration: Sendable {
             error(north.securityProfile, insecure
                 ? "north 'security_profile' over ws:// must be 0 or 1"
                 : "north 'security_profile' must be 2 (TLS + Basic auth) or 3 (mutual TLS)")
+        }
+        if let type = north.idTokenType, !GatewayConfiguration.idTokenTypes.contains(type.value) {
+            error(type, "north 'id_token_type' must be one of \(GatewayConfiguration.idTokenTypes.joined(separator: ", "))")
         }
         var caFile: String?
         if let ca = north.caFile {
@@ -337,6 +367,9 @@ public struct ResolvedGatewayConfiguration: Sendable {
         resolved.northMaxOutboundBytes = north.maxOutboundBytes?.value ?? 1 << 20
         resolved.northWriteTimeout = seconds(north.writeTimeout?.value, default: 30)
         resolved.northAllowCommonName = north.allowCommonName ?? false
+        resolved.northOCPPVersion = north.ocppVersion ?? .v16
+        resolved.chargerNorthVersions = (south.chargers ?? [:]).compactMapValues(\.northOcppVersion)
+        resolved.northIdTokenType = north.idTokenType?.value ?? "ISO14443"
         resolved.adminCredentials = adminCredentials
         return resolved
     }

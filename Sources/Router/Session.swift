@@ -45,6 +45,15 @@ public final class Session: SessionContext {
     /// Told when the charger's BootNotification is answered (accepted or not) with the answer's payload,
     /// so the gateway can remember it across reconnects and restarts.
     public var onBootAnswered: ((_ accepted: Bool, _ payload: JSONValue) -> Void)?
+    /// Translation towards a CSMS of another OCPP version, at the north edge after every stage
+    /// (`NorthAdapter`); nil: frames are relayed as they are.
+    public var northAdapter: (any NorthAdapter)? {
+        didSet { northAdapter?.attached(to: self) }
+    }
+    /// The adapter's own CALLs towards the CSMS (already in the CSMS's version): never translated.
+    private var northNative: Set<String> = []
+    /// CALLs the CSMS answered whose 1.6 answer the adapter gives later (`deliverNorthAnswer`).
+    private var deferredNorthAnswers: [String: CallLane.Call] = [:]
 
     /// - Parameter bootAccepted: the charger's boot was accepted before (it may reconnect without booting again).
     public init(chargerId: String, version: OCPPVersion = .v16, pipelines: PipelineHolder, limits: SessionLimits,
@@ -234,9 +243,13 @@ public final class Session: SessionContext {
         metrics.sessions.decrement()
         let pending = towardsCharger.drain() + towardsCSMS.drain() + heldUntilBoot.map(\.call)
         heldUntilBoot = []
-        for call in pending {
+        northNative = []
+        let deferred = Array(deferredNorthAnswers.values)
+        deferredNorthAnswers = [:]
+        for call in pending + deferred {
             if case .gateway(let onOutcome) = call.origin { onOutcome(.connectionClosed) }
         }
+        northAdapter?.sessionEnded()
         let scheduled = timers.values
         timers = [:]
         for timer in scheduled { timer.cancel() }
@@ -254,6 +267,12 @@ public final class Session: SessionContext {
         guard isNorthUp, !isEnded else { return }
         isNorthUp = false
         let (relayed, gatewayInFlight) = towardsCSMS.takeForLinkLoss()
+        if let northAdapter {
+            for call in relayed + (gatewayInFlight.map { [$0] } ?? []) where northNative.remove(call.id) == nil {
+                northAdapter.callAbandoned(id: call.id)
+            }
+            northAdapter.northLinkChanged(up: false)
+        }
         if case .gateway(let onOutcome)? = gatewayInFlight?.origin { onOutcome(.connectionClosed) }
         let orphaned = relayed.compactMap { call -> Envelope? in
             guard let frame = try? Frame.parse(call.bytes) else { return nil }
@@ -277,6 +296,7 @@ public final class Session: SessionContext {
     public func northLinkUp() {
         guard !isNorthUp, !isEnded else { return }
         isNorthUp = true
+        northAdapter?.northLinkChanged(up: true)
         for stage in adoptCurrentPipeline().stages {
             _ = acting(as: stage.slot) { stage.instance.northLinkChanged(up: true, orphaned: [], in: self) }
         }
@@ -312,7 +332,7 @@ public final class Session: SessionContext {
     }
 
     private func rejectMalformed(_ bytes: [UInt8], error: FrameError, from side: Side, direction: Direction) {
-        let code = error.errorCode(for: version)
+        let code = error.errorCode(for: side == .csms ? northAdapter?.northVersion ?? version : version)
         throttledLog(.warning, "malformed frame refused", [
             "from": "\(side)", "error": "\(error.detail)", "code": "\(code)", "bytes": "\(bytes.count)",
         ])
@@ -322,6 +342,25 @@ public final class Session: SessionContext {
 
     private func handleCall(_ frame: Frame, from side: Side, direction: Direction) {
         adoptCurrentPipeline()
+        var frame = frame
+        if side == .csms, let northAdapter {
+            switch northAdapter.incomingCall(id: frame.messageId, action: frame.action ?? "", payload: frame.payload()) {
+            case .relay(let action, let payload):
+                frame = Frame.encoded(FrameEncoder.call(id: frame.messageId, action: action, payload: payload))
+            case .answer(let payload):
+                metrics.countFrame(direction, action: frame.action, verdict: "answer")
+                driver?.send(FrameEncoder.callResult(id: frame.messageId, payload: payload), to: .csms)
+                return
+            case .error(let code, let description):
+                metrics.countFrame(direction, action: frame.action, verdict: "error")
+                driver?.send(FrameEncoder.callError(id: frame.messageId, code: code.spelled(for: northAdapter.northVersion).rawValue,
+                                                    description: description), to: .csms)
+                return
+            case .handled:
+                metrics.countFrame(direction, action: frame.action, verdict: "held")
+                return
+            }
+        }
         let action = frame.action ?? ""
         let envelope = Envelope(chargerId: chargerId, direction: direction, frame: frame, action: action, version: version,
                                 receivedAt: now)
@@ -366,7 +405,8 @@ public final class Session: SessionContext {
         }
     }
 
-    private func handleAnswer(_ frame: Frame, from side: Side, direction: Direction) {
+    /// - Parameter translated: the answer is already in 1.6 (a `NorthAdapter` answered locally).
+    private func handleAnswer(_ frame: Frame, from side: Side, direction: Direction, translated: Bool = false) {
         // An answer from `side` settles the CALL that travelled towards `side`.
         let completed = side == .charger ? towardsCharger.complete(id: frame.messageId) : towardsCSMS.complete(id: frame.messageId)
         guard let call = completed else {
@@ -374,8 +414,34 @@ public final class Session: SessionContext {
             metrics.countFrame(direction, action: nil, verdict: "unmatched")
             return
         }
-        adoptCurrentPipeline()
+        var frame = frame
+        if side == .csms, !translated, let northAdapter, northNative.remove(call.id) == nil {
+            // The CSMS's answer to a translated CALL becomes the 1.6 answer before any stage sees it.
+            let answer: NorthAnswer = frame.messageType == .callResult
+                ? .result(frame.payload())
+                : .error(code: OCPPErrorCode(rawValue: frame.errorCode ?? ""), description: frame.errorDescription ?? "")
+            guard let translated = northAdapter.answerFromCSMS(id: call.id, action: call.action, answer: answer) else {
+                // The adapter answers later (`deliverNorthAnswer`); the lane towards the CSMS is free meanwhile.
+                deferredNorthAnswers[call.id] = call
+                pump(towards: side)
+                return
+            }
+            frame = Self.encode(translated, id: call.id)
+        }
         defer { pump(towards: side) }
+        settle(call, answer: frame, from: side, direction: direction)
+    }
+
+    /// Gives the 1.6 answer to a CSMS answer the adapter held (`NorthAdapter.answerFromCSMS` returned nil):
+    /// it takes the usual path, through the stages to the caller.
+    public func deliverNorthAnswer(id: String, answer: NorthAnswer) {
+        guard !isEnded, let call = deferredNorthAnswers.removeValue(forKey: id) else { return }
+        settle(call, answer: Self.encode(answer, id: id), from: .csms, direction: .fromCSMS)
+    }
+
+    /// An answer from `side` to `call`: to the stage that sent it, or through the stages to the peer that did.
+    private func settle(_ call: CallLane.Call, answer frame: Frame, from side: Side, direction: Direction) {
+        adoptCurrentPipeline()
         switch call.origin {
         case .gateway(let onOutcome):
             metrics.countFrame(direction, action: call.action, verdict: "consumed")
@@ -491,12 +557,82 @@ public final class Session: SessionContext {
         let timeout = side == .charger ? towardsCharger.timeout : towardsCSMS.timeout
         let timer = driver.schedule(after: timeout) { [weak self] in self?.callTimedOut(id: call.id, towards: side) }
         if side == .charger { towardsCharger.arm(timer) } else { towardsCSMS.arm(timer) }
-        send(call.bytes, to: side)
+        if side == .csms, let northAdapter {
+            sendTranslated(call, via: northAdapter)
+        } else {
+            send(call.bytes, to: side)
+        }
+    }
+
+    // MARK: The north edge (NorthAdapter)
+
+    /// Writes a CALL to the CSMS in its version, or completes it locally as the adapter decides.
+    private func sendTranslated(_ call: CallLane.Call, via adapter: any NorthAdapter) {
+        if northNative.contains(call.id) {
+            driver?.send(call.bytes, to: .csms)
+            return
+        }
+        let payload = (try? Frame.parse(call.bytes))?.payload() ?? .object([])
+        let fromGateway = if case .gateway = call.origin { true } else { false }
+        switch adapter.outgoingCall(id: call.id, action: call.action, payload: payload, fromGateway: fromGateway) {
+        case .send(let action, let payload):
+            driver?.send(FrameEncoder.call(id: call.id, action: action, payload: payload), to: .csms)
+        case .answerLocally(let answer):
+            // As if the CSMS had answered: the lane completes and the answer takes the usual path.
+            handleAnswer(Self.encode(answer, id: call.id), from: .csms, direction: .fromCSMS, translated: true)
+        }
+    }
+
+    private static func encode(_ answer: NorthAnswer, id: String) -> Frame {
+        switch answer {
+        case .result(let payload): Frame.encoded(FrameEncoder.callResult(id: id, payload: payload))
+        case .error(let code, let description): Frame.encoded(FrameEncoder.callError(id: id, code: code.rawValue, description: description))
+        }
+    }
+
+    /// Sends a CALL of the adapter's own to the CSMS, already in its version (no translation), in turn
+    /// with the other CALLs towards the CSMS. `onOutcome` gets the CSMS's answer as it is.
+    public func sendNorthNative(_ action: String, payload: JSONValue, onOutcome: @escaping (CallOutcome) -> Void) {
+        guard !isEnded else {
+            onOutcome(.connectionClosed)
+            return
+        }
+        let id = UUID().uuidString.lowercased()
+        let call = CallLane.Call(id: id, action: action, bytes: FrameEncoder.call(id: id, action: action, payload: payload),
+                                 origin: .gateway(onOutcome))
+        guard towardsCSMS.enqueue(call) else {
+            onOutcome(.rejected(reason: "the queue towards the CSMS is full"))
+            return
+        }
+        northNative.insert(id)
+        metrics.countFrame(.fromGateway, action: action, verdict: "queued")
+        pump(towards: .csms)
+    }
+
+    /// Answers a CSMS CALL the adapter took (`NorthIncomingDecision.handled`), already in the CSMS's version.
+    public func answerNorth(_ messageId: String, with answer: NorthAnswer) {
+        guard !isEnded else { return }
+        driver?.send(Self.encode(answer, id: messageId).bytes, to: .csms)
+    }
+
+    /// An answer on its way to the CSMS (from the charger through the stages, or from a stage) in the CSMS's version.
+    private func sendAnswerNorth(_ bytes: [UInt8], via adapter: any NorthAdapter) {
+        guard let frame = try? Frame.parse(bytes), frame.messageType != .call else {
+            driver?.send(bytes, to: .csms)
+            return
+        }
+        let answer: NorthAnswer = frame.messageType == .callResult
+            ? .result(frame.payload())
+            : .error(code: OCPPErrorCode(rawValue: frame.errorCode ?? ""), description: frame.errorDescription ?? "")
+        var translated = adapter.answerToCSMS(id: frame.messageId, answer: answer)
+        if case .error(let code, let description) = translated { translated = .error(code: code.spelled(for: adapter.northVersion), description: description) }
+        driver?.send(Self.encode(translated, id: frame.messageId).bytes, to: .csms)
     }
 
     private func callTimedOut(id: String, towards side: Side) {
         let expired = side == .charger ? towardsCharger.complete(id: id) : towardsCSMS.complete(id: id)
         guard let call = expired else { return }
+        if side == .csms, let northAdapter, northNative.remove(call.id) == nil { northAdapter.callAbandoned(id: call.id) }
         let timeout = side == .charger ? towardsCharger.timeout : towardsCSMS.timeout
         logger.warning("CALL timed out", metadata: [
             "action": "\(LogSafe.escape(call.action))", "towards": "\(side)", "id": "\(LogSafe.escape(id))",
@@ -523,6 +659,7 @@ public final class Session: SessionContext {
     }
 
     private func send(_ bytes: [UInt8], to side: Side) {
+        if side == .csms, let northAdapter { return sendAnswerNorth(bytes, via: northAdapter) }
         driver?.send(bytes, to: side)
     }
 

@@ -59,15 +59,22 @@ struct CSMS: AsyncParsableCommand {
     @Flag(name: .long, help: "After a charger's BootNotification, ask it for its configuration (a CSMS-initiated CALL).")
     var askConfiguration = false
 
+    @Option(name: .long, help: "The OCPP version the CSMS speaks: 1.6 or 2.0.1 (a gateway with north.ocpp_version: \"2.0.1\").")
+    var ocppVersion = "1.6"
+
     func run() async throws {
         let pki = try DevPKI(directory: state)
         var options = DevelopmentCSMS.Options(certificateFile: pki.serverCertificate, keyFile: pki.serverKey, clientCAFile: pki.caCertificate)
         options.host = host
         options.port = port
         options.askConfigurationAfterBoot = askConfiguration
-        let csms = DevelopmentCSMS(options: options, trace: quiet ? nil : printLine)
-        let bound = try await csms.start(group: MultiThreadedEventLoopGroup.singleton)
-        printLine("CSMS: listening on wss://\(host):\(bound)/ocpp/<id> (client certificate required)")
+        let bound: Int
+        switch ocppVersion {
+        case "1.6": bound = try await DevelopmentCSMS(options: options, trace: quiet ? nil : printLine).start(group: MultiThreadedEventLoopGroup.singleton)
+        case "2.0.1": bound = try await DevelopmentCSMS201(options: options, trace: quiet ? nil : printLine).start(group: MultiThreadedEventLoopGroup.singleton)
+        default: throw ValidationError("--ocpp-version must be 1.6 or 2.0.1")
+        }
+        printLine("CSMS: OCPP \(ocppVersion), listening on wss://\(host):\(bound)/ocpp/<id> (client certificate required)")
         while true { try await Task.sleep(for: .seconds(3600)) }
     }
 }

@@ -454,3 +454,111 @@ async def wait_for(predicate, timeout=10.0, what="condition"):
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+# ---------------------------------------------------------------------------------------------
+# An OCPP 2.0.1 CSMS: the `ocpp` package's v201 role over wss:// with ssl.CERT_REQUIRED (north.ocpp_version: "2.0.1")
+
+
+def csms201_charge_point_class():
+    """The v201 handler class, built on first use so that 1.6-only test runs need nothing of ocpp.v201."""
+    from ocpp.v201 import ChargePoint as ChargePoint201
+    from ocpp.v201 import call_result as result201
+    from ocpp.v201.enums import Action as Action201
+
+    class CSMS201ChargePoint(ChargePoint201):
+        def __init__(self, charge_point_id, connection, csms):
+            super().__init__(charge_point_id, connection, response_timeout=10)
+            self.csms = csms
+
+        async def route_message(self, raw_msg):
+            self.csms.received.append((self.id, raw_msg))
+            await super().route_message(raw_msg)
+
+        @on(Action201.boot_notification)
+        def on_boot(self, **_):
+            return result201.BootNotification(current_time=now_iso(), interval=300, status="Accepted")
+
+        @on(Action201.heartbeat)
+        def on_heartbeat(self, **_):
+            return result201.Heartbeat(current_time=now_iso())
+
+        @on(Action201.status_notification)
+        def on_status(self, **_):
+            return result201.StatusNotification()
+
+        @on(Action201.authorize)
+        def on_authorize(self, id_token, **_):
+            return result201.Authorize(id_token_info={"status": self.csms.authorize_status})
+
+        @on(Action201.transaction_event)
+        def on_transaction_event(self, event_type, **kwargs):
+            self.csms.transaction_events.append(dict(event_type=event_type, **kwargs))
+            return result201.TransactionEvent(id_token_info={"status": "Accepted"} if kwargs.get("id_token") else None)
+
+        @on(Action201.meter_values)
+        def on_meter_values(self, **_):
+            return result201.MeterValues()
+
+        @on(Action201.notify_event)
+        def on_notify_event(self, **_):
+            return result201.NotifyEvent()
+
+        @on(Action201.notify_report)
+        def on_notify_report(self, **kwargs):
+            self.csms.reports.append(kwargs)
+            return result201.NotifyReport()
+
+        @on(Action201.sign_certificate)
+        def on_sign_certificate(self, csr, **_):
+            self.csms.csrs.append(csr)
+            return result201.SignCertificate(status="Accepted")
+
+        @on(Action201.security_event_notification)
+        def on_security_event(self, type, **_):
+            self.csms.security_events.append(type)
+            return result201.SecurityEventNotification()
+
+        @on(Action201.log_status_notification)
+        def on_log_status(self, **_):
+            return result201.LogStatusNotification()
+
+        @on(Action201.firmware_status_notification)
+        def on_firmware_status(self, **_):
+            return result201.FirmwareStatusNotification()
+
+        @on(Action201.data_transfer)
+        def on_data_transfer(self, **_):
+            return result201.DataTransfer(status="Rejected")
+
+    return CSMS201ChargePoint
+
+
+class CSMS201(CSMS):
+    """A Security Profile 3 OCPP 2.0.1 CSMS built on the `ocpp` package (it validates every payload it receives)."""
+
+    def __init__(self, pki: PKI, port: int, verify_mode=ssl.CERT_REQUIRED):
+        super().__init__(pki, port, verify_mode)
+        self.transaction_events = []
+        self.reports = []
+        self.authorize_status = "Accepted"
+        self.subprotocols = []
+
+    async def start(self):
+        self.server = await websockets.serve(
+            self._on_connect, "127.0.0.1", self.port, subprotocols=["ocpp2.0.1"],
+            ssl=self.pki.server_context(self.verify_mode),
+        )
+
+    async def _on_connect(self, connection):
+        charger_id = connection.request.path.rsplit("/", 1)[-1]
+        self.subprotocols.append(connection.subprotocol)
+        cp = csms201_charge_point_class()(charger_id, connection, self)
+        self.charge_points[charger_id] = cp
+        self.connections.add(connection)
+        try:
+            await cp.start()
+        except websockets.exceptions.ConnectionClosed:
+            pass
+        finally:
+            self.connections.discard(connection)
