@@ -4,7 +4,8 @@
 # ROOT holds the installed files (usr/bin/ocpp-gateway, etc/ocpp-gateway, lib/systemd/system …).
 # Depends: the Debian packages owning the shared libraries the binary links. A library no package
 # owns (a Swift runtime under /opt) is an error, since the package would not run on another box,
-# unless DEB_ALLOW_UNPACKAGED_LIBS=1 (the install test, which packages the debug build).
+# unless DEB_ALLOW_UNPACKAGED_LIBS=1 (the install test, which packages the debug build; it also sets
+# DEB_COMPRESS=none: xz over a 100 MB debug binary takes half a minute).
 set -euo pipefail
 root=$1 version=$2 outdir=$3
 here=$(cd "$(dirname "$0")" && pwd)
@@ -37,5 +38,5 @@ sed -e "s|@VERSION@|$version|" -e "s|@ARCH@|$arch|" -e "s|@INSTALLED_SIZE@|$size
 install -m 0755 "$here/postinst" "$here/prerm" "$here/postrm" "$root/DEBIAN/"
 mkdir -p "$outdir"
 deb="$outdir/ocpp-gateway_${version}_${arch}.deb"
-dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >/dev/null
+dpkg-deb --root-owner-group -Z"${DEB_COMPRESS:-xz}" --build "$root" "$deb" >/dev/null
 echo "$deb"
