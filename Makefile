@@ -199,8 +199,8 @@ release: $(APT_STAMP)
 	$(SWIFT) build -c release --product ocpp-gateway --static-swift-stdlib
 
 ## The man page from the argument parser: swift-argument-parser's generate-manual plugin (in the
-## checked-out package; builds the products in debug, which `make build` already did).
-man: build
+## checked-out package; it builds the products in debug first, which `make build` or `make run` already did).
+man: $(APT_STAMP)
 	$(SWIFT) package plugin generate-manual --configuration debug >/dev/null
 	@test -s $(MANPAGE)
 
