@@ -143,9 +143,7 @@ def test_the_systemd_unit_is_hardened_and_verifies(tmp_path, manpage):
     # The sysusers.d line makes the user (in a scratch root, not on this machine).
     sysroot = tmp_path / "sysroot"
     (sysroot / "etc").mkdir(parents=True)
-    users = subprocess.run(["systemd-sysusers", f"--root={sysroot}", str(root / "usr" / "lib" / "sysusers.d" / "ocpp-gateway.conf")]
-                           if (root / "usr" / "lib" / "sysusers.d").exists() else
-                           ["systemd-sysusers", f"--root={sysroot}", str(root / "etc" / "sysusers.d" / "ocpp-gateway.conf")],
+    users = subprocess.run(["systemd-sysusers", f"--root={sysroot}", str(root / "etc" / "sysusers.d" / "ocpp-gateway.conf")],
                            capture_output=True, text=True)
     assert users.returncode == 0, users.stderr
     assert re.search(r"^ocpp-gateway:x:\d+:\d+:OCPP gateway:/var/lib/ocpp-gateway:/usr/sbin/nologin$",

@@ -36,6 +36,19 @@ def test_every_shipped_pipeline_is_covered():
     assert sorted(types) == sorted(["ids", "auth", "certs", "smart_charging", "compressor", "mqtt_tap", "dashcam"])
 
 
+def test_the_example_production_configuration_is_production_shaped():
+    """docs/deploy/gateway.yaml: hashes not passwords, /etc and /var/lib paths, MQTT, admin on loopback only."""
+    text = (REPO / "docs" / "deploy" / "gateway.yaml").read_text()
+    active = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    assert "password_hash:" in active and not re.search(r"\bpassword:", active), "password hashes only"
+    assert re.search(r'^state_dir:\s*"/var/lib/ocpp-gateway"', active, re.MULTILINE)
+    assert re.search(r'^admin:\s*{\s*listen:\s*"127\.0\.0\.1:\d+"\s*}', active, re.MULTILINE), "admin on loopback"
+    assert re.search(r"^mqtt:", active, re.MULTILINE) and re.search(r'^\s+url:\s*"mqtts://', active, re.MULTILINE)
+    assert re.search(r'^\s+url:\s*"wss://', active, re.MULTILINE) and "allow_insecure" not in active
+    assert re.search(r"^\s+security_profile:\s*3", active, re.MULTILINE)
+    assert "/etc/ocpp-gateway" in text
+
+
 @pytest.mark.parametrize("pipeline_file", SHIPPED, ids=[path.stem for path in SHIPPED])
 def test_relay_through_shipped_pipeline(tmp_path, pki, csms_port, pipeline_file):
     text = pipeline_file.read_text()
