@@ -13,8 +13,8 @@ APT_STAMP  := $(BUILD_DIR)/.apt-packages
 VENV_STAMP := $(VENV)/.installed
 
 # Debian packages the build, the tests and `make run` need (libmosquitto for the health channel,
-# the mosquitto broker for its tests).
-APT_PACKAGES := curl ca-certificates python3-venv pkg-config libmosquitto-dev mosquitto libsqlite3-dev
+# the mosquitto broker for its tests, headless Chromium and its driver for the status page's browser test).
+APT_PACKAGES := curl ca-certificates python3-venv pkg-config libmosquitto-dev mosquitto libsqlite3-dev chromium chromium-driver
 # The Prometheus server that checks the Grafana dashboard's queries; systemd-analyze and systemd-sysusers for the install test.
 APT_PACKAGES += prometheus systemd
 

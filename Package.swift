@@ -84,6 +84,9 @@ let package = Package(
         // Charging-profile arithmetic for the smart-charging stage: composite schedules, TOU, compiling for a charger.
         .target(name: "ChargingSchedules", dependencies: ["OCPP"], swiftSettings: swiftSettings),
 
+        // OCPP 2.0.1 towards the CSMS for a 1.6J charger: the translator and the device model.
+        .target(name: "North201", dependencies: ["OCPP"], path: "Sources/North201", swiftSettings: swiftSettings),
+
         // Drives a stage (or a whole pipeline) with envelopes and a fake clock; no sockets.
         .target(
             name: "StageTesting",
@@ -182,17 +185,21 @@ let package = Package(
         .target(name: "CompressorStage", dependencies: ["OCPP", "StageKit", "TelemetryCompression"], path: "Plugins/CompressorStage",
                 swiftSettings: swiftSettings),
 
+        // `nap_export`: EVSE status to National Access Points (OCPI 2.2.1, DATEX II) and NEVI uptime (docs/regulatory.md).
+        .target(name: "NapExportStage", dependencies: ["OCPP", "StageKit", logging, metrics] + nio, path: "Plugins/NapExportStage",
+                swiftSettings: swiftSettings),
+
         // Wires the stage modules into a registry; the one line a stage author adds lives here.
         .target(
             name: "GatewayStages",
-            dependencies: ["Router", "AuthStage", "CertsStage", "FirewallStage", "SmartChargingStage", "MQTTTapStage", "DashcamStage", "CompressorStage", "OutboxStage"],
+            dependencies: ["Router", "AuthStage", "CertsStage", "FirewallStage", "SmartChargingStage", "MQTTTapStage", "DashcamStage", "CompressorStage", "OutboxStage", "NapExportStage"],
             swiftSettings: swiftSettings
         ),
 
         .executableTarget(
             name: "ocpp-gateway",
             dependencies: [
-                "OCPP", "StageKit", "Router", "Gateway", "GatewayStages", "AuthStage", "CertsStage", "HealthChannel", "Outbox",
+                "OCPP", "StageKit", "Router", "Gateway", "GatewayStages", "AuthStage", "CertsStage", "HealthChannel", "Outbox", "NapExportStage",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 argumentParser,
                 logging,
@@ -244,7 +251,7 @@ let package = Package(
 
         .testTarget(
             name: "SmartChargingStageTests",
-            dependencies: ["SmartChargingStage", "StageTesting", "StageKit", "OCPP"],
+            dependencies: ["SmartChargingStage", "StageTesting", "StageKit", "OCPP", "Router"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -267,9 +274,13 @@ let package = Package(
             dependencies: ["OutboxStage", "Outbox", "StageTesting", "StageKit", "OCPP", "Router"],
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "NapExportStageTests", dependencies: ["NapExportStage", "StageTesting", "StageKit", "OCPP", "Router"],
+                    swiftSettings: swiftSettings),
         .testTarget(name: "TelemetryCompressionTests", dependencies: ["TelemetryCompression"], swiftSettings: swiftSettings),
         .testTarget(name: "ChargingSchedulesTests", dependencies: ["ChargingSchedules", "OCPP"], swiftSettings: swiftSettings),
         .testTarget(name: "OCPPTests", dependencies: ["OCPP"], swiftSettings: swiftSettings),
+        .testTarget(name: "DeviceModelTests", dependencies: ["North201", "OCPP"], path: "Tests/DeviceModelTests", exclude: ["payloads.json"],
+                    swiftSettings: swiftSettings),
         .testTarget(name: "RouterTests", dependencies: ["Router", "StageKit", "StageTesting", "OCPP", logging], swiftSettings: swiftSettings),
         .testTarget(
             name: "CertsStageTests",

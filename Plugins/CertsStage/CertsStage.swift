@@ -175,6 +175,17 @@ public struct CertsStage: Stage {
         }
         checkRenewal(session)
     }
+    /// The status page: the expiry of the charger's north certificate (one small file of the state store),
+    /// and whether a CSR is out.
+    public func status(in session: any SessionContext) -> [String: String] {
+        var fields: [String: String] = [:]
+        if let leaf = store.currentChain(session.chargerId).first {
+            fields["certificate_expiry"] = leaf.notValidAfter.formatted(.iso8601)
+        }
+        if session[CSRInFlight.self] == true { fields["csr"] = "pending" }
+        return fields
+    }
+
     /// A CSR is out and its certificate not yet installed.
     enum CSRInFlight: SessionStateKey { typealias Value = Bool }
     enum RenewalAttempts: SessionStateKey { typealias Value = Int }

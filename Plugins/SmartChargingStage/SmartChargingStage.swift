@@ -611,6 +611,23 @@ public struct SmartChargingStage: Stage {
         if charging { rebalanceOthers(session) }
     }
 
+    /// The status page: the limit the charger is held to now, per connector (amps per phase), or `none`.
+    public func status(in session: any SessionContext) -> [String: String] {
+        guard let state = session[Key.self], !state.retired else { return [:] }
+        let capabilities = capabilities(state, session.chargerId)
+        let now = Date(timeIntervalSince1970: session.wallTime)
+        let connectors = max(1, min(capabilities.connectors, 8))
+        let limits = (1...connectors).map { connector -> String in
+            let (profiles, constraints) = sources(connector, state, session, from: now, until: now + 60)
+            let segments = CompositeSchedule.compute(profiles: profiles, from: now, until: now + 60, transaction: state.transactions[connector],
+                                                     supply: capabilities.supply, constraints: constraints)
+            let limit = ProfileCompiler.enforced(segments, now: now, capabilities: capabilities).first?.limit
+            let text = limit.map { "\(($0.amps * 10).rounded() / 10) A × \($0.phases)" } ?? "none"
+            return connectors == 1 ? text : "#\(connector) \(text)"
+        }
+        return ["current_limit": limits.joined(separator: ", ")]
+    }
+
     public func sessionEnded(_ session: any SessionContext) {
         guard let state = session[Key.self] else { return }
         // This instance is done with the session (the charger left, or a reload replaced the stage):

@@ -43,6 +43,8 @@ public final class GatewayRuntime: Sendable {
     private let stopping = Mutex(false)
     /// Refusal lines per reason, so a flood of idle sockets does not flood the log.
     private let refusalLogs = Mutex<[String: LogThrottle]>([:])
+    /// The last security events sent north, for the status page (StatusCollection.swift).
+    let securityEvents = SecurityEventLog(capacity: 50)
 
     /// A session in service, reachable from any thread through its event loop.
     private struct ActiveSession: Sendable {
@@ -499,6 +501,7 @@ public final class GatewayRuntime: Sendable {
             store.save(BootRecord(accepted: accepted, interval: payload["interval"]?.intValue, answeredAt: wallTime),
                        charger: chargerId, name: BootRecord.name)
         }
+        link.activity.securityEvents = securityEvents
         let token = ObjectIdentifier(link)
         sessions.withLock { $0[chargerId] = ActiveSession(token: token, eventLoop: loop, link: NIOLoopBound(link, eventLoop: loop)) }
         link.onEnded = { [self] side, reason in
@@ -515,6 +518,23 @@ public final class GatewayRuntime: Sendable {
             "charger": "\(chargerId)", "remote": "\(south.channel.remoteAddress.map { "\($0)" } ?? "?")",
             "north_security_profile": "\(profile)",
         ])
+    }
+}
+
+// MARK: Status page (the rest is in StatusCollection.swift)
+
+extension GatewayRuntime {
+    var isListening: Bool { listeners.withLock { !$0.isEmpty } }
+    var isDraining: Bool { stopping.withLock { $0 } }
+
+    /// Each live session's status row (all, or only charger `id`), collected on the session's own loop.
+    func liveSessionStatuses(only id: String?) -> [EventLoopFuture<ChargerStatus>] {
+        let live = sessions.withLock { sessions in id.map { sessions[$0].map { [$0] } ?? [] } ?? Array(sessions.values) }
+        let profile = configuration.southSecurityProfile
+        return live.map { session in
+            let link = session.link
+            return session.eventLoop.submit { link.value.status(southSecurityProfile: profile) }
+        }
     }
 }
 

@@ -29,6 +29,8 @@ final class SessionLink: SessionDriver {
     var buffer: BufferMode?
     /// The credentials of the current (or last) north link, for reconnecting.
     var credentials: NorthCredentials
+    /// The last frame each way and the security events going north, for the status page (StatusCollection.swift).
+    var activity = LinkActivity()
 
     struct BufferMode {
         /// The delay before the next attempt after a failure or a loss.
@@ -52,7 +54,10 @@ final class SessionLink: SessionDriver {
         self.session = session
         south.onClose = { [weak self] reason in self?.linkClosed(.charger, reason: reason) }
         session.start()
-        south.onText = { [weak session] bytes in session?.receive(bytes, from: .charger) }
+        south.onText = { [weak self, weak session] bytes in
+            self?.activity.received(bytes, from: .charger)
+            session?.receive(bytes, from: .charger)
+        }
         if let north {
             attachNorth(north)
         } else {
@@ -95,7 +100,10 @@ final class SessionLink: SessionDriver {
 
     private func attachNorth(_ link: WebSocketConnection) {
         link.onClose = { [weak self] reason in self?.linkClosed(.csms, reason: reason) }
-        link.onText = { [weak session] bytes in session?.receive(bytes, from: .csms) }
+        link.onText = { [weak self, weak session] bytes in
+            self?.activity.received(bytes, from: .csms)
+            session?.receive(bytes, from: .csms)
+        }
         coupleBackpressure()
     }
 
@@ -150,6 +158,8 @@ final class SessionLink: SessionDriver {
 
     func send(_ bytes: [UInt8], to side: Side) {
         side == .charger ? south.send(bytes) : north?.send(bytes)
+        activity.sent(bytes, to: side)
+        if side == .csms, north != nil { activity.securityEvents?.inspect(bytes, chargerId: chargerId) }
     }
 
     func closeSession(reason: String) {

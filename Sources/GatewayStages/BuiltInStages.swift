@@ -4,6 +4,7 @@ import CompressorStage
 import DashcamStage
 import FirewallStage
 import MQTTTapStage
+import NapExportStage
 import OutboxStage
 import SmartChargingStage
 public import Router
@@ -20,5 +21,6 @@ public func makeStageRegistry() -> StageRegistry {
     registry.register(DashcamStage.self)
     registry.register(CompressorStage.self)
     registry.register(OutboxStage.self)
+    registry.register(NapExportStage.self)
     return registry
 }

@@ -92,6 +92,16 @@ public struct GatewayConfiguration: Decodable, Sendable {
 
     public struct Admin: Decodable, Sendable {
         public var listen: Located<String>
+        /// A bearer token (`Authorization: Bearer …`) for admin clients beyond loopback; ≥ 16 characters.
+        public var token: Located<String>?
+        /// HTTP Basic auth for admin clients beyond loopback, with a `hash-password` hash.
+        public var basicAuth: Located<AdminBasicAuth>?
+    }
+
+    public struct AdminBasicAuth: Decodable, Sendable {
+        public var username: String
+        /// `ocpp-gateway hash-password` output (`pbkdf2-sha256$…`), never the password itself.
+        public var passwordHash: Located<String>
     }
 
     /// The O&M broker, for the MQTT tap (health channel).
@@ -158,6 +168,8 @@ public struct ResolvedGatewayConfiguration: Sendable {
     public var pipelineFile: String
     public var adminHost: String?
     public var adminPort: Int?
+    /// Who may see the status page from beyond loopback (`admin.token`, `admin.basic_auth`).
+    public var adminCredentials = AdminCredentials()
     public var mqtt: GatewayConfiguration.MQTT?
 
     /// Problems that are not errors but an operator should see (plain passwords).
@@ -256,12 +268,33 @@ public struct ResolvedGatewayConfiguration: Sendable {
 
         var adminHost: String?
         var adminPort: Int?
+        var adminCredentials = AdminCredentials()
         if let admin = raw.admin {
             if let (host, port) = parseHostPort(admin.listen.value) {
                 adminHost = host
                 adminPort = port
             } else {
                 error(admin.listen, "admin 'listen' should be host:port, e.g. \"127.0.0.1:9100\"")
+            }
+            if let token = admin.token {
+                if token.value.count < 16 || token.value.contains(where: { $0.isWhitespace || !$0.isASCII }) {
+                    error(token, "admin 'token' must be at least 16 printable ASCII characters without spaces (e.g. openssl rand -hex 24)")
+                }
+                adminCredentials.token = token.value
+            }
+            if let basic = admin.basicAuth {
+                if basic.value.username.isEmpty || basic.value.username.contains(":") {
+                    error(basic, "admin 'basic_auth' 'username' must be non-empty and contain no ':'")
+                }
+                if !AdminCredentials.isPasswordHash(basic.value.passwordHash.value) {
+                    error(basic.value.passwordHash, "admin 'basic_auth' 'password_hash' is not a hash from 'ocpp-gateway hash-password' (pbkdf2-sha256$…)")
+                }
+                adminCredentials.basicUsername = basic.value.username
+                adminCredentials.basicPasswordHash = basic.value.passwordHash.value
+            }
+            if let host = adminHost, !AdminCredentials.isLoopback(host: host), !adminCredentials.isConfigured {
+                warnings.append("admin 'listen' \(admin.listen.value) is not a loopback address and neither 'token' nor 'basic_auth' is set: "
+                    + "clients beyond loopback get only /healthz, /readyz and /metrics, never the status page")
             }
         }
 
@@ -304,7 +337,42 @@ public struct ResolvedGatewayConfiguration: Sendable {
         resolved.northMaxOutboundBytes = north.maxOutboundBytes?.value ?? 1 << 20
         resolved.northWriteTimeout = seconds(north.writeTimeout?.value, default: 30)
         resolved.northAllowCommonName = north.allowCommonName ?? false
+        resolved.adminCredentials = adminCredentials
         return resolved
+    }
+}
+
+/// The credentials admin clients beyond loopback must present (docs/operations.md). Secrets: never
+/// logged, never shown on a page.
+public struct AdminCredentials: Sendable, Equatable {
+    public var token: String?
+    public var basicUsername: String?
+    public var basicPasswordHash: String?
+
+    public init(token: String? = nil, basicUsername: String? = nil, basicPasswordHash: String? = nil) {
+        self.token = token
+        self.basicUsername = basicUsername
+        self.basicPasswordHash = basicPasswordHash
+    }
+
+    public var isConfigured: Bool { token != nil || basicPasswordHash != nil }
+
+    /// The shape of `PasswordHash` (AuthStage): `pbkdf2-sha256$<rounds ≥ 1000>$<salt>$<32-byte hash>`, base64.
+    public static func isPasswordHash(_ text: String) -> Bool {
+        let parts = text.split(separator: "$", omittingEmptySubsequences: false)
+        guard parts.count == 4, parts[0] == "pbkdf2-sha256", let rounds = Int(parts[1]), rounds >= 1000,
+              Data(base64Encoded: String(parts[2])) != nil, Data(base64Encoded: String(parts[3]))?.count == 32
+        else { return false }
+        return true
+    }
+
+    /// `127.0.0.0/8`, `::1`, `localhost` (an IPv4-mapped loopback too).
+    public static func isLoopback(host: String) -> Bool {
+        var host = host.lowercased()
+        if host.hasPrefix("::ffff:") { host.removeFirst(7) }
+        if host == "localhost" || host == "::1" || host == "0:0:0:0:0:0:0:1" { return true }
+        let octets = host.split(separator: ".", omittingEmptySubsequences: false)
+        return octets.count == 4 && octets[0] == "127" && octets.allSatisfy { UInt8($0) != nil }
     }
 }
 

@@ -29,10 +29,53 @@ public struct LoadedStage: Sendable {
 
     /// Same instance (kept by a reload)?
     public func isSameInstance(as other: LoadedStage) -> Bool { slot === other.slot }
+
+    /// What this instance has processed so far.
+    public var tally: StageTally { slot.tally }
 }
 
-/// An identity object per built stage instance.
-final class StageSlot: Sendable {}
+/// An identity object per built stage instance, with what the instance has seen (for the status
+/// page): counted with relaxed atomics on the frame path, no lock and no lookup.
+final class StageSlot: Sendable {
+    private let forwarded = Atomic<Int>(0)
+    private let modified = Atomic<Int>(0)
+    private let dropped = Atomic<Int>(0)
+    private let answered = Atomic<Int>(0)
+    private let refused = Atomic<Int>(0)
+    private let held = Atomic<Int>(0)
+
+    func count(_ verdict: Verdict) {
+        switch verdict.kind {
+        case .forward: forwarded.add(1, ordering: .relaxed)
+        case .forwardModified: modified.add(1, ordering: .relaxed)
+        case .drop: dropped.add(1, ordering: .relaxed)
+        case .answer: answered.add(1, ordering: .relaxed)
+        case .answerError: refused.add(1, ordering: .relaxed)
+        case .answerLater: held.add(1, ordering: .relaxed)
+        }
+    }
+
+    /// Frames processed and verdicts by `Verdict.label` (zero counts left out).
+    var tally: StageTally {
+        let counts = [("forward", forwarded.load(ordering: .relaxed)), ("modify", modified.load(ordering: .relaxed)),
+                      ("drop", dropped.load(ordering: .relaxed)), ("answer", answered.load(ordering: .relaxed)),
+                      ("error", refused.load(ordering: .relaxed)), ("held", held.load(ordering: .relaxed))]
+        var tally = StageTally()
+        for (label, count) in counts where count > 0 {
+            tally.verdicts[label] = count
+            tally.frames += count
+        }
+        return tally
+    }
+}
+
+/// What one stage instance saw since it was built (a reload that changes a stage starts it anew):
+/// frames it processed, and its verdicts by label (forward, modify, drop, answer, error, held).
+public struct StageTally: Sendable, Equatable, Codable {
+    public var frames = 0
+    public var verdicts: [String: Int] = [:]
+    public init() {}
+}
 
 /// An immutable chain of stages. The router swaps whole pipelines, never edits one in place.
 public final class Pipeline: Sendable {

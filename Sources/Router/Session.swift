@@ -428,6 +428,7 @@ public final class Session: SessionContext {
             let start = clock.now
             let verdict = acting(as: stage.slot) { stage.instance.process(current, in: self) }
             stage.timer.recordNanoseconds((clock.now - start).nanoseconds)
+            stage.slot.count(verdict)
             switch verdict.kind {
             case .forward:
                 return nil
@@ -528,6 +529,18 @@ public final class Session: SessionContext {
     /// Number of CALLs waiting (not in flight) towards a side; for tests and metrics.
     public func queuedCalls(towards side: Side) -> Int {
         side == .charger ? towardsCharger.queuedCount : towardsCSMS.queuedCount
+    }
+
+    // MARK: Status page
+
+    /// Each stage's `Stage.status(in:)` for this charger, in pipeline order, run as that stage (its own
+    /// per-charger state). Stages with nothing to say are left out. Must run on the session's event loop.
+    public func stageStatus() -> [(stage: String, fields: [String: String])] {
+        guard !isEnded else { return [] }
+        return (startedPipeline ?? pipelines.pipeline).stages.compactMap { stage in
+            let fields = acting(as: stage.slot) { stage.instance.status(in: self) }
+            return fields.isEmpty ? nil : (stage.id, fields)
+        }
     }
 }
 

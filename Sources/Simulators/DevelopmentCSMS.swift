@@ -100,15 +100,16 @@ public final class DevelopmentCSMS: Sendable {
                     trace?("\(outgoing ? "CSMS → \(id)" : "CSMS ← \(id)")  \(text)")
                 }
             }
-            peer.onCall = { [self] action, payload in
+            // The peer's own closures hold it weakly: a peer that closed is released with its connection.
+            peer.onCall = { [self, weak peer] action, payload in
                 if action == "BootNotification", options.askConfigurationAfterBoot {
                     // `call` queues behind the answer being written now.
-                    _ = peer.call("GetConfiguration", ["key": ["HeartbeatInterval"]])
+                    _ = peer?.call("GetConfiguration", ["key": ["HeartbeatInterval"]])
                 }
                 return answer(action, payload)
             }
-            peer.onClose = { [self] reason in
-                peers.withLock { if $0[id] === peer { $0[id] = nil } }
+            peer.onClose = { [self, weak peer] reason in
+                peers.withLock { if let peer, $0[id] === peer { $0[id] = nil } }
                 trace?("CSMS: \(id) disconnected (\(reason))")
             }
             peers.withLock { $0[id] = peer }

@@ -37,6 +37,11 @@ public final class OCPPPeer: @unchecked Sendable {
             guard let self else { return }
             for (_, entry) in waiting { entry.promise.fail(CallError.closed) }
             waiting = [:]
+            let onClose = onClose
+            // Closures that captured this peer would otherwise keep it (and its connection) alive.
+            self.onClose = nil
+            onCall = nil
+            onTrace = nil
             onClose?(reason)
         }
         connection.onText = { [weak self] bytes in self?.receive(bytes) }
@@ -52,9 +57,10 @@ public final class OCPPPeer: @unchecked Sendable {
             let id = "\(name)-\(counter)"
             waiting[id] = (action, promise)
             send(FrameEncoder.call(id: id, action: action, payload: payload))
-            eventLoop.scheduleTask(in: timeout) { [self] in
-                if let entry = waiting.removeValue(forKey: id) { entry.promise.fail(CallError.timedOut(action)) }
+            let expiry = eventLoop.scheduleTask(in: timeout) { [weak self] in
+                if let entry = self?.waiting.removeValue(forKey: id) { entry.promise.fail(CallError.timedOut(action)) }
             }
+            promise.futureResult.whenComplete { _ in expiry.cancel() }
         }
         return promise.futureResult
     }

@@ -61,6 +61,13 @@ public protocol Stage: Sendable {
 
     /// The stage is leaving service (reload with a changed config, or shutdown). Flush and release.
     func shutdown() async
+
+    /// A few stage-specific facts about this charger for the admin status page (`/`, `/api/status`),
+    /// e.g. `["certificate_expiry": "2027-01-01T00:00:00Z"]`. Runs on the session's event loop, as this
+    /// stage (its per-charger state), once per page request: keep it cheap (memory, or at most one small
+    /// file of `StageStore`) and never block. Values are shown
+    /// HTML-escaped; never return keys, passwords or other secrets. Default: nothing.
+    func status(in session: any SessionContext) -> [String: String]
 }
 
 extension Stage {
@@ -73,6 +80,7 @@ extension Stage {
     public func northLinkChanged(up: Bool, orphaned: [Envelope], in session: any SessionContext) -> Set<String> { [] }
     public func incidentReported(_ description: String, in session: any SessionContext) {}
     public func shutdown() async {}
+    public func status(in session: any SessionContext) -> [String: String] { [:] }
 }
 
 /// The configuration of a stage that takes none: any key under `config:` is an error.

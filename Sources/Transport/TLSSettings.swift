@@ -1,3 +1,4 @@
+import NIOCore
 public import NIOSSL
 
 /// TLS as the Security Whitepaper wants it towards a CSMS (edition 3, §2.3 / §2.4).
@@ -28,5 +29,22 @@ public enum NorthTLS {
             tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem))
         }
         return tls
+    }
+}
+
+extension TLSConfiguration {
+    /// How long a closing link waits for the peer's TLS close_notify. NIOSSL keeps the whole closed
+    /// channel (its pipeline, TLS and WebSocket buffers) until this timer fires when the peer's TCP
+    /// FIN arrives first (its `channelInactive` does not cancel the timer): at a few hundred
+    /// disconnects a second its default of 5 s held ~130 MiB of dead links in the soak benchmark
+    /// (RSS 85 → 198 MiB over 10,000 cycles; flat at 46–47 MiB with this). The WebSocket closing
+    /// handshake has ended the conversation by then, so a short wait loses nothing.
+    static let closeNotifyWait: TimeAmount = .milliseconds(100)
+
+    /// This configuration with the short close_notify wait; every WebSocket link over TLS uses it.
+    func closingPromptly() -> TLSConfiguration {
+        var configuration = self
+        configuration.shutdownTimeout = min(configuration.shutdownTimeout, Self.closeNotifyWait)
+        return configuration
     }
 }

@@ -158,7 +158,7 @@ public enum WebSocketClient {
 
         let sslContext: NIOSSLContext?
         do {
-            sslContext = try options.tls.map { try NIOSSLContext(configuration: $0) }
+            sslContext = try options.tls.map { try NIOSSLContext(configuration: $0.closingPromptly()) }
         } catch {
             promise.fail(WebSocketConnectError.tlsFailure("cannot set up TLS: \(error)"))
             return attempt

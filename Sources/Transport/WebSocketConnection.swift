@@ -1,5 +1,6 @@
 public import NIOCore
 public import NIOWebSocket
+import Synchronization
 
 /// How much a connection may hold for a peer that does not read, and for how long.
 public struct OutboundLimits: Sendable, Equatable {
@@ -102,7 +103,25 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
         self.isClient = isClient
         self.pingInterval = pingInterval
         self.outboundLimits = outboundLimits
+        servicePort = (isClient ? channel.remoteAddress?.port : channel.localAddress?.port) ?? 0
+        Self.live.withLock { $0[servicePort, default: 0] += 1 }
     }
+
+    deinit {
+        let port = servicePort
+        Self.live.withLock { counts in
+            counts[port, default: 1] -= 1
+            if counts[port] == 0 { counts[port] = nil }
+        }
+    }
+
+    /// The server's port of this connection (the local one on the server side, the remote one on
+    /// the client side), for `liveObjects(port:)`.
+    private let servicePort: Int
+    private static let live = Mutex<[Int: Int]>([:])
+    /// Connection objects alive (open, or closed and not yet released) to or from the server on
+    /// `port`: after every peer has gone it must fall to zero; a leak shows here first.
+    public static func liveObjects(port: Int) -> Int { live.withLock { $0[port] ?? 0 } }
 
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context

@@ -174,7 +174,7 @@ public enum WebSocketServer {
     /// As above, counting connections in `limiter` (which then overrides the options' limits).
     public static func start(_ options: WebSocketServerOptions, group: any EventLoopGroup, limiter: ConnectionLimiter,
                              decide: @escaping Decide) async throws -> any Channel {
-        let sslContext = try options.tls.map { try NIOSSLContext(configuration: $0) }
+        let sslContext = try options.tls.map { try NIOSSLContext(configuration: $0.closingPromptly()) }
         let onRefusal = options.onRefusal
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)

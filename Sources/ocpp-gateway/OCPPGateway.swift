@@ -23,7 +23,7 @@ struct OCPPGateway: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ocpp-gateway",
         abstract: "Edge security gateway for legacy OCPP 1.6J chargers: ws:// (SP0/SP1) in, wss:// mutual TLS (SP3) out.",
-        subcommands: [Run.self, Validate.self, Stages.self, HashPassword.self, Certs.self, Dashcam.self, OutboxCommand.self]
+        subcommands: [Run.self, Validate.self, Stages.self, HashPassword.self, Certs.self, Dashcam.self, OutboxCommand.self, StatusCommand.self, Report.self]
     )
 }
 
@@ -95,9 +95,8 @@ struct Run: AsyncParsableCommand {
         try await runtime.start()
         var admin: (any Channel)?
         if let host = configuration.adminHost, let port = configuration.adminPort {
-            admin = try await AdminServer.start(host: host, port: port, group: group, endpoints: .init(
-                metrics: { prometheus.emitToBuffer() },
-                health: { runtime.health() }))
+            admin = try await AdminServer.start(host: host, port: port, group: group, endpoints: runtime.adminEndpoints(
+                metrics: { prometheus.emitToBuffer() }, verifyPassword: { PasswordHash.verify(password: $0, hash: $1) }))
             logger.info("admin endpoint up", metadata: ["url": "http://\(host):\(admin?.localAddress?.port ?? port)/metrics"])
         }
         for await signal in signals {

@@ -33,7 +33,7 @@ stages:
     assert result.returncode == 78
     lines = result.stderr.strip().splitlines()
     assert lines == [
-        f"{gateway.pipeline_file}:4:11: error: unknown stage type 'auht' (did you mean 'auth'?); registered: auth, certs, compressor, dashcam, ids, mqtt_tap, outbox, smart_charging",
+        f"{gateway.pipeline_file}:4:11: error: unknown stage type 'auht' (did you mean 'auth'?); registered: auth, certs, compressor, dashcam, ids, mqtt_tap, nap_export, outbox, smart_charging",
         f"{gateway.pipeline_file}:8:7: error: stage 'second' (auth): unknown config key 'key_fil' (did you mean 'key_file'?); "
         "valid keys: allow_unlisted, certificate_file, key_file",
     ]
