@@ -223,7 +223,7 @@ install-files:
 	install -m 0644 docs/deploy/ocpp-gateway.sysusers $(DESTDIR)$(SYSUSERSDIR)/ocpp-gateway.conf
 	gzip -9n < $(MANPAGE) > $(DESTDIR)$(MANDIR)/man1/ocpp-gateway.1.gz
 	chmod 0644 $(DESTDIR)$(MANDIR)/man1/ocpp-gateway.1.gz
-	install -m 0644 README.md docs/install.md docs/configuration.md docs/firewall.md docs/health-channel.md \
+	install -m 0644 README.md docs/install.md docs/configuration.md docs/operations.md docs/firewall.md docs/health-channel.md \
 		docs/certificates.md docs/offline.md $(DESTDIR)$(DOCDIR)/
 	install -d -m 0750 $(ETC) $(ETC)/pipelines
 	@for f in docs/deploy/gateway.yaml $(SHIPPED_PIPELINES); do \
