@@ -15,6 +15,8 @@ VENV_STAMP := $(VENV)/.installed
 # Debian packages the build, the tests and `make run` need (libmosquitto for the health channel,
 # the mosquitto broker for its tests, headless Chromium and its driver for the status page's browser test).
 APT_PACKAGES := curl ca-certificates python3-venv pkg-config libmosquitto-dev mosquitto libsqlite3-dev chromium chromium-driver
+# The Prometheus server that checks the Grafana dashboard's queries; systemd-analyze and systemd-sysusers for the install test.
+APT_PACKAGES += prometheus systemd
 
 # Fuzzing: `make fuzz SECONDS=600`. LeakSanitizer is off: Swift keeps its lazily built global
 # tables behind tagged pointers that LSan cannot follow, so every static reads as a leak.
@@ -24,7 +26,8 @@ FUZZ_DIR   := .build-fuzz
 # invocation takes FUZZ_FLAGS, which carries the prefix.
 FUZZ_FLAGS := -detect_leaks=0 -max_len=16384 -artifact_prefix=$(CURDIR)/$(FUZZ_DIR)/
 
-.PHONY: all build test test-swift test-tsan test-interop test-fuzz fuzz fuzz-build schemas bench bench-full bench-deps run run-201 validate stages clean deps venv help
+.PHONY: all build test test-swift test-tsan test-interop test-fuzz fuzz fuzz-build schemas bench bench-full bench-deps run run-201 validate stages clean deps venv help \
+	test-shipped release man install install-files deb deb-package
 
 all: build
 
@@ -33,6 +36,9 @@ help:
 	@echo "make run-201   the same against a development CSMS that speaks OCPP 2.0.1"
 	@echo "make test      build and run every test (Swift unit/end-to-end, Python interop)"
 	@echo "make validate  check $(CONFIG) and its pipeline"
+	@echo "make run PIPELINE=site   the same with pipelines/site.yaml (every stage) and a local mosquitto"
+	@echo "make install   release binary, systemd unit, /etc/ocpp-gateway, man page (PREFIX=$(PREFIX), DESTDIR)"
+	@echo "make deb       ocpp-gateway_<version>_<arch>.deb in $(BUILD_DIR)/ (docs/install.md)"
 	@echo "make fuzz      fuzz the frame parser and validator for SECONDS (default 600)"
 	@echo "make bench     latency, throughput, memory, scale vs nginx (writes docs/benchmarks.md)"
 	@echo "make clean     remove build output and state/"
@@ -59,7 +65,7 @@ $(VENV_STAMP): Tests/Interop/requirements.txt | $(APT_STAMP)
 build: $(APT_STAMP)
 	$(SWIFT) build --build-tests
 
-test: test-swift test-tsan test-fuzz test-interop
+test: test-swift test-tsan test-fuzz test-shipped test-interop
 
 test-swift: build
 	$(SWIFT) test --skip-build
@@ -123,8 +129,117 @@ validate: build
 stages: build
 	@$(BIN)/ocpp-gateway stages
 
+## `make run PIPELINE=site` (a name under pipelines/ or a path): the same development setup with that
+## pipeline. state/gateway-<pipeline>.yaml is $(CONFIG) with the pipeline swapped in; a pipeline with an
+## mqtt_tap stage also gets an `mqtt:` section and a mosquitto on 127.0.0.1:$(MQTT_PORT) (unless one listens).
+PIPELINE  ?=
+MQTT_PORT ?= 1883
+RUN_PIPELINE = $(if $(wildcard $(PIPELINE)),$(PIPELINE),pipelines/$(PIPELINE).yaml)
+SHIPPED_PIPELINES := $(wildcard pipelines/*.yaml)
+
 run: build
+ifeq ($(PIPELINE),)
 	@scripts/run-dev.sh $(BIN) $(CONFIG)
+else
+	@pipeline="$(RUN_PIPELINE)"; \
+	[ -f "$$pipeline" ] || { echo "no pipeline $$pipeline; shipped: $(SHIPPED_PIPELINES)" >&2; exit 2; }; \
+	mkdir -p state; config="state/gateway-$$(basename "$$pipeline")"; \
+	sed -e 's|"state/|"$(CURDIR)/state/|' -e 's|^state_dir:.*|state_dir: "$(CURDIR)/state"|' \
+		-e "s|^pipeline:.*|pipeline: \"$$(realpath "$$pipeline")\"|" $(CONFIG) > "$$config"; \
+	if grep -qE '^[^#]*type:[[:space:]]*mqtt_tap' "$$pipeline"; then \
+		printf 'mqtt:\n  url: "mqtt://127.0.0.1:%s"\n  client_id: "dev-gateway"\n  topic_prefix: "ocpp"\n' $(MQTT_PORT) >> "$$config"; \
+		if ! (exec 3<>/dev/tcp/127.0.0.1/$(MQTT_PORT)) 2>/dev/null; then \
+			printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' $(MQTT_PORT) > state/mosquitto.conf; \
+			mosquitto -c state/mosquitto.conf > state/mosquitto.log 2>&1 & broker=$$!; \
+			trap 'kill $$broker 2>/dev/null || true' EXIT; \
+			echo "mosquitto on 127.0.0.1:$(MQTT_PORT) (log: state/mosquitto.log)"; \
+		fi; \
+		echo "health channel: mosquitto_sub -h 127.0.0.1 -p $(MQTT_PORT) -t 'ocpp/#' -v"; \
+	fi; \
+	echo "pipeline $$pipeline, configuration $$config"; \
+	scripts/run-dev.sh $(BIN) "$$config"
+endif
+
+## Every shipped configuration passes `ocpp-gateway validate`: gateway.yaml, the example production
+## configuration (docs/deploy/gateway.yaml, as installed next to pipelines/), and each pipelines/*.yaml
+## under that configuration (with a temporary state_dir: stages such as mqtt_tap make files in it).
+test-shipped: build
+	@$(BIN)/ocpp-sim pki --state state --charger CP001 >/dev/null
+	$(BIN)/ocpp-gateway validate --config $(CONFIG)
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	mkdir -p "$$tmp/etc/pipelines"; cp $(SHIPPED_PIPELINES) "$$tmp/etc/pipelines/"; cp docs/deploy/gateway.yaml "$$tmp/etc/"; \
+	echo "docs/deploy/gateway.yaml, installed:"; $(BIN)/ocpp-gateway validate --config "$$tmp/etc/gateway.yaml"; \
+	for p in $(SHIPPED_PIPELINES); do \
+		config="$$tmp/gateway-$$(basename $$p)"; \
+		sed -e "s|^pipeline:.*|pipeline: \"$(CURDIR)/$$p\"|" -e "s|^state_dir:.*|state_dir: \"$$tmp/state\"|" \
+			docs/deploy/gateway.yaml > "$$config"; \
+		echo "$$p under docs/deploy/gateway.yaml:"; $(BIN)/ocpp-gateway validate --config "$$config"; \
+	done
+
+## Install (docs/install.md). `make install` builds the release binary (Swift runtime linked statically,
+## so the box needs no Swift) and the man page, then installs; `install-files` only copies (the install
+## test uses it with INSTALL_BIN=the debug build). Configuration files already present are kept.
+PREFIX      ?= /usr/local
+DESTDIR     ?=
+BINDIR      ?= $(PREFIX)/bin
+SYSCONFDIR  ?= /etc
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(SYSCONFDIR)/sysusers.d
+MANDIR      ?= $(PREFIX)/share/man
+DOCDIR      ?= $(PREFIX)/share/doc/ocpp-gateway
+INSTALL_BIN ?= $(BUILD_DIR)/release/ocpp-gateway
+MANPAGE     ?= $(BUILD_DIR)/plugins/GenerateManual/outputs/ocpp-gateway/ocpp-gateway.1
+VERSION     ?= 0.1.0$(shell n=$$(git rev-list --count HEAD 2>/dev/null) && echo "+git$$n")
+# Debug sections only: symbols stay for Swift's backtraces (the release binary drops from ~160 MB to ~104 MB).
+STRIP       ?= strip --strip-debug
+DEB_OUT     ?= $(BUILD_DIR)
+DEB_ROOT    ?= $(BUILD_DIR)/deb-root
+ETC         := $(DESTDIR)$(SYSCONFDIR)/ocpp-gateway
+
+release: $(APT_STAMP)
+	$(SWIFT) build -c release --product ocpp-gateway --static-swift-stdlib
+
+## The man page from the argument parser: swift-argument-parser's generate-manual plugin (in the
+## checked-out package; it builds the products in debug first, which `make build` or `make run` already did).
+man: $(APT_STAMP)
+	$(SWIFT) package plugin generate-manual --configuration debug >/dev/null
+	@test -s $(MANPAGE)
+
+install: release man install-files
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" -eq 0 ] && [ -d /run/systemd/system ]; then \
+		systemd-sysusers $(SYSUSERSDIR)/ocpp-gateway.conf; \
+		chgrp -R ocpp-gateway $(ETC); \
+		systemctl daemon-reload; \
+		echo "installed; edit $(ETC)/gateway.yaml, then: systemctl enable --now ocpp-gateway"; \
+	fi
+
+install-files:
+	@test -x $(INSTALL_BIN) || { echo "$(INSTALL_BIN) is missing (make release)" >&2; exit 1; }
+	@test -s $(MANPAGE) || { echo "$(MANPAGE) is missing (make man)" >&2; exit 1; }
+	install -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR)
+	install -m 0755 $(INSTALL_BIN) $(DESTDIR)$(BINDIR)/ocpp-gateway
+	$(STRIP) $(DESTDIR)$(BINDIR)/ocpp-gateway
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' docs/deploy/ocpp-gateway.service > $(DESTDIR)$(UNITDIR)/ocpp-gateway.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/ocpp-gateway.service
+	install -m 0644 docs/deploy/ocpp-gateway.sysusers $(DESTDIR)$(SYSUSERSDIR)/ocpp-gateway.conf
+	gzip -9n < $(MANPAGE) > $(DESTDIR)$(MANDIR)/man1/ocpp-gateway.1.gz
+	chmod 0644 $(DESTDIR)$(MANDIR)/man1/ocpp-gateway.1.gz
+	install -m 0644 README.md docs/install.md docs/configuration.md docs/operations.md docs/firewall.md docs/health-channel.md \
+		docs/certificates.md docs/offline.md $(DESTDIR)$(DOCDIR)/
+	install -d -m 0750 $(ETC) $(ETC)/pipelines
+	@for f in docs/deploy/gateway.yaml $(SHIPPED_PIPELINES); do \
+		case $$f in pipelines/*) dest=$(ETC)/$$f ;; *) dest=$(ETC)/$$(basename $$f) ;; esac; \
+		if [ -e "$$dest" ]; then echo "keeping $$dest (present)"; else install -m 0640 "$$f" "$$dest" && echo "installed $$dest"; fi; \
+	done
+
+## A Debian package: ocpp-gateway_<version>_<arch>.deb in $(DEB_OUT) (dpkg-deb --root-owner-group).
+deb: release man deb-package
+
+deb-package:
+	rm -rf $(DEB_ROOT)
+	$(MAKE) --no-print-directory install-files DESTDIR=$(abspath $(DEB_ROOT)) PREFIX=/usr SYSCONFDIR=/etc \
+		UNITDIR=/lib/systemd/system SYSUSERSDIR=/usr/lib/sysusers.d INSTALL_BIN=$(abspath $(INSTALL_BIN)) MANPAGE=$(abspath $(MANPAGE)) >/dev/null
+	docs/deploy/debian/build.sh $(DEB_ROOT) $(VERSION) $(DEB_OUT)
 
 # The same session against a development CSMS that speaks OCPP 2.0.1 (north.ocpp_version: "2.0.1", docs/ocpp201.md).
 run-201: build

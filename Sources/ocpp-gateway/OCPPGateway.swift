@@ -46,9 +46,15 @@ struct Run: AsyncParsableCommand {
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
+    @Option(name: .long, help: "text (one line per record) or json (one JSON object per line, for journald and Loki).")
+    var logFormat: String = "text"
+
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("unknown log level '\(logLevel)'; use trace, debug, info, notice, warning, error or critical")
+        }
+        guard ["text", "json"].contains(logFormat) else {
+            throw ValidationError("unknown log format '\(logFormat)'; use text or json")
         }
     }
 
@@ -57,8 +63,9 @@ struct Run: AsyncParsableCommand {
         // writes with plain write(2), where SIGPIPE's default action would end the gateway silently.
         signal(SIGPIPE, SIG_IGN)
         let level = Logger.Level(rawValue: logLevel) ?? .info
+        let json = logFormat == "json"
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
+            var handler: any LogHandler = json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
         }

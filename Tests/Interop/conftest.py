@@ -355,12 +355,13 @@ admin: {{ listen: "127.0.0.1:{self.admin_port}" }}
         )
         self.log_path = folder / "gateway.log"
         self.process = None
+        self.extra_args = []  # more `run` options, e.g. ["--log-format", "json"]
 
     def start(self):
         assert GATEWAY_BIN.exists(), f"{GATEWAY_BIN} is missing; run `make build` first"
         self.log_file = open(self.log_path, "w")
         self.process = subprocess.Popen(
-            [str(GATEWAY_BIN), "run", "--config", str(self.config), "--log-level", "debug"],
+            [str(GATEWAY_BIN), "run", "--config", str(self.config), "--log-level", "debug", *self.extra_args],
             stdout=self.log_file,
             stderr=subprocess.STDOUT,
         )
