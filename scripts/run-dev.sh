@@ -14,9 +14,11 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-"$bin/ocpp-sim" csms --state state --port 9443 --ask-configuration --ocpp-version "${NORTH:-1.6}" 2>&1 | sed -u 's/^/[csms]    /' &
+# Output through process substitution, so that $! is the program itself (not the sed at the end
+# of a pipe) and Ctrl-C stops it.
+"$bin/ocpp-sim" csms --state state --port 9443 --ask-configuration --ocpp-version "${NORTH:-1.6}" > >(sed -u 's/^/[csms]    /') 2>&1 &
 pids+=($!)
-"$bin/ocpp-gateway" run --config "$config" 2>&1 | sed -u 's/^/[gateway] /' &
+"$bin/ocpp-gateway" run --config "$config" > >(sed -u 's/^/[gateway] /') 2>&1 &
 pids+=($!)
 
 for _ in $(seq 1 100); do
