@@ -334,8 +334,6 @@ public final class GatewayRuntime: Sendable {
                 north = try await attempt.futureResult.get()
             }
         } catch {
-            let result = NorthFailureClassifier.resultLabel(for: error)
-            Counter(label: "ocpp_gateway_north_connects_total", dimensions: [("result", result)]).increment()
             if case WebSocketConnectError.cancelled(let reason) = error {
                 // Nobody waits for an answer: no back-off, no security event.
                 logger.info("north connection abandoned", metadata: ["charger": "\(LogSafe.escape(chargerId))", "reason": "\(reason)"])
@@ -363,7 +361,6 @@ public final class GatewayRuntime: Sendable {
         }
         // If the charger goes away before its upgrade completes, nobody will use this north link.
         if let north {
-            Counter(label: "ocpp_gateway_north_connects_total", dimensions: [("result", "ok")]).increment()
             healthState.withLock { $0.northFailedLast = false }
             backoff.recordSuccess(for: chargerId)
             southChannel.closeFuture.whenComplete { _ in
@@ -405,7 +402,20 @@ public final class GatewayRuntime: Sendable {
 
     /// Starts a north attempt, bounded by `north.connect_timeout` as a whole (TCP + TLS + upgrade)
     /// and registered until it completes, so a leaving charger or a shutdown can cancel it.
+    /// Every attempt (admission, buffer-mode reconnect, re-link) is counted here once, by outcome.
     private func connectNorth(chargerId: String, credentials: NorthCredentials, on loop: any EventLoop) -> WebSocketConnectAttempt {
+        let attempt = openNorth(chargerId: chargerId, credentials: credentials, on: loop)
+        attempt.futureResult.whenComplete { result in
+            let label = switch result {
+            case .success: "ok"
+            case .failure(let error): NorthFailureClassifier.resultLabel(for: error)
+            }
+            Counter(label: "ocpp_gateway_north_connects_total", dimensions: [("result", label)]).increment()
+        }
+        return attempt
+    }
+
+    private func openNorth(chargerId: String, credentials: NorthCredentials, on loop: any EventLoop) -> WebSocketConnectAttempt {
         if stopping.withLock({ $0 }) {
             return WebSocketClient.failed(WebSocketConnectError.cancelled("gateway shutting down"), on: loop)
         }
@@ -458,7 +468,6 @@ public final class GatewayRuntime: Sendable {
     /// `online` / `offline`).
     private func northLinkChanged(chargerId: String, up: Bool, detail: String) {
         if up {
-            Counter(label: "ocpp_gateway_north_connects_total", dimensions: [("result", "ok")]).increment()
             backoff.recordSuccess(for: chargerId)
             healthState.withLock { $0.northFailedLast = false }
         } else {

@@ -174,6 +174,11 @@ def test_two_transactions_through_an_outage(tmp_path, pki, csms_port, monkeypatc
                    if line.startswith("ocpp_gateway_outbox_") and " " in line}
         assert metrics.get("ocpp_gateway_outbox_replayed_total", 0) == 8, metrics  # B: 2 MeterValues + Stop; A: Start, 3 MeterValues, Stop
         assert metrics.get("ocpp_gateway_outbox_depth") == 0, metrics
+        # The reconnects tried while the CSMS was away are counted too, not only the one that worked.
+        connects = {line.split(" ")[0]: float(line.split(" ")[1]) for line in gateway.metrics().splitlines()
+                    if line.startswith("ocpp_gateway_north_connects_total")}
+        assert connects.get('ocpp_gateway_north_connects_total{result="failed"}', 0) >= 1, connects
+        assert connects.get('ocpp_gateway_north_connects_total{result="ok"}', 0) == 2, connects  # at admission, after the outage
         await connection.close()
         task.cancel()
         csms.server.close()
