@@ -59,6 +59,8 @@ public final class MQTTPublisher: MessagePublisher, @unchecked Sendable {
     private let logger: Logger
     private let published = Counter(label: "ocpp_gateway_mqtt_messages_total", dimensions: [("result", "acknowledged")])
     private let dropped = Counter(label: "ocpp_gateway_mqtt_messages_total", dimensions: [("result", "dropped")])
+    /// Messages handed to libmosquitto and not yet acknowledged by the broker (at most `queue_limit`).
+    private let depth = Gauge(label: "ocpp_gateway_mqtt_queue_depth")
     private var context: Unmanaged<MQTTPublisher>?
 
     struct State {
@@ -127,7 +129,9 @@ public final class MQTTPublisher: MessagePublisher, @unchecked Sendable {
     }
 
     private func acknowledged(_ mid: Int32) {
-        if state.withLock({ $0.queue.acknowledge(mid: mid) }) { published.increment() }
+        let (settled, waiting) = state.withLock { ($0.queue.acknowledge(mid: mid), $0.queue.awaitingAcknowledgement) }
+        if settled { published.increment() }
+        depth.record(waiting)
     }
 
     /// Hands a message to libmosquitto; false (and counted) when the bound is reached.
@@ -149,12 +153,13 @@ public final class MQTTPublisher: MessagePublisher, @unchecked Sendable {
         }
         // The PUBACK may already have come (network thread): the accounting settles it here then.
         // QoS 0 is never acknowledged: it leaves no place taken.
-        let acknowledgedEarly = state.withLock { state -> Bool in
+        let (acknowledgedEarly, waiting) = state.withLock { state -> (Bool, Int) in
             let before = state.queue.acknowledged
             state.queue.commit(mid: mid)
-            return state.queue.acknowledged > before
+            return (state.queue.acknowledged > before, state.queue.awaitingAcknowledgement)
         }
         if acknowledgedEarly { published.increment() }
+        depth.record(waiting)
         return true
     }
 

@@ -93,6 +93,8 @@ place([
        [(f'sum by (result) (rate(ocpp_gateway_mqtt_messages_total{I}{R}))',"{{result}}")],unit="ops",w=8),
  panel("MQTT drop ratio","Share of health-channel messages dropped because the queue was full.",
        [(f'sum(rate(ocpp_gateway_mqtt_messages_total{DROPPED}{R})) / clamp_min(sum(rate(ocpp_gateway_mqtt_messages_total{I}{R})), 1e-9)',"dropped")],unit="percentunit",w=8),
+ panel("MQTT queue","Messages waiting for the broker's acknowledgement (bounded by mqtt.queue_limit).",
+       [(f'max(ocpp_gateway_mqtt_queue_depth{I})',"waiting")],w=8),
  panel("Health measurands refused","Health measurands and intervals the chargers refused (mqtt_tap health_interval).",
        [(f'sum by (measurand) (increase(ocpp_gateway_health_measurands_refused_total{I}[1h]))',"{{measurand}}"),
         (f'sum(increase(ocpp_gateway_health_interval_refused_total{I}[1h]))',"interval refused")],w=8),
