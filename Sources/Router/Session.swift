@@ -115,7 +115,7 @@ public final class Session: SessionContext {
                 return
             }
             heldUntilBoot.append((side, call))
-            metrics.countFrame(.fromGateway, action: action, verdict: "held_until_boot")
+            metrics.countFrame(.fromGateway, action: action, verdict: "held_until_boot", version: version)
             return
         }
         enqueueGatewayCall(call, to: side)
@@ -127,7 +127,7 @@ public final class Session: SessionContext {
             if case .gateway(let onOutcome) = call.origin { onOutcome(.rejected(reason: "the queue towards the \(side) is full")) }
             return
         }
-        metrics.countFrame(.fromGateway, action: call.action, verdict: "queued")
+        metrics.countFrame(.fromGateway, action: call.action, verdict: "queued", version: version)
         pump(towards: side)
     }
 
@@ -316,7 +316,7 @@ public final class Session: SessionContext {
         throttledLog(.warning, "malformed frame refused", [
             "from": "\(side)", "error": "\(error.detail)", "code": "\(code)", "bytes": "\(bytes.count)",
         ])
-        metrics.countFrame(direction, action: nil, verdict: "malformed")
+        metrics.countFrame(direction, action: nil, verdict: "malformed", version: version)
         send(FrameEncoder.callError(id: error.messageId ?? "-1", code: code.rawValue, description: error.detail), to: side)
     }
 
@@ -326,7 +326,7 @@ public final class Session: SessionContext {
         let envelope = Envelope(chargerId: chargerId, direction: direction, frame: frame, action: action, version: version,
                                 receivedAt: now)
         let (verdict, decidedBy, result) = runStages(envelope)
-        metrics.countFrame(direction, action: action, verdict: verdict.label)
+        metrics.countFrame(direction, action: action, verdict: verdict.label, version: version)
         switch verdict.kind {
         case .forward, .forwardModified:
             let target = side.other
@@ -371,14 +371,14 @@ public final class Session: SessionContext {
         let completed = side == .charger ? towardsCharger.complete(id: frame.messageId) : towardsCSMS.complete(id: frame.messageId)
         guard let call = completed else {
             throttledLog(.warning, "answer to no outstanding CALL dropped", ["from": "\(side)", "id": "\(frame.messageId)"])
-            metrics.countFrame(direction, action: nil, verdict: "unmatched")
+            metrics.countFrame(direction, action: nil, verdict: "unmatched", version: version)
             return
         }
         adoptCurrentPipeline()
         defer { pump(towards: side) }
         switch call.origin {
         case .gateway(let onOutcome):
-            metrics.countFrame(direction, action: call.action, verdict: "consumed")
+            metrics.countFrame(direction, action: call.action, verdict: "consumed", version: version)
             if frame.messageType == .callResult {
                 onOutcome(.result(frame.payload()))
             } else {
@@ -388,7 +388,7 @@ public final class Session: SessionContext {
             let envelope = Envelope(chargerId: chargerId, direction: direction, frame: frame, action: call.action,
                                     version: version, receivedAt: now)
             let (verdict, decidedBy, result) = runStages(envelope)
-            metrics.countFrame(direction, action: call.action, verdict: verdict.label)
+            metrics.countFrame(direction, action: call.action, verdict: verdict.label, version: version)
             // The peer that sent the CALL waits for an answer: whatever a stage decides, it gets one now.
             let caller = side.other
             switch verdict.kind {
