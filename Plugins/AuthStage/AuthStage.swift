@@ -67,7 +67,10 @@ public struct AuthStage: Stage {
             // With Basic auth, do not tell a prober which ids exist.
             return .reject(status: southProfile == 0 ? 404 : 401, reason: "charger '\(LogSafe.escape(id))' is not in south.chargers")
         }
-        if southProfile >= 1 {
+        // An entry with neither 'password' nor 'password_hash' under profile 1 is a charger the gateway
+        // authenticates itself: `security_profile: 3` (its client certificate and CN were checked at the
+        // door, before any stage) or 0; gateway.yaml refuses such an entry for profiles 1 and 2.
+        if southProfile >= 1, entry.password != nil || entry.passwordHash != nil {
             guard let credentials = request.credentials else {
                 return .reject(status: 401, reason: request.hasMalformedAuthorization
                     ? "malformed Authorization header" : "no Basic auth credentials")

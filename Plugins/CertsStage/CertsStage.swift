@@ -91,6 +91,8 @@ public struct CertsStage: Stage {
     // MARK: Frames
 
     public func process(_ envelope: Envelope, in session: any SessionContext) -> Verdict {
+        // A 2.0.1 station runs its own certificate flows (Passthrough201.swift): observed, never answered.
+        if envelope.version == .v201 { return observe201(envelope, session) }
         switch (envelope.direction, envelope.messageType, envelope.action ?? "") {
         case (.fromCSMS, .call, "ExtendedTriggerMessage"): return extendedTrigger(envelope.payload(), session)
         case (.fromCSMS, .call, "CertificateSigned"): return certificateSigned(envelope, session)
@@ -165,6 +167,8 @@ public struct CertsStage: Stage {
     }
 
     public func sessionStarted(_ session: any SessionContext) {
+        // The gateway holds no identity for a 2.0.1 station: no renewal, no events of its own.
+        guard session.version == .v16 else { return }
         events.flush(in: session)
         if let problem = store.takeUnreportedSettingsProblem(session.chargerId) {
             session.logger.error("settings.json is unreadable: keeping the security profile it cannot lower, refusing changes until it is fixed",

@@ -105,9 +105,11 @@ public struct FirewallStage: Stage {
             }
         }
         rateLimits = limits
+        // One policy for both versions: a name counts if the CSMS sends it in either (a 1.6-only name
+        // simply never matches a 2.0.1 session's frames, and the other way round).
         for action in (configuration.csmsActions?.allow ?? []) + (configuration.csmsActions?.deny ?? [])
-        where MessageCatalogue.descriptor(for: action)?.sender.contains(.centralSystem) != true {
-            throw FirewallConfigurationError("'csms_actions' names '\(action)', which is not an OCPP 1.6J action the CSMS sends")
+        where !OCPPVersion.allCases.contains(where: { MessageCatalogue.descriptor(for: action, version: $0)?.sender.contains(.centralSystem) == true }) {
+            throw FirewallConfigurationError("'csms_actions' names '\(action)', which is not an action the CSMS sends in OCPP 1.6J or 2.0.1")
         }
         func seconds(_ value: Double?, _ fallback: Double?, _ name: String) throws -> Duration? {
             guard let value = value ?? fallback else { return nil }
@@ -203,7 +205,7 @@ public struct FirewallStage: Stage {
                     // Fragile chargers hang when CALLs arrive too soon after boot: hold them back.
                     session.paceCalls(towards: .charger, minimumInterval: nil, holdUntil: session.now + quietAfterBoot)
                 }
-                if validatePayloads, let schema = PayloadSchema.ocpp16(action, response: true),
+                if validatePayloads, let schema = PayloadSchema.schema(for: action, version: envelope.version, response: true),
                    let problem = schema.validate(envelope.payload(), checkFormats: checkTimestamps) {
                     // The peer waiting for this answer gets, at once, the CALLERROR its counterpart
                     // would have sent for it (the router sends it in place of the answer).
@@ -216,7 +218,9 @@ public struct FirewallStage: Stage {
         }
 
         // Cheap checks first (rate, catalogue, direction, policy), so refused frames never reach the replay table.
-        let descriptor = MessageCatalogue.descriptor(for: action)
+        // The session's version picks the catalogue: its sender rules, classes and schemas.
+        let version = envelope.version
+        let descriptor = MessageCatalogue.descriptor(for: action, version: version)
         if side == .charger {
             let name = descriptor.flatMap { rateLimits[$0.actionClass.rawValue] != nil ? $0.actionClass.rawValue : nil } ?? "default"
             let limit = rateLimits[name]!
@@ -232,7 +236,7 @@ public struct FirewallStage: Stage {
             return refuse(.answerError(.notImplemented, "unknown action '\(action.prefix(40))'"), rule: "unknown_action", side: side,
                           event: nil, state: state, session: session)
         }
-        guard MessageCatalogue.isAllowed(action, from: envelope.direction) else {
+        guard MessageCatalogue.isAllowed(action, from: envelope.direction, version: version) else {
             return refuse(.answerError(.notSupported, "\(action) is not sent by the \(side == .charger ? "charge point" : "central system")"),
                           rule: "wrong_direction", side: side, event: "InvalidMessages", state: state, session: session)
         }
@@ -247,13 +251,13 @@ public struct FirewallStage: Stage {
             return refuse(.drop(reason: "message id seen again within the replay window"), rule: "replay",
                           side: side, event: "AttemptedReplayAttacks", state: state, session: session)
         }
-        if validatePayloads, let schema = PayloadSchema.ocpp16(action, response: false),
+        if validatePayloads, let schema = PayloadSchema.schema(for: action, version: version, response: false),
            let problem = schema.validate(envelope.payload(), checkFormats: checkTimestamps) {
             let code = problem.code == .formationViolation ? OCPPErrorCode.formatViolation(for: session.version) : problem.code
             return refuse(.answerError(code, "\(action): \(problem)"), rule: "invalid_payload", side: side,
                           event: "InvalidMessages", state: state, session: session)
         }
-        if side == .csms, action == "ChangeConfiguration" {
+        if side == .csms, version == .v16, action == "ChangeConfiguration" {
             let payload = envelope.payload()
             let key = payload["key"]?.stringValue ?? ""
             if deniedConfigurationKeys.contains(key) {

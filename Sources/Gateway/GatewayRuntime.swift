@@ -92,6 +92,8 @@ public final class GatewayRuntime: Sendable {
     }
 
     public var pipeline: Pipeline { pipelines.pipeline }
+    fileprivate func appendListener(_ server: any Channel) { listeners.withLock { $0.append(server) } }
+    fileprivate var listenerAddresses: [SocketAddress] { listeners.withLock { $0.compactMap(\.localAddress) } }
     public var sessionCount: Int { sessions.withLock { $0.count } }
     public var connectedChargers: [String] { sessions.withLock { $0.keys.sorted() } }
 
@@ -118,6 +120,7 @@ public final class GatewayRuntime: Sendable {
             group: group, limiter: connectionLimiter
         ) { [self] request, channel in decide(request, channel: channel) }
         listeners.withLock { $0.append(server) }
+        try await startTLSListener()
         let buffering = configuration.offlineMode == .buffer || configuration.chargerOfflineModes.values.contains(.buffer)
         if buffering, !pipelines.pipeline.stages.contains(where: { $0.type == "outbox" }) {
             logger.warning("north.offline_mode is 'buffer' but the pipeline has no 'outbox' stage: while the CSMS is away chargers stay connected and every CALL is answered with a CALLERROR")
@@ -242,6 +245,7 @@ public final class GatewayRuntime: Sendable {
     /// A south connection closed before its upgrade by a limit or a timeout: counted, and logged
     /// at most 10 times a minute per reason.
     private func connectionRefused(_ refusal: ConnectionRefusal) {
+        if refusal.reason == .tlsHandshakeFailed { return southTLSHandshakeFailed(refusal) }
         Counter(label: "ocpp_gateway_south_connection_limits_total", dimensions: [("reason", refusal.reason.rawValue)]).increment()
         if refusal.reason == .tooManyFromSource || refusal.reason == .tooManyPending { refusedChargers.increment() }
         let now = Duration.nanoseconds(Int64(clamping: NIODeadline.now().uptimeNanoseconds))
@@ -253,6 +257,7 @@ public final class GatewayRuntime: Sendable {
         case .tooManyPending: metadata["limit"] = "\(configuration.southMaxPendingConnections)"
         case .handshakeTimeout: metadata["timeout_s"] = "\(configuration.southHandshakeTimeout.components.seconds)"
         case .decisionTimeout, .requestTooLarge: break
+        case .tlsHandshakeFailed: break
         }
         if suppressed > 0 { metadata["suppressed"] = "\(suppressed)" }
         logger.warning("south connection closed before its upgrade", metadata: metadata)
@@ -260,7 +265,8 @@ public final class GatewayRuntime: Sendable {
 
     // MARK: Admission
 
-    /// Decides a charger's upgrade: path, subprotocol, the pipeline's connection hooks, then the north link.
+    /// Decides a charger's upgrade: path, subprotocol, the listener's security profile (docs/certificates.md),
+    /// the pipeline's connection hooks, then the north link.
     func decide(_ request: UpgradeRequest, channel: any Channel) -> EventLoopFuture<UpgradeAnswer> {
         let loop = channel.eventLoop
         let remote = request.remoteAddress.map { "\($0)" } ?? "?"
@@ -278,8 +284,13 @@ public final class GatewayRuntime: Sendable {
             logger.warning("upgrade refused: invalid charge point id", metadata: ["uri": "\(path)", "remote": "\(remote)", "problem": "\(problem)"])
             return loop.makeSucceededFuture(.reject(.badRequest))
         }
-        guard request.offeredSubprotocols.contains(OCPPVersion.v16.subprotocol) else {
-            // OCPP-J 1.6 §3.1.2: complete the handshake without a subprotocol, then close.
+        if let refusal = southSecurityRefusal(request, chargerId: chargerId) {
+            // Before the auth hooks: a charger that fails its listener's profile never reaches a stage.
+            return loop.makeSucceededFuture(refuseSouth(refusal, chargerId: chargerId, remote: remote,
+                                                        version: negotiatedVersion(request, chargerId: chargerId)))
+        }
+        guard let version = negotiatedVersion(request, chargerId: chargerId) else {
+            // OCPP-J 1.6 §3.1.2 / 2.0.1 part 4 §3.2: complete the handshake without a subprotocol, then close.
             logger.warning("charger offered no supported subprotocol; closing after the handshake", metadata: [
                 "charger": "\(chargerId)", "offered": "\(LogSafe.escape(request.offeredSubprotocols.joined(separator: ",")))",
             ])
@@ -298,12 +309,12 @@ public final class GatewayRuntime: Sendable {
         admissions.withLock { $0 += 1 }
         promise.completeWithTask {
             defer { self.admissions.withLock { $0 -= 1 } }
-            return await self.admit(request, remote: remote, southChannel: channel)
+            return await self.admit(request, version: version, remote: remote, southChannel: channel)
         }
         return promise.futureResult
     }
 
-    private func admit(_ request: ChargerConnectRequest, remote: String, southChannel: any Channel) async -> UpgradeAnswer {
+    private func admit(_ request: ChargerConnectRequest, version: OCPPVersion, remote: String, southChannel: any Channel) async -> UpgradeAnswer {
         let chargerId = request.chargerId
         let credentials: NorthCredentials
         switch await ConnectionGate.outcome(request, pipeline: pipelines.pipeline) {
@@ -328,7 +339,7 @@ public final class GatewayRuntime: Sendable {
             if buffered, backoff.waitRemaining(for: chargerId, now: NIODeadline.now().uptimeNanoseconds) != nil {
                 north = nil  // the CSMS failed a moment ago: serve the charger now, retry in the background
             } else {
-                let attempt = connectNorth(chargerId: chargerId, credentials: credentials, on: southChannel.eventLoop)
+                let attempt = connectNorth(chargerId: chargerId, credentials: credentials, version: version, on: southChannel.eventLoop)
                 // A charger that leaves before its north link is up takes the attempt with it.
                 southChannel.closeFuture.whenComplete { _ in attempt.cancel(reason: "the charger left during the north handshake") }
                 north = try await attempt.futureResult.get()
@@ -349,7 +360,7 @@ public final class GatewayRuntime: Sendable {
                 logger.warning("north connection failed; buffer mode keeps the charger connected", metadata: [
                     "charger": "\(chargerId)", "error": "\(LogSafe.escape("\(error)", limit: 200))",
                 ])
-                return acceptCharger(chargerId, north: nil, credentials: credentials)
+                return acceptCharger(chargerId, north: nil, credentials: credentials, version: version)
             }
             for stage in pipelines.pipeline.stages { stage.instance.northConnectionFailed(chargerId: chargerId, failure: failure) }
             let delay = backoff.recordFailure(for: chargerId, now: NIODeadline.now().uptimeNanoseconds)
@@ -367,14 +378,16 @@ public final class GatewayRuntime: Sendable {
                 if !north.isRelaying { north.close(code: .normalClosure, reason: "charger left during the handshake") }
             }
         }
-        return acceptCharger(chargerId, north: north, credentials: credentials)
+        return acceptCharger(chargerId, north: north, credentials: credentials, version: version)
     }
 
     /// The upgrade answer that starts the charger's session (with its north link, or without one in buffer mode).
-    private func acceptCharger(_ chargerId: String, north: WebSocketConnection?, credentials: NorthCredentials) -> UpgradeAnswer {
+    /// The version is the one negotiated with the charger; its north link was opened with the same one.
+    private func acceptCharger(_ chargerId: String, north: WebSocketConnection?, credentials: NorthCredentials,
+                               version: OCPPVersion) -> UpgradeAnswer {
         let booted = bootRecord(for: chargerId)?.accepted ?? false
-        return .accept(subprotocol: OCPPVersion.v16.subprotocol, onUpgrade: { [self] south in
-            startSession(chargerId: chargerId, south: south, north: north, credentials: credentials, booted: booted)
+        return .accept(subprotocol: version.subprotocol, onUpgrade: { [self] south in
+            startSession(chargerId: chargerId, south: south, north: north, credentials: credentials, booted: booted, version: version)
         })
     }
 
@@ -403,8 +416,10 @@ public final class GatewayRuntime: Sendable {
     /// Starts a north attempt, bounded by `north.connect_timeout` as a whole (TCP + TLS + upgrade)
     /// and registered until it completes, so a leaving charger or a shutdown can cancel it.
     /// Every attempt (admission, buffer-mode reconnect, re-link) is counted here once, by outcome.
-    private func connectNorth(chargerId: String, credentials: NorthCredentials, on loop: any EventLoop) -> WebSocketConnectAttempt {
-        let attempt = openNorth(chargerId: chargerId, credentials: credentials, on: loop)
+    /// `version`: the charger's; the CSMS hears `northVersion(for:chargerVersion:)`.
+    private func connectNorth(chargerId: String, credentials: NorthCredentials, version: OCPPVersion = .v16,
+                              on loop: any EventLoop) -> WebSocketConnectAttempt {
+        let attempt = openNorth(chargerId: chargerId, credentials: credentials, version: version, on: loop)
         attempt.futureResult.whenComplete { result in
             let label = switch result {
             case .success: "ok"
@@ -415,7 +430,8 @@ public final class GatewayRuntime: Sendable {
         return attempt
     }
 
-    private func openNorth(chargerId: String, credentials: NorthCredentials, on loop: any EventLoop) -> WebSocketConnectAttempt {
+    private func openNorth(chargerId: String, credentials: NorthCredentials, version: OCPPVersion,
+                           on loop: any EventLoop) -> WebSocketConnectAttempt {
         if stopping.withLock({ $0 }) {
             return WebSocketClient.failed(WebSocketConnectError.cancelled("gateway shutting down"), on: loop)
         }
@@ -442,7 +458,8 @@ public final class GatewayRuntime: Sendable {
         }
         let basic = credentials.basicAuth.map { (username: $0.username, password: $0.password) }
         let options = WebSocketClientOptions(url: url, tls: tls, serverName: configuration.northServerName,
-                                             subprotocol: northVersion(for: chargerId).subprotocol, basicAuth: basic,
+                                             subprotocol: northVersion(for: chargerId, chargerVersion: version).subprotocol,
+                                             basicAuth: basic,
                                              maxMessageBytes: configuration.northMaxFrameBytes,
                                              pingInterval: configuration.northPingInterval?.timeAmount,
                                              connectTimeout: configuration.northConnectTimeout.timeAmount,
@@ -456,9 +473,12 @@ public final class GatewayRuntime: Sendable {
         return attempt
     }
 
-    /// The OCPP version spoken to the CSMS for a charger (`north.ocpp_version`, per charger `north_ocpp_version`).
-    func northVersion(for chargerId: String) -> OCPPVersion {
-        configuration.northOCPPVersion(for: chargerId) == .v201 ? .v201 : .v16
+    /// The OCPP version spoken to the CSMS for a charger speaking `chargerVersion`: a 2.0.1 station is
+    /// relayed as it is; a 1.6J charger as `north.ocpp_version` (per charger `north_ocpp_version`) says,
+    /// translated at the session's north edge when that is 2.0.1.
+    func northVersion(for chargerId: String, chargerVersion: OCPPVersion) -> OCPPVersion {
+        guard chargerVersion == .v16 else { return chargerVersion }
+        return configuration.northOCPPVersion(for: chargerId) == .v201 ? .v201 : .v16
     }
 
     // MARK: Sessions
@@ -488,7 +508,7 @@ public final class GatewayRuntime: Sendable {
     }
 
     private func startSession(chargerId: String, south: WebSocketConnection, north: WebSocketConnection?,
-                              credentials: NorthCredentials, booted: Bool) {
+                              credentials: NorthCredentials, booted: Bool, version: OCPPVersion = .v16) {
         let profile = credentials.securityProfile
         let loop = south.channel.eventLoop
         let replaced = sessions.withLock { $0[chargerId] }
@@ -497,7 +517,7 @@ public final class GatewayRuntime: Sendable {
             replaced.close(reason: "replaced by a new connection of the same charger")
         }
         let link = SessionLink(chargerId: chargerId, south: south, north: north, credentials: credentials, eventLoop: loop) {
-            [self] credentials in connectNorth(chargerId: chargerId, credentials: credentials, on: loop)
+            [self] credentials in connectNorth(chargerId: chargerId, credentials: credentials, version: version, on: loop)
         }
         if configuration.offlineMode(for: chargerId) == .buffer {
             link.buffer = SessionLink.BufferMode(
@@ -509,10 +529,10 @@ public final class GatewayRuntime: Sendable {
                                    chargerMaxQueuedCalls: configuration.southMaxQueuedCalls,
                                    csmsCallTimeout: configuration.northCallTimeout,
                                    csmsMaxQueuedCalls: configuration.northMaxQueuedCalls)
-        let session = Session(chargerId: chargerId, pipelines: pipelines, limits: limits, metrics: metrics, driver: link, logger: logger,
+        let session = Session(chargerId: chargerId, version: version, pipelines: pipelines, limits: limits, metrics: metrics, driver: link, logger: logger,
                               bootAccepted: booted)
         let store = loader.store
-        if northVersion(for: chargerId) == .v201 {
+        if version == .v16, northVersion(for: chargerId, chargerVersion: version) == .v201 {
             // Translation at the session's north edge, after every stage (docs/ocpp201.md). It lives as long as
             // the session, so a north reconnect in buffer mode keeps its state; what must outlive it is in `store`.
             // The gateway's own variables (SecurityCtrlr belongs to the gateway, not to the charger).
@@ -544,7 +564,8 @@ public final class GatewayRuntime: Sendable {
         link.activate(session)
         logger.info("session started", metadata: [
             "charger": "\(chargerId)", "remote": "\(south.channel.remoteAddress.map { "\($0)" } ?? "?")",
-            "north_security_profile": "\(profile)", "north_ocpp": "\(northVersion(for: chargerId).subprotocol)",
+            "north_security_profile": "\(profile)", "ocpp": "\(version.subprotocol)",
+            "north_ocpp": "\(northVersion(for: chargerId, chargerVersion: version).subprotocol)",
         ])
     }
 }
@@ -563,6 +584,148 @@ extension GatewayRuntime {
             let link = session.link
             return session.eventLoop.submit { link.value.status(southSecurityProfile: profile) }
         }
+    }
+}
+
+// MARK: South TLS (Security Profiles 2 and 3) and the OCPP version per connection
+
+/// Why a charger was refused by its listener's security profile (docs/certificates.md, "Chargers over TLS").
+enum SouthSecurityRefusal: Equatable {
+    /// A charger configured for Security Profile 2 or 3 came over plain `ws://`.
+    case tlsRequired(profile: Int)
+    /// A charger configured for 0 or 1 came over TLS (its configuration says it has none: a mistake or an impostor).
+    case plainRequired(profile: Int)
+    /// Security Profile 3 without a client certificate.
+    case noClientCertificate
+    /// The certificate's subject CN is not the charge point id in the URL (or there is not exactly one CN).
+    case commonNameMismatch(presented: String?)
+
+    /// The `reason` label of `ocpp_gateway_south_security_refusals_total` (a closed set).
+    var label: String {
+        switch self {
+        case .tlsRequired: "tls_required"
+        case .plainRequired: "plain_required"
+        case .noClientCertificate: "no_client_certificate"
+        case .commonNameMismatch: "cn_mismatch"
+        }
+    }
+
+    var description: String {
+        switch self {
+        case .tlsRequired(let profile): "the charger is configured for security profile \(profile) and must connect over wss://"
+        case .plainRequired(let profile): "the charger is configured for security profile \(profile) (ws://) but came over TLS"
+        case .noClientCertificate: "security profile 3 needs a client certificate; none was presented"
+        case .commonNameMismatch(let presented):
+            "the client certificate's CN \(presented.map { "'\(LogSafe.escape($0, limit: 64))'" } ?? "(none or several)") is not the charge point id"
+        }
+    }
+}
+
+extension GatewayRuntime {
+    /// Starts `south.tls.listen` (wss://) when configured: same limits, same decision, its own TLS.
+    func startTLSListener() async throws {
+        guard let tls = configuration.southTLS else { return }
+        let settings = try SouthTLS.serverConfiguration(certificateFile: tls.certificateFile, keyFile: tls.keyFile,
+                                                        clientCAFile: tls.clientCAFile)
+        let server = try await WebSocketServer.start(
+            WebSocketServerOptions(host: tls.host, port: tls.port, tls: settings,
+                                   maxMessageBytes: configuration.southMaxFrameBytes,
+                                   pingInterval: configuration.southPingInterval?.timeAmount,
+                                   handshakeTimeout: configuration.southHandshakeTimeout.timeAmount,
+                                   decisionTimeout: (configuration.northConnectTimeout + .seconds(5)).timeAmount,
+                                   outboundLimits: OutboundLimits(maxBytes: configuration.southMaxOutboundBytes,
+                                                                  writeTimeout: configuration.southWriteTimeout.timeAmount),
+                                   onRefusal: { [self] refusal in connectionRefused(refusal) }),
+            group: group, limiter: connectionLimiter
+        ) { [self] request, channel in decide(request, channel: channel) }
+        appendListener(server)
+        logger.info("listening for chargers over TLS", metadata: [
+            "address": "wss://\(tls.host):\(server.localAddress?.port ?? 0)\(configuration.southPath)/<chargeId>",
+            "security_profile": "\(tls.securityProfile)", "client_ca_file": "\(tls.clientCAFile ?? "(none)")",
+        ])
+    }
+
+    /// The bound address of the TLS listener (tests with port 0).
+    public var tlsListenerAddress: SocketAddress? { listenerAddresses.dropFirst().first }
+
+    /// The version for this connection: the first subprotocol the charger offered that it may speak
+    /// (`south.chargers.<id>.ocpp_versions`, default both).
+    func negotiatedVersion(_ request: UpgradeRequest, chargerId: String) -> OCPPVersion? {
+        configuration.negotiateVersion(offered: request.offeredSubprotocols, chargerId: chargerId)
+    }
+
+    /// The listener's security profile, checked before any stage runs: TLS for a charger configured
+    /// for 2 or 3 (deny by default over ws://), and for profile 3 a client certificate (verified by the
+    /// TLS handshake against `client_ca_file`) whose CN is the charge point id.
+    func southSecurityRefusal(_ request: UpgradeRequest, chargerId: String) -> SouthSecurityRefusal? {
+        let listener: SouthListener = request.isTLS ? .tls : .plain
+        guard let profile = configuration.southSecurityProfile(for: chargerId, on: listener) else {
+            let own = configuration.chargerSecurityProfiles[chargerId] ?? 0
+            return listener == .plain ? .tlsRequired(profile: own) : .plainRequired(profile: own)
+        }
+        guard profile == 3 else { return nil }
+        guard let certificate = request.peerCertificate else { return .noClientCertificate }
+        guard certificate.commonName == chargerId else {
+            return .commonNameMismatch(presented: certificate.commonName ?? certificate.commonNames.first)
+        }
+        return nil
+    }
+
+    /// Refuses a charger that failed its listener's profile: 403, logged (throttled per reason),
+    /// counted, and kept as a security event for the status page (it has no session to send one in).
+    func refuseSouth(_ refusal: SouthSecurityRefusal, chargerId: String, remote: String, version: OCPPVersion?) -> UpgradeAnswer {
+        refusedChargers.increment()
+        Counter(label: "ocpp_gateway_south_security_refusals_total", dimensions: [("reason", refusal.label)]).increment()
+        let type = version == .v16 ? "FailedToAuthenticateAtCentralSystem" : "FailedToAuthenticateAtCsms"
+        securityEvents.record(SecurityEventEntry(at: Date().formatted(.iso8601), charger: displaySafe(chargerId, limit: 48), type: type,
+                                                 techInfo: displaySafe("refused by the gateway: \(refusal.description)", limit: 255)))
+        let (log, suppressed) = throttle("south_security_\(refusal.label)")
+        if log {
+            var metadata: Logger.Metadata = ["charger": "\(LogSafe.escape(chargerId))", "remote": "\(remote)", "reason": "\(refusal.label)",
+                                             "detail": "\(refusal.description)", "security_event": "\(type)"]
+            if suppressed > 0 { metadata["suppressed"] = "\(suppressed)" }
+            logger.warning("charger refused by its security profile", metadata: metadata)
+        }
+        return .reject(.forbidden)
+    }
+
+    /// A TLS handshake on the TLS listener failed. With a client certificate that got as far as the
+    /// handshake (wrong CA, expired, not yet valid) it is logged with the certificate's CN (what the
+    /// charger claims to be: escaped) and kept as an `InvalidChargingStationCertificate` security event;
+    /// without one (no common version or suite, not TLS at all) it is only counted and logged.
+    func southTLSHandshakeFailed(_ refusal: ConnectionRefusal) {
+        let certificate = refusal.peerCertificate
+        let now = Int(Date().timeIntervalSince1970)
+        let reason: String
+        switch certificate {
+        case nil: reason = "handshake"
+        case let certificate? where certificate.notValidAfter < now: reason = "certificate_expired"
+        case let certificate? where certificate.notValidBefore > now: reason = "certificate_not_yet_valid"
+        case _?: reason = "certificate_untrusted"
+        }
+        Counter(label: "ocpp_gateway_south_tls_refusals_total", dimensions: [("reason", reason)]).increment()
+        let claimed = certificate.map { $0.commonName ?? $0.commonNames.first ?? "?" }
+        let detail = LogSafe.escape(refusal.detail ?? "", limit: 200)
+        if let claimed {
+            refusedChargers.increment()
+            securityEvents.record(SecurityEventEntry(
+                at: Date().formatted(.iso8601), charger: displaySafe(claimed, limit: 48), type: "InvalidChargingStationCertificate",
+                techInfo: displaySafe("TLS handshake refused (\(reason)) from \(refusal.source ?? "?"); CN as presented", limit: 255)))
+        }
+        let (log, suppressed) = throttle("south_tls_\(reason)")
+        guard log else { return }
+        var metadata: Logger.Metadata = ["reason": "\(reason)", "source": "\(refusal.source ?? "?")", "error": "\(detail)"]
+        if let claimed { metadata["certificate_cn"] = "\(LogSafe.escape(claimed, limit: 64))" }
+        if let certificate {
+            metadata["not_after"] = "\(Date(timeIntervalSince1970: Double(certificate.notValidAfter)).formatted(.iso8601))"
+        }
+        if suppressed > 0 { metadata["suppressed"] = "\(suppressed)" }
+        logger.warning("charger refused in the TLS handshake", metadata: metadata)
+    }
+
+    private func throttle(_ key: String) -> (log: Bool, suppressed: Int) {
+        let now = Duration.nanoseconds(Int64(clamping: NIODeadline.now().uptimeNanoseconds))
+        return refusalLogs.withLock { $0[key, default: LogThrottle()].admit(now: now) }
     }
 }
 

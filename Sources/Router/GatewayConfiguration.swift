@@ -1,6 +1,6 @@
 public import Foundation
 public import StageKit
-import OCPP
+public import OCPP
 import Yams
 
 /// `gateway.yaml`: where the gateway listens, which CSMS it talks to, and with what.
@@ -41,6 +41,8 @@ public struct GatewayConfiguration: Decodable, Sendable {
         public var maxOutboundBytes: OutboundBytes?
         /// Seconds a charger may leave its queue full before it is disconnected.
         public var writeTimeout: Positive<Double>?
+        /// A second listener for chargers over `wss://` (Security Profile 2 or 3); see `SouthTLS`.
+        public var tls: SouthTLS?
     }
 
     public struct Charger: Decodable, Sendable, Equatable {
@@ -51,6 +53,24 @@ public struct GatewayConfiguration: Decodable, Sendable {
         public var offlineMode: OfflineMode?
         /// Overrides `north.ocpp_version` for this charger.
         public var northOcppVersion: NorthOCPPVersion?
+        /// The charger's own security profile south (0–3): 0/1 only on the plain listener, 2/3 only on the TLS one.
+        public var securityProfile: Located<Int>?
+        /// The OCPP versions this charger may negotiate (`"1.6"`, `"2.0.1"`); default both.
+        public var ocppVersions: Located<[String]>?
+    }
+
+    /// `south.tls`: the `wss://` listener for chargers that speak TLS themselves (OCPP 2.0.1 stations,
+    /// newer 1.6 firmware). Security Profile 2 (TLS + Basic auth) or 3 (client certificate from
+    /// `client_ca_file`, CN = charge point id).
+    public struct SouthTLS: Decodable, Sendable {
+        /// `host:port` of the TLS listener (the plain `south.listen` stays for legacy chargers).
+        public var listen: Located<String>
+        public var certFile: Located<String>
+        public var keyFile: Located<String>
+        /// The CA(s) that issue chargers' client certificates; required for Security Profile 3.
+        public var clientCaFile: Located<String>?
+        /// The profile of chargers on this listener without their own `security_profile`: 2 or 3 (default 3).
+        public var securityProfile: Located<Int>?
     }
 
     /// The OCPP version spoken towards the CSMS (`north.ocpp_version`); the charger side is always 1.6J.
@@ -185,6 +205,12 @@ public struct ResolvedGatewayConfiguration: Sendable {
     public var chargerNorthVersions: [String: GatewayConfiguration.NorthOCPPVersion] = [:]
     /// `north.id_token_type` (2.0.1).
     public var northIdTokenType = "ISO14443"
+    /// `south.tls`, resolved (nil: no TLS listener).
+    public var southTLS: ResolvedSouthTLS?
+    /// `south.chargers.<id>.security_profile`, where given.
+    public var chargerSecurityProfiles: [String: Int] = [:]
+    /// `south.chargers.<id>.ocpp_versions`, where given (in the operator's order).
+    public var chargerOCPPVersions: [String: [OCPPVersion]] = [:]
 
     public var stateDirectory: String
     public var pipelineFile: String
@@ -248,8 +274,10 @@ public struct ResolvedGatewayConfiguration: Sendable {
             if entry.password != nil, entry.passwordHash != nil {
                 error(south.securityProfile, "charger '\(id)': give 'password' or 'password_hash', not both")
             }
-            if south.securityProfile.value >= 1, entry.password == nil, entry.passwordHash == nil {
-                error(south.securityProfile, "charger '\(id)': security profile 1 needs a 'password' or 'password_hash'")
+            let ownProfile = entry.securityProfile?.value ?? south.securityProfile.value
+            if (1...2).contains(ownProfile), entry.password == nil, entry.passwordHash == nil {
+                error(entry.securityProfile ?? south.securityProfile,
+                      "charger '\(id)': security profile \(ownProfile) needs a 'password' or 'password_hash'")
             }
             if entry.password != nil {
                 warnings.append("charger '\(id)' has a plain 'password' in \(file); prefer 'password_hash' (ocpp-gateway hash-password)")
@@ -371,6 +399,7 @@ public struct ResolvedGatewayConfiguration: Sendable {
         resolved.chargerNorthVersions = (south.chargers ?? [:]).compactMapValues(\.northOcppVersion)
         resolved.northIdTokenType = north.idTokenType?.value ?? "ISO14443"
         resolved.adminCredentials = adminCredentials
+        try resolveSouthTLSAndVersions(raw.south, file: file, absolute: absolute, into: &resolved)
         return resolved
     }
 }
@@ -447,4 +476,124 @@ public func loggableURI(_ uri: String) -> String {
 public func privateKeyFileProblem(_ path: String) -> String? {
     guard let exposed = AtomicFile.exposedModeBits(path) else { return nil }
     return "private key \(path) is readable or writable by group or others (bits \(String(exposed, radix: 8))); run chmod 600 on it"
+}
+
+// MARK: South TLS and OCPP versions per charger (docs/configuration.md, docs/certificates.md)
+
+/// `south.tls`, checked: absolute paths, the key file's mode checked.
+public struct ResolvedSouthTLS: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+    public var certificateFile: String
+    public var keyFile: String
+    public var clientCAFile: String?
+    /// The profile of chargers on the TLS listener that have none of their own (2 or 3).
+    public var securityProfile: Int
+}
+
+/// Which listener a charger came in on.
+public enum SouthListener: String, Sendable {
+    /// `south.listen`: `ws://`, Security Profile 0 or 1.
+    case plain
+    /// `south.tls.listen`: `wss://`, Security Profile 2 or 3.
+    case tls
+}
+
+extension ResolvedGatewayConfiguration {
+    /// The security profile a charger must connect with on `listener`, or nil if it may not use that
+    /// listener at all: a charger configured for 2 or 3 is never served over plain `ws://` (deny by
+    /// default), one configured for 0 or 1 never over TLS (its profile says it has no TLS).
+    public func southSecurityProfile(for chargerId: String, on listener: SouthListener) -> Int? {
+        let own = chargerSecurityProfiles[chargerId]
+        switch listener {
+        case .plain:
+            guard let own else { return southSecurityProfile }
+            return own <= 1 ? own : nil
+        case .tls:
+            guard let tls = southTLS else { return nil }
+            guard let own else { return tls.securityProfile }
+            return own >= 2 ? own : nil
+        }
+    }
+
+    /// The OCPP versions a charger may negotiate, in the operator's order (default: both).
+    public func ocppVersions(for chargerId: String) -> [OCPPVersion] {
+        chargerOCPPVersions[chargerId] ?? [.v201, .v16]
+    }
+
+    /// The subprotocol for a charger that offered `offered` (in its order of preference): the first
+    /// it offered that this charger may speak; nil when there is none (OCPP-J: the handshake completes
+    /// without a subprotocol and the link is closed).
+    public func negotiateVersion(offered: [String], chargerId: String) -> OCPPVersion? {
+        let allowed = ocppVersions(for: chargerId)
+        return offered.lazy.compactMap { OCPPVersion(subprotocol: $0) }.first { allowed.contains($0) }
+    }
+
+    static func resolveSouthTLSAndVersions(_ south: GatewayConfiguration.South, file: String, absolute: (String) -> String,
+                                           into resolved: inout ResolvedGatewayConfiguration) throws(ConfigurationError) {
+        var diagnostics: [Diagnostic] = []
+        func error<V>(_ located: Located<V>?, _ message: String) {
+            diagnostics.append(Diagnostic(file: file, mark: located?.mark, message: message))
+        }
+        if let tls = south.tls {
+            let hostPort = parseHostPort(tls.listen.value)
+            if hostPort == nil { error(tls.listen, "south 'tls' 'listen' should be host:port, e.g. \"0.0.0.0:9443\"") }
+            if let (host, port) = hostPort, host == resolved.southHost, port == resolved.southPort, port != 0 {
+                error(tls.listen, "south 'tls' 'listen' must differ from south 'listen' (one port per listener)")
+            }
+            func readable(_ located: Located<String>, _ key: String) -> String {
+                let path = absolute(located.value)
+                if !FileManager.default.isReadableFile(atPath: path) {
+                    error(located, "south 'tls' '\(key)' \(path) does not exist or cannot be read")
+                }
+                return path
+            }
+            let certificate = readable(tls.certFile, "cert_file")
+            let key = readable(tls.keyFile, "key_file")
+            if FileManager.default.isReadableFile(atPath: key), let problem = privateKeyFileProblem(key) {
+                error(tls.keyFile, "south 'tls' 'key_file': \(problem)")
+            }
+            let clientCA = tls.clientCaFile.map { readable($0, "client_ca_file") }
+            let profile = tls.securityProfile?.value ?? 3
+            if !(2...3).contains(profile) {
+                error(tls.securityProfile, "south 'tls' 'security_profile' must be 2 (TLS + Basic auth) or 3 (client certificate)")
+            }
+            if profile == 2, south.securityProfile.value == 0 {
+                error(tls.securityProfile, "south 'tls' security profile 2 (TLS + Basic auth) needs south 'security_profile: 1' (the auth stage checks passwords only then)")
+            }
+            if profile == 3, clientCA == nil {
+                error(tls.listen, "south 'tls' needs 'client_ca_file' for security profile 3 (the CA of the chargers' certificates)")
+            }
+            resolved.southTLS = ResolvedSouthTLS(host: hostPort?.0 ?? "", port: hostPort?.1 ?? 0, certificateFile: certificate,
+                                                 keyFile: key, clientCAFile: clientCA, securityProfile: profile)
+        }
+        for (id, entry) in (south.chargers ?? [:]).sorted(by: { $0.key < $1.key }) {
+            if let profile = entry.securityProfile {
+                if !(0...3).contains(profile.value) {
+                    error(profile, "charger '\(id)': 'security_profile' must be 0, 1 (ws://), 2 or 3 (wss://)")
+                } else if profile.value >= 2, south.tls == nil {
+                    error(profile, "charger '\(id)': security profile \(profile.value) needs the TLS listener ('south.tls')")
+                } else if profile.value == 3, south.tls != nil, south.tls?.clientCaFile == nil {
+                    error(profile, "charger '\(id)': security profile 3 needs 'south.tls.client_ca_file'")
+                } else if profile.value == 2, south.securityProfile.value == 0 {
+                    error(profile, "charger '\(id)': security profile 2 (TLS + Basic auth) needs south 'security_profile: 1' (the auth stage checks passwords only then)")
+                } else {
+                    resolved.chargerSecurityProfiles[id] = profile.value
+                }
+            }
+            if let versions = entry.ocppVersions {
+                var parsed: [OCPPVersion] = []
+                for name in versions.value {
+                    switch name {
+                    case "1.6": parsed.append(.v16)
+                    case "2.0.1": parsed.append(.v201)
+                    default: error(versions, "charger '\(id)': unknown OCPP version '\(name)' in 'ocpp_versions'; use \"1.6\", \"2.0.1\"")
+                    }
+                }
+                if versions.value.isEmpty { error(versions, "charger '\(id)': 'ocpp_versions' must name at least one version") }
+                resolved.chargerOCPPVersions[id] = parsed
+            }
+        }
+        guard diagnostics.isEmpty else { throw ConfigurationError(diagnostics) }
+    }
 }

@@ -24,8 +24,8 @@ public final class RouterMetrics: Sendable {
         return MessageCatalogue.descriptor(for: action, version: version) != nil ? action : "other"
     }
 
-    func countFrame(_ direction: Direction, action: String?, verdict: String) {
-        let key = FrameKey(direction: direction.rawValue, action: Self.actionLabel(action), verdict: verdict)
+    func countFrame(_ direction: Direction, action: String?, verdict: String, version: OCPPVersion = .v16) {
+        let key = FrameKey(direction: direction.rawValue, action: Self.actionLabel(action, version: version), verdict: verdict)
         let counter = frameCounters.withLock { counters in
             if let existing = counters[key] { return existing }
             let counter = Counter(label: "ocpp_gateway_frames_total",

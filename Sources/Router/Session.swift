@@ -124,7 +124,7 @@ public final class Session: SessionContext {
                 return
             }
             heldUntilBoot.append((side, call))
-            metrics.countFrame(.fromGateway, action: action, verdict: "held_until_boot")
+            metrics.countFrame(.fromGateway, action: action, verdict: "held_until_boot", version: version)
             return
         }
         enqueueGatewayCall(call, to: side)
@@ -136,7 +136,7 @@ public final class Session: SessionContext {
             if case .gateway(let onOutcome) = call.origin { onOutcome(.rejected(reason: "the queue towards the \(side) is full")) }
             return
         }
-        metrics.countFrame(.fromGateway, action: call.action, verdict: "queued")
+        metrics.countFrame(.fromGateway, action: call.action, verdict: "queued", version: version)
         pump(towards: side)
     }
 
@@ -336,7 +336,7 @@ public final class Session: SessionContext {
         throttledLog(.warning, "malformed frame refused", [
             "from": "\(side)", "error": "\(error.detail)", "code": "\(code)", "bytes": "\(bytes.count)",
         ])
-        metrics.countFrame(direction, action: nil, verdict: "malformed")
+        metrics.countFrame(direction, action: nil, verdict: "malformed", version: version)
         send(FrameEncoder.callError(id: error.messageId ?? "-1", code: code.rawValue, description: error.detail), to: side)
     }
 
@@ -365,7 +365,7 @@ public final class Session: SessionContext {
         let envelope = Envelope(chargerId: chargerId, direction: direction, frame: frame, action: action, version: version,
                                 receivedAt: now)
         let (verdict, decidedBy, result) = runStages(envelope)
-        metrics.countFrame(direction, action: action, verdict: verdict.label)
+        metrics.countFrame(direction, action: action, verdict: verdict.label, version: version)
         switch verdict.kind {
         case .forward, .forwardModified:
             let target = side.other
@@ -411,7 +411,7 @@ public final class Session: SessionContext {
         let completed = side == .charger ? towardsCharger.complete(id: frame.messageId) : towardsCSMS.complete(id: frame.messageId)
         guard let call = completed else {
             throttledLog(.warning, "answer to no outstanding CALL dropped", ["from": "\(side)", "id": "\(frame.messageId)"])
-            metrics.countFrame(direction, action: nil, verdict: "unmatched")
+            metrics.countFrame(direction, action: nil, verdict: "unmatched", version: version)
             return
         }
         var frame = frame
@@ -444,7 +444,7 @@ public final class Session: SessionContext {
         adoptCurrentPipeline()
         switch call.origin {
         case .gateway(let onOutcome):
-            metrics.countFrame(direction, action: call.action, verdict: "consumed")
+            metrics.countFrame(direction, action: call.action, verdict: "consumed", version: version)
             if frame.messageType == .callResult {
                 onOutcome(.result(frame.payload()))
             } else {
@@ -454,7 +454,7 @@ public final class Session: SessionContext {
             let envelope = Envelope(chargerId: chargerId, direction: direction, frame: frame, action: call.action,
                                     version: version, receivedAt: now)
             let (verdict, decidedBy, result) = runStages(envelope)
-            metrics.countFrame(direction, action: call.action, verdict: verdict.label)
+            metrics.countFrame(direction, action: call.action, verdict: verdict.label, version: version)
             // The peer that sent the CALL waits for an answer: whatever a stage decides, it gets one now.
             let caller = side.other
             switch verdict.kind {

@@ -32,6 +32,32 @@ public enum NorthTLS {
     }
 }
 
+/// TLS towards chargers that speak it themselves (`south.tls`): the same floor and suites as north
+/// (Security Whitepaper §2.4; OCPP 2.0.1 part 2 A00.FR.309–318), the gateway's server certificate, and
+/// — for Security Profile 3 — client certificates verified against the chargers' CA.
+public enum SouthTLS {
+    /// A server configuration: TLS ≥ 1.2, `NorthTLS.cipherSuites`. With `clientCAFile` a client
+    /// certificate is asked for and, when presented, must chain to that CA and be valid now (the
+    /// handshake fails otherwise); it stays optional at the TLS level so that Security Profile 2 chargers
+    /// (Basic auth, no certificate) share the listener. Whether a charger *must* present one, and
+    /// whether its CN is its charge point id, the gateway decides at admission.
+    public static func serverConfiguration(certificateFile: String, keyFile: String, clientCAFile: String?) throws -> TLSConfiguration {
+        var tls = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(certificateFile).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem)))
+        tls.minimumTLSVersion = .tlsv12
+        tls.cipherSuiteValues = NorthTLS.cipherSuites
+        if let clientCAFile {
+            tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(clientCAFile))
+            tls.certificateVerification = .optionalVerification
+            tls.sendCANameList = true
+        } else {
+            tls.certificateVerification = .none
+        }
+        return tls
+    }
+}
+
 extension TLSConfiguration {
     /// How long a closing link waits for the peer's TLS close_notify. NIOSSL keeps the whole closed
     /// channel (its pipeline, TLS and WebSocket buffers) until this timer fires when the peer's TCP

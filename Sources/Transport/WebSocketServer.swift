@@ -12,6 +12,11 @@ public struct UpgradeRequest: Sendable {
     public var uri: String
     public var headers: HTTPHeaders
     public var remoteAddress: SocketAddress?
+    /// The request came over TLS (a server with `tls` options).
+    public var isTLS = false
+    /// The client certificate the peer presented in the TLS handshake (already verified against the
+    /// server's trust roots when it has any); nil without TLS or without a certificate.
+    public var peerCertificate: PeerCertificate?
     /// The subprotocols the client offered, in its order of preference.
     public var offeredSubprotocols: [String] {
         headers["Sec-WebSocket-Protocol"].flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }
@@ -94,12 +99,19 @@ public struct ConnectionRefusal: Sendable, Equatable {
         case decisionTimeout = "decision_timeout"
         /// More than `WebSocketServer.maxRequestBytes` before the upgrade.
         case requestTooLarge = "request_too_large"
+        /// The TLS handshake failed: a client certificate that does not chain to the trust roots or is
+        /// not valid now, no common protocol version or suite, or no TLS at all.
+        case tlsHandshakeFailed = "tls_handshake_failed"
     }
     public var reason: Reason
     /// The peer's IP address, if known.
     public var source: String?
     /// Connections open from that source (for `tooManyFromSource`) or pending (for `tooManyPending`).
     public var open: Int
+    /// For `tlsHandshakeFailed`: the TLS error.
+    public var detail: String? = nil
+    /// For `tlsHandshakeFailed`: the client certificate the peer presented, when it got that far.
+    public var peerCertificate: PeerCertificate? = nil
 }
 
 /// Counts connections per source and connections not yet upgraded, from accept to close.
@@ -205,6 +217,10 @@ public enum WebSocketServer {
                 return channel.eventLoop.makeCompletedFuture {
                     if let sslContext {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
+                        try channel.pipeline.syncOperations.addHandler(TLSHandshakeWatch { error, certificate in
+                            onRefusal?(ConnectionRefusal(reason: .tlsHandshakeFailed, source: source, open: 0,
+                                                         detail: "\(error)", peerCertificate: certificate))
+                        })
                     }
                     let byteLimit = RequestByteLimit(limit: maxRequestBytes) {
                         onRefusal?(ConnectionRefusal(reason: .requestTooLarge, source: source, open: 0))
@@ -219,7 +235,12 @@ public enum WebSocketServer {
                             pending.value.arm(on: channel, after: options.decisionTimeout) {
                                 onRefusal?(ConnectionRefusal(reason: .decisionTimeout, source: source, open: 0))
                             }
-                            let request = UpgradeRequest(uri: head.uri, headers: head.headers, remoteAddress: channel.remoteAddress)
+                            var request = UpgradeRequest(uri: head.uri, headers: head.headers, remoteAddress: channel.remoteAddress)
+                            if sslContext != nil {
+                                request.isTLS = true
+                                let tls = try? channel.pipeline.syncOperations.handler(type: NIOSSLHandler.self)
+                                request.peerCertificate = tls?.peerCertificate.flatMap(PeerCertificate.init)
+                            }
                             return decide(request, channel).map { answer in
                                 switch answer {
                                 case .accept(let subprotocol, let onUpgrade):
@@ -285,6 +306,24 @@ final class PendingUpgrade {
             onExpiry()
             channel.close(promise: nil)
         }
+    }
+}
+
+/// Reports a TLS handshake that failed (with the certificate the client presented, if NIOSSL kept it).
+private final class TLSHandshakeWatch: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    let onFailure: (any Error, PeerCertificate?) -> Void
+    private var done = false
+
+    init(onFailure: @escaping (any Error, PeerCertificate?) -> Void) { self.onFailure = onFailure }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if !done, case NIOSSLError.handshakeFailed = error {
+            done = true
+            let tls = try? context.pipeline.syncOperations.handler(type: NIOSSLHandler.self)
+            onFailure(error, tls?.peerCertificate.flatMap(PeerCertificate.init))
+        }
+        context.fireErrorCaught(error)
     }
 }
 

@@ -306,7 +306,7 @@ struct GatewayConfigurationTests {
             return
         }
         let messages = error.diagnostics.map { "\($0.line):\($0.column): \($0.message)" }
-        #expect(messages.contains("5:14: unknown config key 'pasword' (did you mean 'password'?); valid keys: north_ocpp_version, north_password, offline_mode, password, password_hash"))
+        #expect(messages.contains("5:14: unknown config key 'pasword' (did you mean 'password'?); valid keys: north_ocpp_version, north_password, ocpp_versions, offline_mode, password, password_hash, security_profile"))
         guard case .failure(let second) = try load("""
             south: { listen: "nowhere", security_profile: 2 }
             north: { url: "ws://csms.example.com/ocpp", security_profile: 3, ca_file: missing.pem }

@@ -110,15 +110,15 @@ struct GatewayEndToEndTests {
         let url = URL(string: "ws://127.0.0.1:\(rig.southPort)/ocpp/CP001")!
         await #expect(throws: WebSocketConnectError.self) {
             _ = try await WebSocketClient.connect(
-                WebSocketClientOptions(url: url, subprotocol: "ocpp2.0.1", basicAuth: ("CP001", "secret-CP001")),
+                WebSocketClientOptions(url: url, subprotocol: "ocpp2.0", basicAuth: ("CP001", "secret-CP001")),
                 on: rig.group.next()).get()
         }
         do {
             _ = try await WebSocketClient.connect(
-                WebSocketClientOptions(url: url, subprotocol: "ocpp2.0.1", basicAuth: ("CP001", "secret-CP001")),
+                WebSocketClientOptions(url: url, subprotocol: "ocpp2.0", basicAuth: ("CP001", "secret-CP001")),
                 on: rig.group.next()).get()
         } catch WebSocketConnectError.subprotocolNotAccepted(let offered, let answered) {
-            #expect(offered == "ocpp2.0.1" && answered == nil)
+            #expect(offered == "ocpp2.0" && answered == nil)
         }
         #expect(rig.csms.connectedChargers.isEmpty)
         await rig.stop()
