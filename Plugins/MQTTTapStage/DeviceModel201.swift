@@ -2,7 +2,8 @@ import Foundation
 import Logging
 import Metrics
 import OCPP
-public import StageKit
+import Synchronization
+import StageKit
 
 // OCPP 2.0.1 on the health channel: the device model's NotifyEvent, NotifyReport and
 // NotifyMonitoringReport items go to topics by component and variable (and EVSE and connector),
@@ -73,6 +74,7 @@ extension MQTTTapStage {
             return true
         }
         budget.dropped += 1
+        droppedSeriesCount.increment()
         Self.seriesDropped.increment()
         let (log, suppressed) = budget.log.admit(now: session.now)
         if log {
@@ -84,9 +86,13 @@ extension MQTTTapStage {
         return false
     }
 
-    /// Messages this session did not publish because of `max_series` (for tests and the status page).
-    public static func droppedSeries(in session: any SessionContext) -> Int {
-        session[SeriesBudgetKey.self]?.dropped ?? 0
+    /// Messages this stage did not publish because of `max_series`, all sessions together.
+    public var droppedSeries: Int { droppedSeriesCount.value }
+
+    final class Count: Sendable {
+        private let count = Mutex(0)
+        var value: Int { count.withLock { $0 } }
+        func increment() { count.withLock { $0 += 1 } }
     }
 
     /// One topic level for a device-model name: `Name[.instance]`, each cut to 50 characters, with

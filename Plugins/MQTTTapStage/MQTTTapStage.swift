@@ -58,6 +58,7 @@ public struct MQTTTapStage: Stage {
     /// OCPP 2.0.1 variables whose values are personal data.
     let piiVariables: PatternTable<Bool>
     let maxSeries: Int
+    let droppedSeriesCount = Count()
 
     /// Defaults: value-channel actions to the CSMS with a copy on MQTT; status to both; vendor diagnostics to MQTT only.
     static let defaultRoutes: [String: Route] = [
