@@ -114,9 +114,10 @@ extension MQTTTapStage {
     // MARK: PII
 
     /// Field names hashed on 2.0.1 sessions whatever `pii_fields` says: tokens (idToken, groupIdToken,
-    /// additionalIdToken), personal messages (`content`), customer data, contract certificates.
+    /// additionalIdToken), personal messages (`content`), customer data, contract certificates, and
+    /// signed meter data (an OCMF record carries the driver's token).
     static let piiFields201: Set<String> = [
-        "idToken", "groupIdToken", "additionalIdToken", "customerIdentifier", "content", "certificate", "exiRequest",
+        "idToken", "groupIdToken", "additionalIdToken", "customerIdentifier", "content", "certificate", "exiRequest", "signedMeterData",
     ]
 
     func strip201(_ value: JSONValue, action: String) -> JSONValue {
