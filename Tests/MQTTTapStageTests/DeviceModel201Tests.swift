@@ -304,6 +304,19 @@ struct DeviceModel201Tests {
         #expect(tester.takeSentToCSMS().map(\.messageId) == ["a"])
     }
 
+    @Test func theSampleIntervalSplitIsFor16ChargersOnly() throws {
+        // A 2.0.1 charger has no GetConfiguration/ChangeConfiguration: the tap never sends it 1.6 CALLs.
+        let publisher = RecordingPublisher()
+        let tester = try StageTester(MQTTTapStage.self, config: "health_interval: 1", version: .v201, stateDirectory: state,
+                                     chargerBooted: false, publisher: publisher)
+        tester.bootAccepted()
+        tester.advance(by: .seconds(1))
+        #expect(tester.takeSentToCharger().isEmpty)
+        let id = tester.csmsSends(call: "SetVariables", payload: ["setVariableData": [[
+            "attributeValue": "60", "component": ["name": "SampledDataCtrlr"], "variable": ["name": "TxUpdatedInterval"]]]])
+        #expect(tester.takeSentToCharger().map(\.messageId) == [id], "the CSMS's own CALLs pass")
+    }
+
     // MARK: Personal data
 
     @Test func tokensCustomerDataAndVehicleIdsNeverReachMQTTInTheClear() throws {
