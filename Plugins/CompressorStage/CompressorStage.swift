@@ -48,7 +48,7 @@ public struct CompressorStage: Stage {
             if name != "default" {
                 let parts = name.split(separator: "/", maxSplits: 1).map(String.init)
                 guard CompressionDefaults.span(measurand: parts[0]) != nil else {
-                    throw CompressorError("'\(name)': '\(parts[0])' is not an OCPP 1.6 measurand")
+                    throw CompressorError("'\(name)': '\(parts[0])' is not an OCPP measurand (1.6 or 2.0.1)")
                 }
                 if parts.count > 1, !Self.phases.contains(parts[1]) {
                     throw CompressorError("'\(name)': '\(parts[1])' is not a phase; phases: \(Self.phases.sorted().joined(separator: ", "))")

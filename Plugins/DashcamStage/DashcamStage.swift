@@ -78,6 +78,9 @@ public struct DashcamStage: Stage {
         var rateLog = LogThrottle(limit: 1, window: .seconds(60))
         var capture: (trigger: String, at: Double, frames: [Entry], remaining: Int, timer: (any ScheduledWork)?)?
         var inTransaction = false
+        /// OCPP 2.0.1: the transactions (by id) a TransactionEvent opened and none ended yet; at most 64.
+        var openTransactions: Set<String> = []
+        var transactionRunning: Bool { inTransaction || !openTransactions.isEmpty }
     }
 
     enum Key: SessionStateKey { typealias Value = Recorder }
@@ -104,7 +107,7 @@ public struct DashcamStage: Stage {
     public func sessionEnded(_ session: any SessionContext) {
         guard let recorder = session[Key.self] else { return }
         // Only a charger that really left is "disconnected"; a reload that retires this stage just closes the capture.
-        if session.isClosed, recorder.inTransaction, recorder.capture == nil { start("disconnected during a transaction", recorder, session) }
+        if session.isClosed, recorder.transactionRunning, recorder.capture == nil { start("disconnected during a transaction", recorder, session) }
         finish(recorder, session)
     }
 
@@ -127,14 +130,42 @@ public struct DashcamStage: Stage {
             return "CALLERROR \(envelope.frame.errorCode ?? "") \(envelope.direction == .fromCharger ? "from the charger" : "from the CSMS")"
         case (.call, "StatusNotification"):
             let payload = envelope.payload()
-            if payload["status"]?.stringValue == "Faulted" { return "Faulted" }
+            // 1.6 `status`, 2.0.1 `connectorStatus`.
+            if payload["status"]?.stringValue == "Faulted" || payload["connectorStatus"]?.stringValue == "Faulted" { return "Faulted" }
             if let code = payload["errorCode"]?.stringValue, code != "NoError" { return "errorCode \(code)" }
         case (.call, "StartTransaction"):
             recorder.inTransaction = true
         case (.call, "StopTransaction"):
             recorder.inTransaction = false
+        case (.call, "TransactionEvent"):
+            let payload = envelope.payload()
+            guard let id = payload["transactionInfo"]?["transactionId"]?.stringValue else { break }
+            if payload["eventType"]?.stringValue == "Ended" {
+                recorder.openTransactions.remove(id)
+            } else if recorder.openTransactions.count < 64 {
+                recorder.openTransactions.insert(id)
+            }
+        case (.call, "NotifyEvent"):
+            return Self.problem(in: envelope.payload())
         default:
             break
+        }
+        return nil
+    }
+
+    /// A NotifyEvent's first alert that is not a clearing: a monitor's threshold crossed (trigger
+    /// `Alerting`), or a component reporting `Problem` (or `Fault`, `Tripped`) true.
+    static func problem(in payload: JSONValue) -> String? {
+        for event in payload["eventData"]?.arrayValue ?? [] where event["cleared"]?.boolValue != true {
+            let component = event["component"]?["name"]?.stringValue ?? ""
+            let variable = event["variable"]?["name"]?.stringValue ?? ""
+            let value = event["actualValue"]?.stringValue?.lowercased()
+            if ["Problem", "Fault", "Tripped"].contains(variable), value == "true" {
+                return "NotifyEvent \(component)/\(variable)"
+            }
+            if event["trigger"]?.stringValue == "Alerting" {
+                return "NotifyEvent Alerting \(component)/\(variable)"
+            }
         }
         return nil
     }
@@ -174,7 +205,8 @@ public struct DashcamStage: Stage {
             line["frame"] = (try? JSONValue(parsing: entry.text)) ?? .string(entry.text)
             return line.jsonText
         }
-        let header: JSONValue = ["v": 1, "charger": .string(chargerId), "trigger": .string(capture.trigger),
+        let header: JSONValue = ["v": 1, "charger": .string(chargerId), "ocpp": .string(session.version == .v201 ? "2.0.1" : "1.6"),
+                                 "trigger": .string(capture.trigger),
                                  "at": .string(Date(timeIntervalSince1970: capture.at).formatted(Self.milliseconds)), "frames": .number(lines.count)]
         // Disk work off the event loop, through one bounded queue: a burst of faults cannot become a burst of writers.
         if !writer.submit(CaptureWriter.Job(chargerId: chargerId, at: capture.at, trigger: capture.trigger, header: header,

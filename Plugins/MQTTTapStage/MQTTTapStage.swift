@@ -30,6 +30,14 @@ public struct MQTTTapStage: Stage {
         public var healthInterval: Int?
         /// Measurands the health channel wants sampled, added to the CSMS's MeterValuesSampledData.
         public var healthMeasurands: [String]?
+        /// OCPP 2.0.1: per `Component/Variable` (either may be `*`) of NotifyEvent, NotifyReport and
+        /// NotifyMonitoringReport items: csms, mqtt or both. Unlisted: the action's route (both).
+        public var components: [String: Route]?
+        /// OCPP 2.0.1: `Component/Variable` patterns whose values are personal data (hashed on MQTT).
+        public var piiVariables: [String]?
+        /// Distinct topics a session may publish under peer-chosen names (components, measurands,
+        /// connectors); beyond it, new ones are dropped and counted.
+        public var maxSeries: Int?
     }
 
     public static let type = "mqtt_tap"
@@ -45,13 +53,24 @@ public struct MQTTTapStage: Stage {
     let healthMeasurands: [String]
     /// What each CSMS asked of its charger's sampling, kept across reconnects.
     let wishes = SamplingWishes()
+    /// OCPP 2.0.1 device-model routing (`components`).
+    let componentRules: PatternTable<Route>
+    /// OCPP 2.0.1 variables whose values are personal data.
+    let piiVariables: PatternTable<Bool>
+    let maxSeries: Int
+    let droppedSeriesCount = Count()
 
     /// Defaults: value-channel actions to the CSMS with a copy on MQTT; status to both; vendor diagnostics to MQTT only.
     static let defaultRoutes: [String: Route] = [
         "Authorize": .both, "StartTransaction": .both, "StopTransaction": .both, "MeterValues": .both, "BootNotification": .both,
         "StatusNotification": .both, "DataTransfer": .mqtt, "DiagnosticsStatusNotification": .both, "FirmwareStatusNotification": .both,
         "Heartbeat": .csms,
+        // OCPP 2.0.1: billing to the CSMS (always), device-model data by `components`.
+        "TransactionEvent": .both, "NotifyEvent": .both, "NotifyReport": .both, "NotifyMonitoringReport": .both,
     ]
+
+    /// What `pii_variables` is without configuration: EV and vehicle identifiers, token values.
+    static let defaultPIIVariables = ["*/VehicleId", "*/Token", "VehicleIdSensor/*"]
 
     public init(configuration: Configuration, context: StageSetupContext) throws {
         guard let publisher = context.publisher else {
@@ -59,9 +78,19 @@ public struct MQTTTapStage: Stage {
         }
         self.publisher = publisher
         routes = Self.defaultRoutes.merging(configuration.routes ?? [:]) { $1 }
-        for action in (configuration.routes ?? [:]).keys where MessageCatalogue.descriptor(for: action)?.sender.contains(.chargePoint) != true {
+        for action in (configuration.routes ?? [:]).keys.sorted() where !OCPPVersion.allCases.contains(where: {
+            MessageCatalogue.descriptor(for: action, version: $0)?.sender.contains(.chargePoint) == true
+        }) {
             throw TapError("'routes' names '\(action)', which is not an action a charger sends")
         }
+        if let route = configuration.routes?["TransactionEvent"], !route.toCSMS {
+            throw ConfigurationKeyError(key: "routes.TransactionEvent", "must reach the CSMS (csms or both): it carries the billing")
+        }
+        componentRules = try PatternTable(configuration.components ?? [:], key: "components")
+        piiVariables = try PatternTable(Dictionary((configuration.piiVariables ?? Self.defaultPIIVariables).map { ($0, true) },
+                                                   uniquingKeysWith: { a, _ in a }), key: "pii_variables")
+        maxSeries = configuration.maxSeries ?? 1000
+        guard maxSeries >= 1 else { throw ConfigurationKeyError(key: "max_series", "must be at least 1, found \(maxSeries)") }
         measurandRoutes = configuration.measurands ?? [:]
         piiFields = Set(configuration.piiFields ?? ["idTag", "parentIdTag"])
         secret = try Self.loadSecret(stateDirectory: context.stateDirectory)
@@ -96,6 +125,7 @@ public struct MQTTTapStage: Stage {
     // MARK: Frames
 
     public func process(_ envelope: Envelope, in session: any SessionContext) -> Verdict {
+        if envelope.version == .v201 { return process201(envelope, session) }
         if healthInterval != nil, let verdict = splitSampling(envelope, session) { return verdict }
         guard envelope.direction == .fromCharger, envelope.isCall, let action = envelope.action else { return .forward }
         let route = routes[action] ?? .csms
@@ -106,7 +136,7 @@ public struct MQTTTapStage: Stage {
             let payload = envelope.payload()
             if route.toMQTT {
                 let connector = payload["connectorId"]?.intValue ?? 0
-                publish(session, "status/\(connector)", retain: true, [
+                publish(session, "status/\(connector)", retain: true, series: true, [
                     "connector": .number(connector), "status": payload["status"] ?? .null, "errorCode": payload["errorCode"] ?? .null,
                     "timestamp": payload["timestamp"] ?? .string(isoNow(session)),
                 ])
@@ -511,25 +541,27 @@ public struct MQTTTapStage: Stage {
     /// sample back, or publish archived points in its place (with how they were compressed).
     /// A point the compressor did not move is published as the charger wrote it (its value's and
     /// timestamp's spelling); a moved point is rounded to the precision of the charger's value.
-    private func publishTelemetry(_ session: any SessionContext, measurand: String, phase: String?, message: JSONValue) {
+    /// `scale` turns the sample's value into the measurand's base unit (kW → W; 2.0.1's multiplier).
+    func publishTelemetry(_ session: any SessionContext, measurand: String, phase: String?, message: JSONValue, scale: Double? = nil) {
         let series = measurand + (phase.map { "/\($0)" } ?? "")
         let topic = Self.telemetryTopic(series)
-        guard let filter = session[TelemetryFilterKey.self], Self.measurands.contains(measurand), phase.map(Self.phases.contains) ?? true,
-              let text = message["value"]?.stringValue, let value = Double(text), value.isFinite,
+        guard let filter = session[TelemetryFilterKey.self], Self.compressible.contains(measurand), phase.map(Self.phases.contains) ?? true,
+              let text = message["value"].flatMap(Self.numberText), let value = Double(text), value.isFinite,
               let time = message["timestamp"]?.stringValue.flatMap(parseISO)?.timeIntervalSince1970
         else {
             // Not a series the compressor can follow (no compressor, a name outside OCPP's lists, a value
             // that is no number): published as it came. Unknown names are never remembered.
-            publish(session, topic, retain: false, message)
+            publish(session, topic, retain: false, series: true, message)
             return
         }
-        let scale = Self.unitScale(message["unit"]?.stringValue)
+        guard admitSeries(topic, session) else { return }
+        let scale = scale ?? Self.unitScale(message["unit"]?.stringValue)
         let memory = session[SeriesMemoryKey.self, default: SeriesMemory()]
         memory.remember(series: series, SeriesMemory.Reading(time: time, value: value * scale, scale: scale, message: message))
         session[SeriesMemoryKey.self] = memory
         publishPending(filter.takeRetiredPoints(), filter, session)
         for point in filter.filter(series: series, time: time, value: value * scale) {
-            publish(session, topic, retain: false, memory.point(series: series, point.time, point.value, filter.descriptor(series: series)))
+            publish(session, topic, retain: false, series: true, memory.point(series: series, point.time, point.value, filter.descriptor(series: series)))
         }
     }
 
@@ -540,7 +572,7 @@ public struct MQTTTapStage: Stage {
     /// Values in kW, kWh, kvar… go to the compressor in W, Wh, var…, so one deviation holds for both spellings.
     static func unitScale(_ unit: String?) -> Double {
         switch unit {
-        case "kW", "kWh", "kvar", "kvarh", "kVA": 1000
+        case "kW", "kWh", "kvar", "kvarh", "kVA", "kVAh": 1000
         default: 1
         }
     }
@@ -574,14 +606,14 @@ public struct MQTTTapStage: Stage {
             if let reading = readings.last(where: { $0.time == time }) {
                 message = reading.message
                 if value != reading.value {
-                    message["value"] = .string(Spelling.value(value / reading.scale, like: reading.message["value"]?.stringValue ?? ""))
+                    message["value"] = Spelling.json(value / reading.scale, like: reading.message["value"])
                 }
             } else {
                 // Not one of the recent samples (the compressors never do this): the newest sample's fields.
                 message = readings.last?.message ?? [:]
                 let scale = readings.last?.scale ?? 1
                 message["timestamp"] = .string(Spelling.timestamp(time, like: message["timestamp"]?.stringValue ?? ""))
-                message["value"] = .string(Spelling.value(value / scale, like: message["value"]?.stringValue ?? ""))
+                message["value"] = Spelling.json(value / scale, like: message["value"])
             }
             if let descriptor { message["compression"] = descriptor }
             return message
@@ -589,7 +621,7 @@ public struct MQTTTapStage: Stage {
     }
 
     /// Every series ends on its true last value: at the end of a transaction and of a session.
-    private func flushTelemetry(_ session: any SessionContext) {
+    func flushTelemetry(_ session: any SessionContext) {
         guard let filter = session[TelemetryFilterKey.self] else { return }
         publishPending(filter.takeRetiredPoints() + filter.flush(), filter, session)
     }
@@ -598,7 +630,7 @@ public struct MQTTTapStage: Stage {
                                 _ session: any SessionContext) {
         guard !points.isEmpty, let memory = session[SeriesMemoryKey.self] else { return }
         for point in points {
-            publish(session, Self.telemetryTopic(point.series), retain: false,
+            publish(session, Self.telemetryTopic(point.series), retain: false, series: true,
                     memory.point(series: point.series, point.time, point.value, filter.descriptor(series: point.series)))
         }
     }
@@ -609,7 +641,9 @@ public struct MQTTTapStage: Stage {
         flushTelemetry(session)
     }
 
-    private func publish(_ session: any SessionContext, _ subtopic: String, retain: Bool, _ body: JSONValue) {
+    /// `series`: the topic carries peer-chosen names or numbers, and counts against `max_series`.
+    func publish(_ session: any SessionContext, _ subtopic: String, retain: Bool, series: Bool = false, _ body: JSONValue) {
+        if series, !admitSeries(subtopic, session) { return }
         var message: JSONValue = ["v": 1, "gateway": .string(publisher.topicRoot), "charger": .string(session.chargerId)]
         for (key, value) in body.objectValue ?? [] { message[key] = value }
         publisher.publish(topic: "\(publisher.topicRoot)/\(Topics.level(session.chargerId))/\(subtopic)", payload: message.serialized(),
@@ -617,15 +651,17 @@ public struct MQTTTapStage: Stage {
     }
 
     /// The payload with every PII field replaced by `hmac-sha256:<hex>` (first 16 bytes), at any depth.
-    func strip(_ value: JSONValue) -> JSONValue {
+    func strip(_ value: JSONValue) -> JSONValue { strip(value, fields: piiFields) }
+
+    func strip(_ value: JSONValue, fields: Set<String>) -> JSONValue {
         switch value {
         case .object(let members):
             return .object(members.map { key, member in
-                if piiFields.contains(key), case .string(let text) = member { return (key, .string(hash(text))) }
-                return (key, strip(member))
+                if fields.contains(key), case .string(let text) = member { return (key, .string(hash(text))) }
+                return (key, strip(member, fields: fields))
             })
         case .array(let elements):
-            return .array(elements.map(strip))
+            return .array(elements.map { strip($0, fields: fields) })
         default:
             return value
         }

@@ -1,4 +1,5 @@
 import Foundation
+import OCPP
 
 /// Writing a number or a time the way the charger wrote its own: the same number of decimals (or
 /// the same resolution, for `1.50E+3`), the same fractional seconds. No float noise.
@@ -16,6 +17,13 @@ enum Spelling {
         // -0.00 is 0.00.
         if text.hasPrefix("-"), text.dropFirst().allSatisfy({ $0 == "0" || $0 == "." }) { return String(text.dropFirst()) }
         return text
+    }
+
+    /// `value` spelled like `source`: a JSON string for a 1.6 sample (`"15.00"`), a JSON number for a
+    /// 2.0.1 one (`15.00`), with the charger's resolution either way.
+    static func json(_ value: Double, like source: JSONValue?) -> JSONValue {
+        if case .number(let text)? = source { return .number(Self.value(value, like: text)) }
+        return .string(Self.value(value, like: source?.stringValue ?? ""))
     }
 
     /// The power of ten of the last digit `source` gives: -2 for "15.00", 0 for "15", 1 for "1.50E+3".
@@ -56,4 +64,17 @@ extension MQTTTapStage {
         "Current.Offered", "Voltage", "Frequency", "Temperature", "SoC", "RPM",
     ]
     static let phases: Set<String> = ["L1", "L2", "L3", "N", "L1-N", "L2-N", "L3-N", "L1-L2", "L2-L3", "L3-L1"]
+    /// The series the compressor follows: OCPP 1.6's measurands and those 2.0.1 added (net and apparent energy).
+    static let compressible: Set<String> = measurands.union([
+        "Energy.Active.Net", "Energy.Reactive.Net", "Energy.Apparent.Net", "Energy.Apparent.Import", "Energy.Apparent.Export",
+    ])
+
+    /// A sample's value as text: a 1.6 string (`"15.00"`) or a 2.0.1 number as the charger spelled it.
+    static func numberText(_ value: JSONValue) -> String? {
+        switch value {
+        case .string(let text): text
+        case .number(let text): text
+        default: nil
+        }
+    }
 }

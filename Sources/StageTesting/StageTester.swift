@@ -27,15 +27,16 @@ public final class StageTester {
     ///   - chargerBooted: the charger's BootNotification was accepted in an earlier session (it reconnected
     ///     without booting), so the gateway's CALLs flow at once. Pass false to start before the boot:
     ///     the router then holds every gateway CALL until `bootAccepted()` or a real BootNotification exchange.
-    public init(stages: [(id: String, stage: any Stage)], chargerId: String = "CP001", limits: SessionLimits = SessionLimits(),
-                wallTime: Double? = nil, chargerBooted: Bool = true,
+    ///   - version: the OCPP version the charger's link negotiated (`.v201` for a 2.0.1 charger).
+    public init(stages: [(id: String, stage: any Stage)], chargerId: String = "CP001", version: OCPPVersion = .v16,
+                limits: SessionLimits = SessionLimits(), wallTime: Double? = nil, chargerBooted: Bool = true,
                 logger: Logger = Logger(label: "stage-test", factory: { _ in SwiftLogNoOpLogHandler() })) {
         self.chargerId = chargerId
         let loaded = stages.map { LoadedStage.forTesting(id: $0.id, instance: $0.stage) }
         pipelineHolder = PipelineHolder(Pipeline(stages: loaded, file: "<test>"))
         driver = FakeDriver()
         if let wallTime { driver.wallTime = wallTime }
-        session = Session(chargerId: chargerId, pipelines: pipelineHolder, limits: limits, metrics: RouterMetrics(),
+        session = Session(chargerId: chargerId, version: version, pipelines: pipelineHolder, limits: limits, metrics: RouterMetrics(),
                           driver: driver, logger: logger, bootAccepted: chargerBooted)
         session.start()
     }
@@ -58,14 +59,17 @@ public final class StageTester {
     /// The charger boots: it sends a BootNotification and the CSMS accepts it (the router opens its gate
     /// for the gateway's own CALLs). The frames are taken from both outboxes.
     public func bootAccepted(interval: Int = 300) {
-        let id = chargerSends(call: "BootNotification", payload: ["chargePointVendor": "Test", "chargePointModel": "Test"])
+        let payload: JSONValue = session.version == .v201
+            ? ["chargingStation": ["vendorName": "Test", "model": "Test"], "reason": "PowerUp"]
+            : ["chargePointVendor": "Test", "chargePointModel": "Test"]
+        let id = chargerSends(call: "BootNotification", payload: payload)
         _ = takeSentToCSMS(where: { $0.messageId == id })
         csmsAnswers(id, payload: ["status": "Accepted", "currentTime": "2026-01-01T00:00:00Z", "interval": .number(Double(interval))])
         _ = takeSentToCharger(where: { $0.messageId == id })
     }
 
     /// Tests one stage type, decoding its configuration from YAML exactly as the pipeline loader does.
-    public convenience init<S: Stage>(_ type: S.Type, config yaml: String = "", chargerId: String = "CP001",
+    public convenience init<S: Stage>(_ type: S.Type, config yaml: String = "", chargerId: String = "CP001", version: OCPPVersion = .v16,
                                       south: SouthSettings = SouthSettings(securityProfile: 1, chargers: [:]),
                                       north: NorthSettings = NorthSettings(securityProfile: 3),
                                       stateDirectory: String? = nil,
@@ -73,7 +77,7 @@ public final class StageTester {
                                       publisher: (any MessagePublisher)? = nil,
                                       logger: Logger = Logger(label: "stage-test", factory: { _ in SwiftLogNoOpLogHandler() })) throws {
         let stage = try Self.build(type, config: yaml, south: south, north: north, stateDirectory: stateDirectory, publisher: publisher)
-        self.init(stages: [(S.type, stage)], chargerId: chargerId, limits: limits, wallTime: wallTime, chargerBooted: chargerBooted,
+        self.init(stages: [(S.type, stage)], chargerId: chargerId, version: version, limits: limits, wallTime: wallTime, chargerBooted: chargerBooted,
                   logger: logger)
     }
 

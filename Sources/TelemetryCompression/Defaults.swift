@@ -16,7 +16,7 @@ public enum CompressionDefaults {
     /// charger's 32.4 A keeps the 32 A range).
     public static let rangeHeadroom = 1.25
 
-    /// The standard instrument ranges of a measurand of OCPP 1.6, smallest first, in its base unit;
+    /// The standard instrument ranges of a measurand of OCPP 1.6 or 2.0.1, smallest first, in its base unit;
     /// empty for a name OCPP does not define. Registers keep one range (their value only grows).
     public static func ranges(measurand: String) -> [Double] {
         switch measurand {
@@ -26,8 +26,10 @@ public enum CompressionDefaults {
             [11_040, 22_080, 50_000, 150_000, 350_000]  // W, var
         case "Energy.Active.Import.Register", "Energy.Active.Export.Register", "Energy.Reactive.Import.Register",
              "Energy.Reactive.Export.Register", "Energy.Active.Import.Interval", "Energy.Active.Export.Interval",
-             "Energy.Reactive.Import.Interval", "Energy.Reactive.Export.Interval":
-            [11_040]  // Wh, varh: an hour at 11 kW
+             "Energy.Reactive.Import.Interval", "Energy.Reactive.Export.Interval",
+             // OCPP 2.0.1 adds net and apparent energy.
+             "Energy.Active.Net", "Energy.Reactive.Net", "Energy.Apparent.Net", "Energy.Apparent.Import", "Energy.Apparent.Export":
+            [11_040]  // Wh, varh, VAh: an hour at 11 kW
         case "Temperature": [140]  // Celsius, -40…100
         case "SoC": [100]  // Percent
         case "Frequency": [10]  // Hz, 45…55
@@ -50,7 +52,9 @@ public enum CompressionDefaults {
         case "Energy.Active.Import.Register", "Energy.Active.Export.Register", "Energy.Active.Import.Interval",
              "Energy.Active.Export.Interval": "Wh"
         case "Energy.Reactive.Import.Register", "Energy.Reactive.Export.Register", "Energy.Reactive.Import.Interval",
-             "Energy.Reactive.Export.Interval": "varh"
+             "Energy.Reactive.Export.Interval", "Energy.Reactive.Net": "varh"
+        case "Energy.Active.Net": "Wh"
+        case "Energy.Apparent.Net", "Energy.Apparent.Import", "Energy.Apparent.Export": "VAh"
         case "Temperature": "Celsius"
         case "SoC": "Percent"
         case "Frequency": "Hz"
