@@ -257,7 +257,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MQTTTapStageTests",
-            dependencies: ["MQTTTapStage", "StageTesting", "StageKit", "OCPP"],
+            dependencies: ["MQTTTapStage", "StageTesting", "StageKit", "OCPP", "Router"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
