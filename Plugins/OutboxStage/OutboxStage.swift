@@ -121,6 +121,9 @@ public struct OutboxStage: Stage {
     // MARK: Lifecycle
 
     public func sessionStarted(_ session: any SessionContext) {
+        // An OCPP 2.0.1 station keeps its own offline queue (part 2, E/F: queued TransactionEvents with
+        // `offline: true`): without state here, its frames pass untouched.
+        guard session.version == .v16 else { return }
         session[StateKey.self] = ChargerState()
         let chargerId = session.chargerId
         let path = OutboxDatabase.path(stateDirectory: stateDirectory, chargerId: chargerId)

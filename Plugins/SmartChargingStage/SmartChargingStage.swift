@@ -310,6 +310,8 @@ public struct SmartChargingStage: Stage {
     // MARK: Frames
 
     public func process(_ envelope: Envelope, in session: any SessionContext) -> Verdict {
+        // An OCPP 2.0.1 station runs its own smart charging (K use cases): its frames pass untouched.
+        guard session.version == .v16 else { return .forward }
         let state = state(session)
         switch (envelope.direction, envelope.messageType, envelope.action ?? "") {
         case (.fromCSMS, .call, "SetChargingProfile"):
@@ -600,6 +602,7 @@ public struct SmartChargingStage: Stage {
     /// instance: the charger's state comes back from disk and, when it is known what the charger
     /// executes, what it must hold is installed again (so a new site limit reaches it at once).
     public func sessionStarted(_ session: any SessionContext) {
+        guard session.version == .v16 else { return }
         let state = state(session)
         let charging = !state.transactions.isEmpty
         registry.join(session.chargerId, session: ObjectIdentifier(session), handle: session.handle, charging: charging)
