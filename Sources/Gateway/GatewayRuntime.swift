@@ -299,6 +299,7 @@ public final class GatewayRuntime: Sendable {
             }))
         }
         var connectRequest = ChargerConnectRequest(chargerId: chargerId, remoteAddress: request.remoteAddress?.ipAddress)
+        connectRequest.securityProfile = configuration.southSecurityProfile(for: chargerId, on: request.isTLS ? .tls : .plain)
         switch request.basicAuth {
         case .absent: break
         case .malformed: connectRequest.hasMalformedAuthorization = true
@@ -360,7 +361,7 @@ public final class GatewayRuntime: Sendable {
                 logger.warning("north connection failed; buffer mode keeps the charger connected", metadata: [
                     "charger": "\(chargerId)", "error": "\(LogSafe.escape("\(error)", limit: 200))",
                 ])
-                return acceptCharger(chargerId, north: nil, credentials: credentials, version: version)
+                return acceptCharger(request, north: nil, credentials: credentials, version: version)
             }
             for stage in pipelines.pipeline.stages { stage.instance.northConnectionFailed(chargerId: chargerId, failure: failure) }
             let delay = backoff.recordFailure(for: chargerId, now: NIODeadline.now().uptimeNanoseconds)
@@ -378,16 +379,19 @@ public final class GatewayRuntime: Sendable {
                 if !north.isRelaying { north.close(code: .normalClosure, reason: "charger left during the handshake") }
             }
         }
-        return acceptCharger(chargerId, north: north, credentials: credentials, version: version)
+        return acceptCharger(request, north: north, credentials: credentials, version: version)
     }
 
     /// The upgrade answer that starts the charger's session (with its north link, or without one in buffer mode).
     /// The version is the one negotiated with the charger; its north link was opened with the same one.
-    private func acceptCharger(_ chargerId: String, north: WebSocketConnection?, credentials: NorthCredentials,
+    private func acceptCharger(_ request: ChargerConnectRequest, north: WebSocketConnection?, credentials: NorthCredentials,
                                version: OCPPVersion) -> UpgradeAnswer {
+        let chargerId = request.chargerId
         let booted = bootRecord(for: chargerId)?.accepted ?? false
+        let southProfile = request.securityProfile ?? configuration.southSecurityProfile
         return .accept(subprotocol: version.subprotocol, onUpgrade: { [self] south in
-            startSession(chargerId: chargerId, south: south, north: north, credentials: credentials, booted: booted, version: version)
+            startSession(chargerId: chargerId, south: south, north: north, credentials: credentials, booted: booted, version: version,
+                         southProfile: southProfile)
         })
     }
 
@@ -508,7 +512,7 @@ public final class GatewayRuntime: Sendable {
     }
 
     private func startSession(chargerId: String, south: WebSocketConnection, north: WebSocketConnection?,
-                              credentials: NorthCredentials, booted: Bool, version: OCPPVersion = .v16) {
+                              credentials: NorthCredentials, booted: Bool, version: OCPPVersion = .v16, southProfile: Int) {
         let profile = credentials.securityProfile
         let loop = south.channel.eventLoop
         let replaced = sessions.withLock { $0[chargerId] }
@@ -519,6 +523,7 @@ public final class GatewayRuntime: Sendable {
         let link = SessionLink(chargerId: chargerId, south: south, north: north, credentials: credentials, eventLoop: loop) {
             [self] credentials in connectNorth(chargerId: chargerId, credentials: credentials, version: version, on: loop)
         }
+        link.southSecurityProfile = southProfile
         if configuration.offlineMode(for: chargerId) == .buffer {
             link.buffer = SessionLink.BufferMode(
                 nextDelay: { [self] in backoff.recordFailure(for: chargerId, now: NIODeadline.now().uptimeNanoseconds) },
@@ -579,10 +584,9 @@ extension GatewayRuntime {
     /// Each live session's status row (all, or only charger `id`), collected on the session's own loop.
     func liveSessionStatuses(only id: String?) -> [EventLoopFuture<ChargerStatus>] {
         let live = sessions.withLock { sessions in id.map { sessions[$0].map { [$0] } ?? [] } ?? Array(sessions.values) }
-        let profile = configuration.southSecurityProfile
         return live.map { session in
             let link = session.link
-            return session.eventLoop.submit { link.value.status(southSecurityProfile: profile) }
+            return session.eventLoop.submit { link.value.status() }
         }
     }
 }

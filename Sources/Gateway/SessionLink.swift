@@ -29,6 +29,8 @@ final class SessionLink: SessionDriver {
     var buffer: BufferMode?
     /// The credentials of the current (or last) north link, for reconnecting.
     var credentials: NorthCredentials
+    /// The security profile the charger's connection stands on (its listener and configuration).
+    var southSecurityProfile = 0
     /// The last frame each way and the security events going north, for the status page (StatusCollection.swift).
     var activity = LinkActivity()
 

@@ -154,7 +154,7 @@ struct LinkActivity {
 
 extension SessionLink {
     /// This charger's row of the status page. Must run on `eventLoop`.
-    func status(southSecurityProfile: Int) -> ChargerStatus {
+    func status() -> ChargerStatus {
         let remote = south.channel.remoteAddress.map { address in
             address.ipAddress.map { "\($0):\(address.port ?? 0)" } ?? "\(address)"
         } ?? "?"

@@ -16,6 +16,9 @@ public struct ChargerConnectRequest: Sendable {
     public var credentials: BasicCredentials?
     /// True when an `Authorization` header was present but was not valid Basic auth.
     public var hasMalformedAuthorization: Bool
+    /// The security profile south this connection stands on (0–3), as its listener and the charger's
+    /// configuration decide; for 3 the client certificate has already been checked (CN = charge point id).
+    public var securityProfile: Int?
 
     public init(chargerId: String, remoteAddress: String? = nil, credentials: BasicCredentials? = nil,
                 hasMalformedAuthorization: Bool = false) {

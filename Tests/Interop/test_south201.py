@@ -156,9 +156,12 @@ class Site:
         task = asyncio.create_task(station.start())
         return station, connection, task
 
-    def security_events(self):
+    def status(self):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.gateway.admin_port}/api/status", timeout=5) as response:
-            return json.loads(response.read())["security_events"]
+            return json.loads(response.read())
+
+    def security_events(self):
+        return self.status()["security_events"]
 
     def stop(self):
         self.gateway.stop()
@@ -208,6 +211,9 @@ def test_sp3_station_is_relayed_in_201_byte_for_byte_next_to_a_legacy_charger(tm
         assert calls(site.csms.frames_from("CS201")) == calls(station.sent)
         assert any('"NotifyEvent"' in frame for frame in site.csms.frames_from("CS201"))
         assert any('"BootNotification"' in frame for frame in site.csms.frames_from("CP001"))
+        # The status page tells each charger's own profile south: 3 over TLS with its certificate, 1 over ws://.
+        profiles = {charger["id"]: charger["south_security_profile"] for charger in site.status()["chargers"]}
+        assert profiles == {"CS201": 3, "CP001": 1}, profiles
         for link, job in ((connection, task), (legacy_connection, legacy_task)):
             await link.close()
             job.cancel()
