@@ -8,7 +8,9 @@ import Testing
 @Suite("WebSocket close codes", .serialized)
 struct WebSocketCloseCodeTests {
     static func upgraded(maxMessageBytes: Int = 1024) async throws -> (TestServer, RawSocket) {
-        let server = try await TestServer(WebSocketServerOptions(host: "127.0.0.1", port: 0, maxMessageBytes: maxMessageBytes)) {
+        // A generous handshake bound: under ThreadSanitizer on a loaded machine the request may take seconds to go out.
+        let server = try await TestServer(WebSocketServerOptions(host: "127.0.0.1", port: 0, maxMessageBytes: maxMessageBytes,
+                                                                 handshakeTimeout: .seconds(60))) {
             $0.onText = { _ in }
         }
         let client = try await RawSocket.connect(port: server.port)
