@@ -107,18 +107,7 @@ public final class GatewayRuntime: Sendable {
             logger.info("health channel", metadata: ["broker": "\(publisher.settings.host):\(publisher.settings.port)",
                                                      "topics": "\(publisher.settings.topicRoot)/#"])
         }
-        let server = try await WebSocketServer.start(
-            WebSocketServerOptions(host: configuration.southHost, port: configuration.southPort,
-                                   maxMessageBytes: configuration.southMaxFrameBytes,
-                                   pingInterval: configuration.southPingInterval?.timeAmount,
-                                   handshakeTimeout: configuration.southHandshakeTimeout.timeAmount,
-                                   // Auth hooks and the north connect; a little slack for the hash.
-                                   decisionTimeout: (configuration.northConnectTimeout + .seconds(5)).timeAmount,
-                                   outboundLimits: OutboundLimits(maxBytes: configuration.southMaxOutboundBytes,
-                                                                  writeTimeout: configuration.southWriteTimeout.timeAmount),
-                                   onRefusal: { [self] refusal in connectionRefused(refusal) }),
-            group: group, limiter: connectionLimiter
-        ) { [self] request, channel in decide(request, channel: channel) }
+        let server = try await startSouthListener(host: configuration.southHost, port: configuration.southPort, tls: nil)
         listeners.withLock { $0.append(server) }
         try await startTLSListener()
         let buffering = configuration.offlineMode == .buffer || configuration.chargerOfflineModes.values.contains(.buffer)
@@ -626,22 +615,29 @@ enum SouthSecurityRefusal: Equatable {
 }
 
 extension GatewayRuntime {
-    /// Starts `south.tls.listen` (wss://) when configured: same limits, same decision, its own TLS.
-    func startTLSListener() async throws {
-        guard let tls = configuration.southTLS else { return }
-        let settings = try SouthTLS.serverConfiguration(certificateFile: tls.certificateFile, keyFile: tls.keyFile,
-                                                        clientCAFile: tls.clientCAFile)
-        let server = try await WebSocketServer.start(
-            WebSocketServerOptions(host: tls.host, port: tls.port, tls: settings,
+    /// A listener for chargers (plain, or TLS with `tls`): the south limits and timeouts, one shared
+    /// connection limiter, every upgrade decided by `decide`.
+    func startSouthListener(host: String, port: Int, tls: TLSConfiguration?) async throws -> any Channel {
+        try await WebSocketServer.start(
+            WebSocketServerOptions(host: host, port: port, tls: tls,
                                    maxMessageBytes: configuration.southMaxFrameBytes,
                                    pingInterval: configuration.southPingInterval?.timeAmount,
                                    handshakeTimeout: configuration.southHandshakeTimeout.timeAmount,
+                                   // Auth hooks and the north connect; a little slack for the hash.
                                    decisionTimeout: (configuration.northConnectTimeout + .seconds(5)).timeAmount,
                                    outboundLimits: OutboundLimits(maxBytes: configuration.southMaxOutboundBytes,
                                                                   writeTimeout: configuration.southWriteTimeout.timeAmount),
                                    onRefusal: { [self] refusal in connectionRefused(refusal) }),
             group: group, limiter: connectionLimiter
         ) { [self] request, channel in decide(request, channel: channel) }
+    }
+
+    /// Starts `south.tls.listen` (wss://) when configured: same limits, same decision, its own TLS.
+    func startTLSListener() async throws {
+        guard let tls = configuration.southTLS else { return }
+        let settings = try SouthTLS.serverConfiguration(certificateFile: tls.certificateFile, keyFile: tls.keyFile,
+                                                        clientCAFile: tls.clientCAFile)
+        let server = try await startSouthListener(host: tls.host, port: tls.port, tls: settings)
         appendListener(server)
         logger.info("listening for chargers over TLS", metadata: [
             "address": "wss://\(tls.host):\(server.localAddress?.port ?? 0)\(configuration.southPath)/<chargeId>",

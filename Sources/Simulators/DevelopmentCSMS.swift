@@ -48,20 +48,7 @@ public final class DevelopmentCSMS: Sendable {
     }
 
     public func start(group: any EventLoopGroup) async throws -> Int {
-        var tls = TLSConfiguration.makeServerConfiguration(
-            certificateChain: try NIOSSLCertificate.fromPEMFile(options.certificateFile).map { .certificate($0) },
-            privateKey: .privateKey(try NIOSSLPrivateKey(file: options.keyFile, format: .pem)))
-        tls.minimumTLSVersion = .tlsv12
-        if let ca = options.clientCAFile {
-            tls.certificateVerification = .noHostnameVerification
-            tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))
-        }
-        let server = try await WebSocketServer.start(
-            WebSocketServerOptions(host: options.host, port: options.port, tls: tls, maxMessageBytes: 1 << 20),
-            group: group
-        ) { [self] request, channel in
-            channel.eventLoop.makeSucceededFuture(accept(request))
-        }
+        let server = try await options.listen(on: group) { [self] request in accept(request) }
         channel.withLock { $0 = server }
         return server.localAddress?.port ?? options.port
     }
@@ -140,6 +127,27 @@ public final class DevelopmentCSMS: Sendable {
             return .success([:])
         default:
             return .failure(.callError(code: "NotImplemented", description: "the development CSMS does not handle \(action)"))
+        }
+    }
+}
+
+extension DevelopmentCSMS.Options {
+    /// Listens as a CSMS: TLS ≥ 1.2 with this certificate, client certificates checked against
+    /// `clientCAFile` when set (mutual TLS), every upgrade decided by `accept`.
+    func listen(on group: any EventLoopGroup,
+                accept: @escaping @Sendable (UpgradeRequest) -> UpgradeAnswer) async throws -> any Channel {
+        var tls = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(certificateFile).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem)))
+        tls.minimumTLSVersion = .tlsv12
+        if let ca = clientCAFile {
+            tls.certificateVerification = .noHostnameVerification
+            tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))
+        }
+        return try await WebSocketServer.start(
+            WebSocketServerOptions(host: host, port: port, tls: tls, maxMessageBytes: 1 << 20), group: group
+        ) { request, channel in
+            channel.eventLoop.makeSucceededFuture(accept(request))
         }
     }
 }

@@ -23,20 +23,7 @@ public final class DevelopmentCSMS201: Sendable {
     }
 
     public func start(group: any EventLoopGroup) async throws -> Int {
-        var tls = TLSConfiguration.makeServerConfiguration(
-            certificateChain: try NIOSSLCertificate.fromPEMFile(options.certificateFile).map { .certificate($0) },
-            privateKey: .privateKey(try NIOSSLPrivateKey(file: options.keyFile, format: .pem)))
-        tls.minimumTLSVersion = .tlsv12
-        if let ca = options.clientCAFile {
-            tls.certificateVerification = .noHostnameVerification
-            tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))
-        }
-        let server = try await WebSocketServer.start(
-            WebSocketServerOptions(host: options.host, port: options.port, tls: tls, maxMessageBytes: 1 << 20),
-            group: group
-        ) { [self] request, channel in
-            channel.eventLoop.makeSucceededFuture(accept(request))
-        }
+        let server = try await options.listen(on: group) { [self] request in accept(request) }
         channel.withLock { $0 = server }
         return server.localAddress?.port ?? options.port
     }

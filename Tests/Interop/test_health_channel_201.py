@@ -2,20 +2,15 @@
 ws:// (subprotocol ocpp2.0.1, Basic auth) through the gateway to a 2.0.1 CSMS of the `ocpp` package over
 mutual TLS, with a real mosquitto and an independent MQTT client (paho).
 
-Written against docs/health-channel.md ("OCPP 2.0.1"). It needs the gateway to accept `ocpp2.0.1` on its
-south side; until it does (an upgrade offered only `ocpp2.0.1` is answered without a subprotocol), the test
-skips itself, and it runs as is once the gateway serves 2.0.1 chargers."""
+Written against docs/health-channel.md ("OCPP 2.0.1")."""
 
 import asyncio
 import json
 
-import pytest
 import websockets
-from conftest import PASSWORD, Gateway, basic_auth, free_port, now_iso, run_with, wait_for
-from ocpp.routing import on
+from conftest import CSMS201, PASSWORD, Gateway, basic_auth, free_port, now_iso, run_with, wait_for
 from ocpp.v201 import ChargePoint as ChargePoint201
-from ocpp.v201 import call, call_result
-from ocpp.v201.enums import Action
+from ocpp.v201 import call
 from test_health_channel import Broker, Subscriber
 
 PIPELINE = """version: 1
@@ -31,74 +26,6 @@ stages:
 """
 TOKEN = "SECRET201TOKEN"
 VEHICLE = "0A0B0C0D0E0F"
-
-
-class CSMS201ChargePoint(ChargePoint201):
-    """The CSMS's side of one 2.0.1 charger; records every frame it receives."""
-
-    def __init__(self, charge_point_id, connection, csms):
-        super().__init__(charge_point_id, connection, response_timeout=10)
-        self.csms = csms
-
-    async def route_message(self, raw_msg):
-        self.csms.received.append((self.id, raw_msg))
-        await super().route_message(raw_msg)
-
-    @on(Action.boot_notification)
-    def on_boot(self, **_):
-        return call_result.BootNotification(current_time=now_iso(), interval=300, status="Accepted")
-
-    @on(Action.heartbeat)
-    def on_heartbeat(self, **_):
-        return call_result.Heartbeat(current_time=now_iso())
-
-    @on(Action.status_notification)
-    def on_status(self, **_):
-        return call_result.StatusNotification()
-
-    @on(Action.authorize)
-    def on_authorize(self, **_):
-        return call_result.Authorize(id_token_info={"status": "Accepted"})
-
-    @on(Action.transaction_event)
-    def on_transaction_event(self, **_):
-        return call_result.TransactionEvent()
-
-    @on(Action.meter_values)
-    def on_meter_values(self, **_):
-        return call_result.MeterValues()
-
-    @on(Action.notify_event)
-    def on_notify_event(self, **_):
-        return call_result.NotifyEvent()
-
-    @on(Action.notify_report)
-    def on_notify_report(self, **_):
-        return call_result.NotifyReport()
-
-
-class CSMS201:
-    """A Security Profile 3 CSMS speaking OCPP 2.0.1 (mutual TLS)."""
-
-    def __init__(self, pki, port):
-        self.pki = pki
-        self.port = port
-        self.received = []
-        self.server = None
-
-    async def start(self):
-        self.server = await websockets.serve(self._on_connect, "127.0.0.1", self.port, subprotocols=["ocpp2.0.1"],
-                                             ssl=self.pki.server_context())
-
-    async def _on_connect(self, connection):
-        charger_id = connection.request.path.rsplit("/", 1)[-1]
-        try:
-            await CSMS201ChargePoint(charger_id, connection, self).start()
-        except websockets.exceptions.ConnectionClosed:
-            pass
-
-    def frames_from(self, charger_id):
-        return [json.loads(raw) for cid, raw in self.received if cid == charger_id]
 
 
 class Station201(ChargePoint201):
@@ -123,20 +50,13 @@ def test_a_201_charger_s_device_model_events_go_to_mqtt_by_component_and_tokens_
   client_id: "gw-201"
   topic_prefix: "ocpp"
 """)
-    skipped = []
-
     async def scenario():
         csms = CSMS201(pki, csms_port)
         await csms.start()
         gateway.start()
         connection = await websockets.connect(f"ws://127.0.0.1:{gateway.south_port}/ocpp/CP001", subprotocols=["ocpp2.0.1"],
                                               additional_headers=basic_auth("CP001", PASSWORD), open_timeout=10)
-        if connection.subprotocol != "ocpp2.0.1":
-            # The gateway does not serve 2.0.1 chargers yet (OCPP-J: no subprotocol in the answer).
-            skipped.append(f"the gateway answered an ocpp2.0.1 upgrade with subprotocol {connection.subprotocol!r}")
-            await connection.close()
-            csms.server.close()
-            return
+        assert connection.subprotocol == "ocpp2.0.1"
         station = Station201("CP001", connection, response_timeout=10)
         task = asyncio.create_task(station.start())
         await station.call(call.BootNotification(charging_station={"model": "S201", "vendorName": "NewCo"}, reason="PowerUp"))
@@ -172,7 +92,7 @@ def test_a_201_charger_s_device_model_events_go_to_mqtt_by_component_and_tokens_
         assert TOKEN.encode() not in subscriber.all_bytes(), "the idToken appears nowhere on MQTT"
         assert VEHICLE.encode() not in subscriber.all_bytes(), "the vehicle id appears nowhere on MQTT"
 
-        frames = csms.frames_from("CP001")
+        frames = [json.loads(raw) for raw in csms.frames_from("CP001")]
         events = [f[3] for f in frames if f[0] == 2 and f[2] == "NotifyEvent"]
         assert len(events) == 1, "the telemetry-only NotifyEvent never reached the CSMS"
         assert [e["variable"]["name"] for e in events[0]["eventData"]] == ["Problem", "VehicleId"]
@@ -188,5 +108,3 @@ def test_a_201_charger_s_device_model_events_go_to_mqtt_by_component_and_tokens_
         csms.server.close()
 
     run_with(gateway, scenario, subscriber.stop, broker.stop)
-    if skipped:
-        pytest.skip(skipped[0])

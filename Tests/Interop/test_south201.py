@@ -16,42 +16,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from ocpp.routing import on
 from ocpp.v201 import ChargePoint as ChargePoint201
 from ocpp.v201 import call as call201
-from ocpp.v201 import call_result as result201
 
-from conftest import CSMSChargePoint, PKI, Gateway, boot, connect_charger, free_port, now_iso, wait_for
+from conftest import CSMSChargePoint, PKI, csms201_charge_point_class, Gateway, boot, connect_charger, free_port, now_iso, wait_for
 
 STATION_PASSWORD = "station-password-0123456789"
-
-
-class CSMS201Station(ChargePoint201):
-    """The CSMS side of one 2.0.1 station (the `ocpp` package's 2.0.1 CSMS role)."""
-
-    def __init__(self, charge_point_id, connection, csms):
-        super().__init__(charge_point_id, connection, response_timeout=10)
-        self.csms = csms
-
-    async def route_message(self, raw_msg):
-        self.csms.received.append((self.id, raw_msg))
-        await super().route_message(raw_msg)
-
-    @on("BootNotification")
-    def on_boot(self, **_):
-        return result201.BootNotification(current_time=now_iso(), interval=300, status="Accepted")
-
-    @on("Heartbeat")
-    def on_heartbeat(self, **_):
-        return result201.Heartbeat(current_time=now_iso())
-
-    @on("TransactionEvent")
-    def on_transaction_event(self, **_):
-        return result201.TransactionEvent()
-
-    @on("NotifyEvent")
-    def on_notify_event(self, **_):
-        return result201.NotifyEvent()
 
 
 class DualCSMS:
@@ -62,6 +32,9 @@ class DualCSMS:
         self.received = []
         self.subprotocols = {}
         self.server = None
+        # What conftest's 2.0.1 CSMS handler records.
+        self.transaction_events, self.reports, self.csrs, self.security_events = [], [], [], []
+        self.authorize_status = "Accepted"
 
     async def start(self):
         self.server = await websockets.serve(self._on_connect, "127.0.0.1", self.port, subprotocols=["ocpp2.0.1", "ocpp1.6"],
@@ -70,7 +43,7 @@ class DualCSMS:
     async def _on_connect(self, connection):
         charger_id = connection.request.path.rsplit("/", 1)[-1]
         self.subprotocols[charger_id] = connection.subprotocol
-        peer = CSMS201Station(charger_id, connection, self) if connection.subprotocol == "ocpp2.0.1" \
+        peer = csms201_charge_point_class()(charger_id, connection, self) if connection.subprotocol == "ocpp2.0.1" \
             else CSMSChargePoint(charger_id, connection, self)
         try:
             await peer.start()
