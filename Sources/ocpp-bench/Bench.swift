@@ -36,9 +36,24 @@ struct Bench: AsyncParsableCommand {
     var replayWindow = 2_000
     @Option(name: .long, help: "Scenario R: ids sent between the two measured windows.") var replayFill = 22_000
     @Flag(name: .long, help: "Only the telemetry compression benchmark (no network).") var compressionOnly = false
+    @Option(name: .long, help: "Only the profile: this many Authorize round trips on one charger through the gateway (see --callgrind).")
+    var profile: Int?
+    @Option(name: .long, help: "The profile's pipeline: minimal (auth), default (ids, auth, certs) or full (… smart_charging, compressor, mqtt_tap, dashcam).")
+    var pipeline = "default"
+    @Flag(name: .long, help: "Run the profiled gateway under valgrind --tool=callgrind and report instructions per relayed frame.")
+    var callgrind = false
 
     func run() async throws {
         if outbox { return try OutboxBench.write(out: (out as NSString).deletingLastPathComponent + "/outbox.json") }
+        if let profile {
+            let (yaml, needsBroker) = try Pipelines.named(pipeline)
+            let result = try await ProfileRun(roundTrips: profile, pipeline: yaml, pipelineName: pipeline, callgrind: callgrind,
+                                              gateway: gateway, work: work, out: out, needsBroker: needsBroker).run()
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(result), as: UTF8.self))
+            return
+        }
         // Telemetry compression: pure computation on generated traces, seconds.
         try CompressionBench.write(out: (out as NSString).deletingLastPathComponent + "/compression.json",
                                    markdown: (report as NSString).deletingLastPathComponent + "/compression.md")

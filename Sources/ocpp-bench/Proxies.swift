@@ -143,7 +143,7 @@ final class GatewayProcess {
     let process = Process()
 
     init(binary: String, work: String, name: String, csmsPort: Int, pki: DevPKI, chargers: [String], pipeline: String,
-         extraConfiguration: String = "") throws {
+         extraConfiguration: String = "", prefix: [String] = []) throws {
         port = try freePort()
         let folder = work + "/gateway-\(name)"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
@@ -167,8 +167,10 @@ final class GatewayProcess {
 
             """.appending(extraConfiguration).write(toFile: folder + "/gateway.yaml", atomically: true, encoding: .utf8)
         guard FileManager.default.isExecutableFile(atPath: binary) else { throw BenchError("no gateway binary at \(binary)") }
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["run", "--config", folder + "/gateway.yaml", "--log-level", "warning"]
+        // `prefix`: a command the gateway runs under (valgrind, taskset); its pid is the gateway's.
+        process.executableURL = URL(fileURLWithPath: prefix.first ?? binary)
+        process.arguments = (prefix.isEmpty ? [] : Array(prefix.dropFirst()) + [binary])
+            + ["run", "--config", folder + "/gateway.yaml", "--log-level", "warning"]
         guard FileManager.default.createFile(atPath: folder + "/gateway.log", contents: nil) else { throw BenchError("cannot create \(folder)/gateway.log") }
         let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: folder + "/gateway.log"))
         process.standardOutput = logHandle
