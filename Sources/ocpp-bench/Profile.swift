@@ -32,6 +32,17 @@ struct ProfileRun {
         var instructionsPerFrame: Double?
         var cpuMicrosPerFrame: Double
         var callgrindFile: String?
+        /// The functions with the most instructions of their own, per frame.
+        var topSelf: [Symbol]?
+        /// The gateway's own functions (its modules, not NIO's or the runtime's) with the most instructions
+        /// including what they call, per frame.
+        var topInclusive: [Symbol]?
+    }
+
+    struct Symbol: Codable {
+        var name: String
+        var instructionsPerFrame: Double
+        var share: Double
     }
 
     func run() async throws -> Result {
@@ -103,10 +114,38 @@ struct ProfileRun {
         }
         peer.close()
         await csms.stop()
-        let result = Result(pipeline: pipelineName, frames: frames, instructions: instructions,
+        var result = Result(pipeline: pipelineName, frames: frames, instructions: instructions,
                             instructionsPerFrame: instructions.map { Double($0) / Double(frames) },
                             cpuMicrosPerFrame: cpu * 1e6 / Double(frames), callgrindFile: dump)
+        if let dump, let instructions {
+            let profile = try CallgrindProfile(file: dump)
+            func symbols(_ costs: [(String, Int)]) -> [Symbol] {
+                let names = demangle(costs.map(\.0))
+                return zip(names, costs).map { Symbol(name: $0, instructionsPerFrame: Double($1.1) / Double(frames),
+                                                      share: Double($1.1) / Double(instructions)) }
+            }
+            result.topSelf = symbols(profile.topSelf(10))
+            result.topInclusive = symbols(profile.topInclusive(10, where: CallgrindProfile.isGatewayCode))
+        }
         return result
+    }
+
+    /// Human names for mangled Swift symbols (`swift demangle --simplified`); others unchanged.
+    func demangle(_ names: [String]) -> [String] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["swift", "demangle", "--simplified", "--compact"]
+        let input = Pipe(), output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return names }
+        input.fileHandleForWriting.write(Data(names.joined(separator: "\n").utf8 + [0x0A]))
+        try? input.fileHandleForWriting.close()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        return lines.count >= names.count ? Array(lines.prefix(names.count)) : names
     }
 
     /// valgrind 3.19 (Debian 12) cannot read the DWARF 5 the Swift 6 toolchain writes ("unhandled dwarf2
@@ -203,5 +242,74 @@ extension Pipelines {
         case "full": (everything, true)
         default: throw BenchError("unknown pipeline '\(name)': minimal, default or full")
         }
+    }
+}
+
+/// A callgrind dump (`events: Ir`), summed per function: its own instructions, and with what it calls
+/// (from the `calls=` lines; a function that recurses counts its inner calls again, so the gateway's own
+/// functions are listed, not NIO's recursive pipeline plumbing).
+struct CallgrindProfile {
+    private(set) var selfCost: [String: Int] = [:]
+    private(set) var inclusiveCost: [String: Int] = [:]
+
+    init(file: String) throws {
+        let text = try String(contentsOfFile: file, encoding: .utf8)
+        var names: [Substring: Substring] = [:]
+        var function: Substring = ""
+        var callee: Substring = ""
+        var pendingCall = false
+        func resolve(_ value: Substring) -> Substring {
+            // "(id) name" defines a compressed name, "(id)" refers to one.
+            guard value.first == "(", let close = value.firstIndex(of: ")") else { return value }
+            let id = value[value.index(after: value.startIndex)..<close]
+            let rest = value[value.index(after: close)...]
+            if rest.first == " " { names[id] = rest.dropFirst() }
+            return names[id] ?? value
+        }
+        for line in text.split(separator: "\n") {
+            guard let first = line.first else { continue }
+            if first.isNumber || first == "+" || first == "-" || first == "*" {
+                let fields = line.split(separator: " ")
+                let cost = fields.count > 1 ? Int(fields[1]) ?? 0 : 0
+                if pendingCall {
+                    // The line after `calls=`: the callee's inclusive cost from this call site.
+                    if callee != function { inclusiveCost[String(function), default: 0] += cost }
+                    pendingCall = false
+                } else {
+                    selfCost[String(function), default: 0] += cost
+                    inclusiveCost[String(function), default: 0] += cost
+                }
+                continue
+            }
+            guard let equals = line.firstIndex(of: "=") else { continue }
+            let key = line[..<equals], value = line[line.index(after: equals)...]
+            switch key {
+            case "fn": function = resolve(value)
+            case "cfn": callee = resolve(value)
+            case "calls": pendingCall = true
+            default: break
+            }
+        }
+    }
+
+    func topSelf(_ count: Int) -> [(String, Int)] {
+        Array(selfCost.sorted { $0.value > $1.value }.prefix(count)).map { ($0.key, $0.value) }
+    }
+
+    func topInclusive(_ count: Int, where include: (String) -> Bool) -> [(String, Int)] {
+        Array(inclusiveCost.filter { include($0.key) }.sorted { $0.value > $1.value }.prefix(count)).map { ($0.key, $0.value) }
+    }
+
+    /// Swift symbols of the gateway's own modules (Router, OCPP, Transport, Gateway, the stages…).
+    static func isGatewayCode(_ mangled: String) -> Bool {
+        // Thunks (protocol witnesses, partial applications) would list their function twice.
+        guard mangled.hasPrefix("$s"), !mangled.hasSuffix("TW"), !mangled.hasSuffix("TA"), !mangled.hasSuffix("Tq") else { return false }
+        let rest = mangled.dropFirst(2)
+        let digits = rest.prefix { $0.isNumber }
+        guard let length = Int(digits) else { return false }
+        let module = String(rest.dropFirst(digits.count).prefix(length))
+        let own: Set<String> = ["Router", "OCPP", "Transport", "Gateway", "GatewayStages", "StageKit", "HealthChannel",
+                                "TelemetryCompression", "ChargingSchedules", "Outbox", "North201", "ocpp_gateway"]
+        return own.contains(module) || module.hasSuffix("Stage")
     }
 }

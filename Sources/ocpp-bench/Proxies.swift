@@ -32,13 +32,14 @@ final class Nginx {
     let process = Process()
     let folder: String
 
-    init(work: String, csmsPort: Int, pki: DevPKI) throws {
+    /// - Parameter prefix: e.g. `taskset -c 0`; a pinned nginx runs one worker (all of them would share that CPU).
+    init(work: String, csmsPort: Int, pki: DevPKI, prefix: [String] = []) throws {
         port = try freePort()
         folder = work + "/nginx"
         try FileManager.default.createDirectory(atPath: folder + "/logs", withIntermediateDirectories: true)
         let conf = """
             user root;
-            worker_processes auto;
+            worker_processes \(prefix.isEmpty ? "auto" : "1");
             error_log \(folder)/logs/error.log warn;
             pid \(folder)/nginx.pid;
             worker_rlimit_nofile 65536;
@@ -72,8 +73,9 @@ final class Nginx {
             }
             """
         try conf.write(toFile: folder + "/nginx.conf", atomically: true, encoding: .utf8)
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/nginx")
-        process.arguments = ["-p", folder, "-c", folder + "/nginx.conf", "-g", "daemon off;"]
+        process.executableURL = URL(fileURLWithPath: prefix.first ?? "/usr/sbin/nginx")
+        process.arguments = (prefix.isEmpty ? [] : Array(prefix.dropFirst()) + ["/usr/sbin/nginx"])
+            + ["-p", folder, "-c", folder + "/nginx.conf", "-g", "daemon off;"]
     }
 
     func start() throws {
