@@ -156,6 +156,7 @@ final class GatewayProcess {
               listen: "127.0.0.1:\(port)"
               security_profile: 1
               max_connections_per_source: 100000
+              max_pending_connections: 100000
               max_queued_calls: 1000
               chargers:
             \(chargerLines)

@@ -213,6 +213,9 @@ struct Report {
             var revision: String
             var note: String
             var instructionsPerFrame: [String: Double]
+            /// The default pipeline's top functions then.
+            var topSelf: [ProfileRun.Symbol]?
+            var topInclusive: [ProfileRun.Symbol]?
         }
         let decoder = JSONDecoder()
         let baseline = (try? Data(contentsOf: URL(fileURLWithPath: folder + "/profile-baseline.json"))).flatMap { try? decoder.decode(Baseline.self, from: $0) }
@@ -229,6 +232,24 @@ struct Report {
         func symbolRows(_ symbols: [ProfileRun.Symbol]?) -> String {
             (symbols ?? []).map { "| \(Int($0.instructionsPerFrame.rounded())) | \(String(format: "%.1f", $0.share * 100)) % | `\($0.name.prefix(110).replacingOccurrences(of: "|", with: "\\|"))` |" }
                 .joined(separator: "\n")
+        }
+        func baselineTops(_ topSelf: [ProfileRun.Symbol]?, _ topInclusive: [ProfileRun.Symbol]?, revision: String?) -> String {
+            guard let topSelf, let topInclusive else { return "" }
+            return """
+
+                Before (`\(revision ?? "?")`, default pipeline), own instructions:
+
+                | instructions | share | function |
+                |---|---|---|
+                \(symbolRows(topSelf))
+
+                Before, the gateway's own functions including what they call:
+
+                | instructions | share | function |
+                |---|---|---|
+                \(symbolRows(topInclusive))
+
+                """
         }
         let detail = profiles.first { $0.pipeline == "default" } ?? profiles[0]
         return """
@@ -258,7 +279,7 @@ struct Report {
             | instructions | share | function |
             |---|---|---|
             \(symbolRows(detail.topInclusive))
-
+            \(baselineTops(baseline?.topSelf, baseline?.topInclusive, revision: baseline?.revision))
             """
     }
 
