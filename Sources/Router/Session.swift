@@ -23,7 +23,7 @@ public final class Session: SessionContext {
     private var towardsCharger: CallLane
     private var towardsCSMS: CallLane
     /// Stage state, per stage instance (`slot`) or shared (`slot == nil`, `SessionStateScope.session`).
-    private var stageState: [StateKey: Any] = [:]
+    private var stageState: [StateKey: AnyObject] = [:]
     /// The stage instance being run: its `process`, a hook, or a closure it handed to the session.
     private var activeSlot: StageSlot?
     /// The pipeline whose stages were told `sessionStarted`; a reload is reconciled against it.
@@ -71,8 +71,30 @@ public final class Session: SessionContext {
     public var northPeerCertificate: [UInt8]? { driver?.northPeerCertificate }
 
     public subscript<Key: SessionStateKey>(key: Key.Type) -> Key.Value? {
-        get { stageState[stateKey(key)] as? Key.Value }
-        set { stageState[stateKey(key)] = newValue }
+        // The key's type fixes the value's type, so the box is cast without a check (stages read their
+        // state on every frame; a dynamic cast from `Any` and a new existential box per write cost more).
+        get {
+            guard let box = stageState[stateKey(key)] else { return nil }
+            return unsafeDowncast(box, to: StateBox<Key.Value>.self).value
+        }
+        set {
+            let stateKey = stateKey(key)
+            guard let newValue else {
+                stageState[stateKey] = nil
+                return
+            }
+            if let box = stageState[stateKey] {
+                unsafeDowncast(box, to: StateBox<Key.Value>.self).value = newValue
+            } else {
+                stageState[stateKey] = StateBox(newValue)
+            }
+        }
+    }
+
+    /// One stage state value (`stageState`), kept in place across writes.
+    private final class StateBox<Value> {
+        var value: Value
+        init(_ value: Value) { self.value = value }
     }
 
     private struct StateKey: Hashable {
