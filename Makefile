@@ -26,7 +26,7 @@ FUZZ_DIR   := .build-fuzz
 # invocation takes FUZZ_FLAGS, which carries the prefix.
 FUZZ_FLAGS := -detect_leaks=0 -max_len=16384 -artifact_prefix=$(CURDIR)/$(FUZZ_DIR)/
 
-.PHONY: all build test test-swift test-tsan test-interop test-fuzz fuzz fuzz-build schemas bench bench-full bench-deps run run-201 validate stages clean deps venv help \
+.PHONY: all build test test-swift test-tsan test-interop test-fuzz fuzz fuzz-build schemas bench bench-full bench-deps bench-profile run run-201 validate stages clean deps venv help \
 	test-shipped release man install install-files deb deb-package
 
 all: build
@@ -98,16 +98,30 @@ test-fuzz: fuzz-build
 
 ## Benchmarks (release build): the gateway side by side with no proxy and with nginx.
 ## Writes bench/results/latest.json and docs/benchmarks.md.
-bench-deps: $(APT_STAMP)
-	@[ -x /usr/sbin/nginx ] && [ -x /usr/sbin/mosquitto ] || { \
-		if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; fi; \
-		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q nginx mosquitto; }
+## On two or more CPUs the proxy under test (nginx, the gateway) gets CPU 0 and ocpp-bench (load generator and
+## development CSMS) the others, so saturation measures the proxy, not the load generator.
+BENCH_PIN := $(shell n=$$(nproc); [ "$$n" -ge 2 ] && echo "taskset -c 1-$$((n - 1))")
+BENCH_PROXY_CPU := $(if $(BENCH_PIN),--proxy-cpu 0)
 
-bench: bench-deps venv
+bench-deps: $(APT_STAMP)
+	@[ -x /usr/sbin/nginx ] && [ -x /usr/sbin/mosquitto ] && [ -x /usr/bin/valgrind ] && [ -x /usr/bin/taskset ] || { \
+		if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; fi; \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q nginx mosquitto valgrind util-linux; }
+
+## Instructions per relayed frame (callgrind; independent of the machine's load): bench/results/profile-*.json,
+## quoted in docs/benchmarks.md by the next run.
+bench-profile: bench-deps
+	$(SWIFT) build -c release --product ocpp-gateway
+	$(SWIFT) build -c release --product ocpp-bench
+	for pipeline in default full; do \
+		$(BUILD_DIR)/release/ocpp-bench --profile 2000 --callgrind --pipeline $$pipeline --gateway $(BUILD_DIR)/release/ocpp-gateway \
+			--work .build-bench/profile-$$pipeline || exit 1; done
+
+bench: bench-deps venv bench-profile
 	$(SWIFT) build -c release --product ocpp-gateway
 	$(SWIFT) build -c release --product ocpp-bench
 	$(SWIFT) build -c release --product ocpp-sim
-	ulimit -n 65536 2>/dev/null || true; $(BUILD_DIR)/release/ocpp-bench --gateway $(BUILD_DIR)/release/ocpp-gateway
+	ulimit -n 65536 2>/dev/null || true; $(BENCH_PIN) $(BUILD_DIR)/release/ocpp-bench $(BENCH_PROXY_CPU) --gateway $(BUILD_DIR)/release/ocpp-gateway
 	## The abuse scenario against the shipped default pipeline, release build, gateway and attackers on separate cores:
 	## writes bench/results/abuse.json (p99 under abuse vs 2 × idle + 1 ms, RSS growth, descriptors).
 	ABUSE_BENCH=1 OCPP_GATEWAY_BIN=$(CURDIR)/$(BUILD_DIR)/release/ocpp-gateway $(VENV)/bin/pytest -q -s Tests/Interop/test_abuse.py
@@ -115,7 +129,7 @@ bench: bench-deps venv
 bench-full: bench-deps
 	$(SWIFT) build -c release --product ocpp-gateway
 	$(SWIFT) build -c release --product ocpp-bench
-	ulimit -n 65536 2>/dev/null || true; $(BUILD_DIR)/release/ocpp-bench --full --gateway $(BUILD_DIR)/release/ocpp-gateway
+	ulimit -n 65536 2>/dev/null || true; $(BENCH_PIN) $(BUILD_DIR)/release/ocpp-bench $(BENCH_PROXY_CPU) --full --gateway $(BUILD_DIR)/release/ocpp-gateway
 
 ## Regenerates Sources/OCPP/Validation/Schemas16.generated.swift and Schemas201.generated.swift from the OCA schemas.
 schemas: venv

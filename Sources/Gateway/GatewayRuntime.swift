@@ -406,6 +406,10 @@ public final class GatewayRuntime: Sendable {
         return URL(string: (base.hasSuffix("/") ? base : base + "/") + encoded)!
     }
 
+    /// North TLS contexts by charger identity (CA, certificate and key files), shared by every runtime in
+    /// the process: keyed by the files' paths and checked against their current state on every connect.
+    static let northTLSContexts = TLSContextCache(capacity: 1024)
+
     /// Starts a north attempt, bounded by `north.connect_timeout` as a whole (TCP + TLS + upgrade)
     /// and registered until it completes, so a leaving charger or a shutdown can cancel it.
     /// Every attempt (admission, buffer-mode reconnect, re-link) is counted here once, by outcome.
@@ -430,6 +434,7 @@ public final class GatewayRuntime: Sendable {
         }
         let url = northURL(for: chargerId)
         var tls: TLSConfiguration?
+        var tlsContext: NIOSSLContext?
         if url.scheme == "wss" {
             do {
                 if credentials.securityProfile == 3 {
@@ -441,16 +446,22 @@ public final class GatewayRuntime: Sendable {
                     // Whichever stage chose the key: one that others can read is never used.
                     if let key = credentials.privateKeyPath, let problem = privateKeyFileProblem(key) { throw NorthSetupError(problem) }
                 }
-                tls = try NorthTLS.clientConfiguration(
-                    caFile: configuration.northCAFile,
-                    certificateFile: credentials.securityProfile == 3 ? credentials.certificatePath : nil,
-                    keyFile: credentials.securityProfile == 3 ? credentials.privateKeyPath : nil)
+                let caFile = configuration.northCAFile
+                let certificateFile = credentials.securityProfile == 3 ? credentials.certificatePath : nil
+                let keyFile = credentials.securityProfile == 3 ? credentials.privateKeyPath : nil
+                // One context per client identity, reused while its files are unchanged (a reconnect storm
+                // does not parse a thousand keys again).
+                let context = try Self.northTLSContexts.context(caFile: caFile, certificateFile: certificateFile, keyFile: keyFile) {
+                    try NorthTLS.clientConfiguration(caFile: caFile, certificateFile: certificateFile, keyFile: keyFile)
+                }
+                tls = context.configuration
+                tlsContext = context
             } catch {
                 return WebSocketClient.failed(error, on: loop)
             }
         }
         let basic = credentials.basicAuth.map { (username: $0.username, password: $0.password) }
-        let options = WebSocketClientOptions(url: url, tls: tls, serverName: configuration.northServerName,
+        var options = WebSocketClientOptions(url: url, tls: tls, serverName: configuration.northServerName,
                                              subprotocol: northVersion(for: chargerId, chargerVersion: version).subprotocol,
                                              basicAuth: basic,
                                              maxMessageBytes: configuration.northMaxFrameBytes,
@@ -459,6 +470,7 @@ public final class GatewayRuntime: Sendable {
                                              allowCommonNameMatch: configuration.northAllowCommonName,
                                              outboundLimits: OutboundLimits(maxBytes: configuration.northMaxOutboundBytes,
                                                                             writeTimeout: configuration.northWriteTimeout.timeAmount))
+        options.tlsContext = tlsContext
         let attempt = WebSocketClient.start(options, on: loop)
         let key = ObjectIdentifier(attempt)
         pendingNorth.withLock { $0[key] = attempt }

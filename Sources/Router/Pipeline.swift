@@ -12,7 +12,11 @@ public struct LoadedStage: Sendable {
     /// The stage's config as canonical YAML: same id, type and fingerprint → same instance after reload.
     public let fingerprint: String
     public let instance: any Stage
+    /// `ocpp_gateway_stage_duration_seconds{stage}`: sampled, one frame in `timingSampleInterval` per
+    /// session is timed (two clock reads per stage on every frame cost more than the cheap stages themselves).
     let timer: Metrics.Timer
+    /// Every how many frames of a session the stages' durations are recorded.
+    static let timingSampleInterval: UInt32 = 16
     /// The identity of this instance: per-charger state is kept per slot, so two stages of one type
     /// never share it, and a reload that keeps the instance keeps its state.
     let slot: StageSlot

@@ -23,7 +23,7 @@ public final class Session: SessionContext {
     private var towardsCharger: CallLane
     private var towardsCSMS: CallLane
     /// Stage state, per stage instance (`slot`) or shared (`slot == nil`, `SessionStateScope.session`).
-    private var stageState: [StateKey: Any] = [:]
+    private var stageState: [StateKey: AnyObject] = [:]
     /// The stage instance being run: its `process`, a hook, or a closure it handed to the session.
     private var activeSlot: StageSlot?
     /// The pipeline whose stages were told `sessionStarted`; a reload is reconciled against it.
@@ -35,6 +35,8 @@ public final class Session: SessionContext {
     private var heldUntilBoot: [(side: Side, call: CallLane.Call)] = []
     /// Per-frame log lines an attacker can provoke, throttled per message.
     private var logThrottles: [String: LogThrottle] = [:]
+    /// Frames run through the stages so far (for sampling their timers).
+    private var framesThroughStages: UInt32 = 0
     public private(set) var isEnded = false
     public var isClosed: Bool { isEnded }
     public private(set) var isNorthUp = true
@@ -78,8 +80,30 @@ public final class Session: SessionContext {
     public var northPeerCertificate: [UInt8]? { driver?.northPeerCertificate }
 
     public subscript<Key: SessionStateKey>(key: Key.Type) -> Key.Value? {
-        get { stageState[stateKey(key)] as? Key.Value }
-        set { stageState[stateKey(key)] = newValue }
+        // The key's type fixes the value's type, so the box is cast without a check (stages read their
+        // state on every frame; a dynamic cast from `Any` and a new existential box per write cost more).
+        get {
+            guard let box = stageState[stateKey(key)] else { return nil }
+            return unsafeDowncast(box, to: StateBox<Key.Value>.self).value
+        }
+        set {
+            let stateKey = stateKey(key)
+            guard let newValue else {
+                stageState[stateKey] = nil
+                return
+            }
+            if let box = stageState[stateKey] {
+                unsafeDowncast(box, to: StateBox<Key.Value>.self).value = newValue
+            } else {
+                stageState[stateKey] = StateBox(newValue)
+            }
+        }
+    }
+
+    /// One stage state value (`stageState`), kept in place across writes.
+    private final class StateBox<Value> {
+        var value: Value
+        init(_ value: Value) { self.value = value }
     }
 
     private struct StateKey: Hashable {
@@ -124,7 +148,7 @@ public final class Session: SessionContext {
                 return
             }
             heldUntilBoot.append((side, call))
-            metrics.countFrame(.fromGateway, action: action, verdict: "held_until_boot", version: version)
+            metrics.countFrame(.fromGateway, action: action, verdict: .heldUntilBoot, version: version)
             return
         }
         enqueueGatewayCall(call, to: side)
@@ -136,7 +160,7 @@ public final class Session: SessionContext {
             if case .gateway(let onOutcome) = call.origin { onOutcome(.rejected(reason: "the queue towards the \(side) is full")) }
             return
         }
-        metrics.countFrame(.fromGateway, action: call.action, verdict: "queued", version: version)
+        metrics.countFrame(.fromGateway, action: call.action, verdict: .queued, version: version)
         pump(towards: side)
     }
 
@@ -336,7 +360,7 @@ public final class Session: SessionContext {
         throttledLog(.warning, "malformed frame refused", [
             "from": "\(side)", "error": "\(error.detail)", "code": "\(code)", "bytes": "\(bytes.count)",
         ])
-        metrics.countFrame(direction, action: nil, verdict: "malformed", version: version)
+        metrics.countFrame(direction, action: nil, verdict: .malformed, version: version)
         send(FrameEncoder.callError(id: error.messageId ?? "-1", code: code.rawValue, description: error.detail), to: side)
     }
 
@@ -348,16 +372,16 @@ public final class Session: SessionContext {
             case .relay(let action, let payload):
                 frame = Frame.encoded(FrameEncoder.call(id: frame.messageId, action: action, payload: payload))
             case .answer(let payload):
-                metrics.countFrame(direction, action: frame.action, verdict: "answer")
+                metrics.countFrame(direction, action: frame.action, verdict: .answer, version: northAdapter.northVersion)
                 driver?.send(FrameEncoder.callResult(id: frame.messageId, payload: payload), to: .csms)
                 return
             case .error(let code, let description):
-                metrics.countFrame(direction, action: frame.action, verdict: "error")
+                metrics.countFrame(direction, action: frame.action, verdict: .error, version: northAdapter.northVersion)
                 driver?.send(FrameEncoder.callError(id: frame.messageId, code: code.spelled(for: northAdapter.northVersion).rawValue,
                                                     description: description), to: .csms)
                 return
             case .handled:
-                metrics.countFrame(direction, action: frame.action, verdict: "held")
+                metrics.countFrame(direction, action: frame.action, verdict: .held, version: northAdapter.northVersion)
                 return
             }
         }
@@ -365,7 +389,7 @@ public final class Session: SessionContext {
         let envelope = Envelope(chargerId: chargerId, direction: direction, frame: frame, action: action, version: version,
                                 receivedAt: now)
         let (verdict, decidedBy, result) = runStages(envelope)
-        metrics.countFrame(direction, action: action, verdict: verdict.label, version: version)
+        metrics.countFrame(direction, action: action, verdict: FrameVerdict(verdict), version: version)
         switch verdict.kind {
         case .forward, .forwardModified:
             let target = side.other
@@ -375,7 +399,7 @@ public final class Session: SessionContext {
                                             description: "the CSMS is unreachable; retry later"), to: side)
                 return
             }
-            let call = CallLane.Call(id: frame.messageId, action: action, bytes: result.frame.bytes, origin: .relayed)
+            let call = CallLane.Call(id: frame.messageId, action: action, bytes: result?.frame.bytes ?? frame.bytes, origin: .relayed)
             let accepted = target == .charger ? towardsCharger.enqueue(call) : towardsCSMS.enqueue(call)
             guard accepted else {
                 throttledLog(.warning, "CALL refused: queue full", ["action": "\(action)", "towards": "\(target)"])
@@ -411,7 +435,7 @@ public final class Session: SessionContext {
         let completed = side == .charger ? towardsCharger.complete(id: frame.messageId) : towardsCSMS.complete(id: frame.messageId)
         guard let call = completed else {
             throttledLog(.warning, "answer to no outstanding CALL dropped", ["from": "\(side)", "id": "\(frame.messageId)"])
-            metrics.countFrame(direction, action: nil, verdict: "unmatched", version: version)
+            metrics.countFrame(direction, action: nil, verdict: .unmatched, version: version)
             return
         }
         var frame = frame
@@ -444,7 +468,7 @@ public final class Session: SessionContext {
         adoptCurrentPipeline()
         switch call.origin {
         case .gateway(let onOutcome):
-            metrics.countFrame(direction, action: call.action, verdict: "consumed", version: version)
+            metrics.countFrame(direction, action: call.action, verdict: .consumed, version: version)
             if frame.messageType == .callResult {
                 onOutcome(.result(frame.payload()))
             } else {
@@ -454,14 +478,14 @@ public final class Session: SessionContext {
             let envelope = Envelope(chargerId: chargerId, direction: direction, frame: frame, action: call.action,
                                     version: version, receivedAt: now)
             let (verdict, decidedBy, result) = runStages(envelope)
-            metrics.countFrame(direction, action: call.action, verdict: verdict.label, version: version)
+            metrics.countFrame(direction, action: call.action, verdict: FrameVerdict(verdict), version: version)
             // The peer that sent the CALL waits for an answer: whatever a stage decides, it gets one now.
             let caller = side.other
             switch verdict.kind {
             case .forward, .forwardModified:
-                send(result.frame.bytes, to: caller)
-                if side == .csms, call.action == "BootNotification", result.messageType == .callResult {
-                    bootAnswered(result.payload())
+                send(result?.frame.bytes ?? frame.bytes, to: caller)
+                if side == .csms, call.action == "BootNotification", frame.messageType == .callResult {
+                    bootAnswered(result?.payload() ?? frame.payload())
                 }
             case .drop(let reason):
                 throttledLog(.warning, "answer refused; the caller gets a CALLERROR", [
@@ -485,35 +509,50 @@ public final class Session: SessionContext {
     }
 
     /// Runs the envelope through the stages: in file order from the charger, reversed from the CSMS.
-    private func runStages(_ envelope: Envelope) -> (Verdict, String?, Envelope) {
+    /// Returns the envelope a stage rewrote (nil while none did: the frame goes on as received).
+    ///
+    /// The hot path: stages are visited by index (no copy of `LoadedStage` per stage) and the envelope is
+    /// passed as it came until a stage modifies it (no copy of its strings and bytes per frame).
+    private func runStages(_ envelope: Envelope) -> (Verdict, String?, Envelope?) {
         let stages = (startedPipeline ?? pipelines.pipeline).stages
-        var current = envelope
-        var modified = false
-        let clock = ContinuousClock()
-        func visit(_ stage: LoadedStage) -> Verdict? {
-            let start = clock.now
-            let verdict = acting(as: stage.slot) { stage.instance.process(current, in: self) }
-            stage.timer.recordNanoseconds((clock.now - start).nanoseconds)
-            stage.slot.count(verdict)
+        var rewritten: Envelope?
+        // Stage durations are sampled: one frame in `LoadedStage.timingSampleInterval` per session is timed.
+        framesThroughStages &+= 1
+        let timed = framesThroughStages % LoadedStage.timingSampleInterval == 1
+        func process(_ index: Int) -> Verdict {
+            acting(as: stages[index].slot) {
+                if let rewritten { stages[index].instance.process(rewritten, in: self) } else { stages[index].instance.process(envelope, in: self) }
+            }
+        }
+        func visit(_ index: Int) -> Verdict? {
+            let verdict: Verdict
+            if timed {
+                let start = ContinuousClock.now
+                verdict = process(index)
+                stages[index].timer.recordNanoseconds((ContinuousClock.now - start).nanoseconds)
+            } else {
+                verdict = process(index)
+            }
+            stages[index].slot.count(verdict)
             switch verdict.kind {
             case .forward:
                 return nil
             case .forwardModified(let payload):
+                let current = rewritten ?? envelope
                 let frame = Frame.encoded(FrameEncoder.replacingPayload(of: current.frame, with: payload))
-                current = Envelope(chargerId: chargerId, direction: current.direction, frame: frame, action: current.action,
-                                   version: version, receivedAt: current.receivedAt)
-                modified = true
+                rewritten = Envelope(chargerId: chargerId, direction: current.direction, frame: frame, action: current.action,
+                                     version: version, receivedAt: current.receivedAt)
                 return nil
             default:
                 return verdict
             }
         }
         if envelope.direction == .fromCSMS {
-            for stage in stages.reversed() { if let verdict = visit(stage) { return (verdict, stage.id, current) } }
+            for index in stages.indices.reversed() { if let verdict = visit(index) { return (verdict, stages[index].id, rewritten) } }
         } else {
-            for stage in stages { if let verdict = visit(stage) { return (verdict, stage.id, current) } }
+            for index in stages.indices { if let verdict = visit(index) { return (verdict, stages[index].id, rewritten) } }
         }
-        return (modified ? .forward(modifiedPayload: current.payload()) : .forward, nil, current)
+        return (rewritten.map { .forward(modifiedPayload: $0.payload()) } ?? .forward, nil, rewritten)
     }
 
     // MARK: Queues
@@ -605,7 +644,7 @@ public final class Session: SessionContext {
             return
         }
         northNative.insert(id)
-        metrics.countFrame(.fromGateway, action: action, verdict: "queued")
+        metrics.countFrame(.fromGateway, action: action, verdict: .queued, version: northAdapter?.northVersion ?? version)
         pump(towards: .csms)
     }
 

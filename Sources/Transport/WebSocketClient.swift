@@ -4,6 +4,7 @@ public import NIOHTTP1
 public import NIOSSL
 import NIOPosix
 import NIOWebSocket
+import Synchronization
 
 /// Where and how to open a client WebSocket.
 public struct WebSocketClientOptions: Sendable {
@@ -24,6 +25,9 @@ public struct WebSocketClientOptions: Sendable {
     public var allowCommonNameMatch: Bool
     /// The outbound queue of the connection once it is open.
     public var outboundLimits: OutboundLimits
+    /// A context built before (`TLSContextCache`), used instead of building one from `tls` for this
+    /// connection; `tls` still says what it was built from.
+    public var tlsContext: NIOSSLContext?
 
     public init(url: URL, tls: TLSConfiguration? = nil, serverName: String? = nil, subprotocol: String = "ocpp1.6",
                 basicAuth: (username: String, password: String)? = nil, maxMessageBytes: Int = 1 << 20,
@@ -128,6 +132,100 @@ public final class WebSocketConnectAttempt: Sendable {
     }
 }
 
+/// TLS client contexts by identity, reused across connects.
+///
+/// Building a `NIOSSLContext` parses the CA, certificate and key files and sets up a BoringSSL context
+/// (trust store included): most of the cost of a connect besides the handshake itself. A charger that
+/// reconnects, or a thousand of them after a network blip, reuse the context of their identity. An
+/// entry is found by the files' paths and used only while the files are unchanged (device, inode, size
+/// and modification time of each, to the nanosecond): a renewed key or certificate, or a new CA file,
+/// builds a new context and replaces the entry. At most `capacity` entries; the least recently used
+/// goes first.
+///
+/// NIOSSL 2.37 has no client-side session resumption (no `SSL_SESSION` cache, tickets or
+/// `SSL_set_session` in its API, and the context's `SSL_CTX` is private), so every connect still makes a
+/// full handshake; this cache saves the context, not the handshake.
+public final class TLSContextCache: Sendable {
+    /// The files one context was built from, as they were.
+    struct Stamp: Hashable, Sendable {
+        var device: UInt64 = 0, inode: UInt64 = 0, size: Int64 = 0, seconds: Int = 0, nanoseconds: Int = 0
+
+        init?(_ path: String?) {
+            guard let path else { return nil }
+            var info = stat()
+            guard stat(path, &info) == 0 else { return nil }
+            device = UInt64(info.st_dev)
+            inode = UInt64(info.st_ino)
+            size = Int64(info.st_size)
+            seconds = info.st_mtim.tv_sec
+            nanoseconds = info.st_mtim.tv_nsec
+        }
+    }
+
+    private struct Key: Hashable {
+        var caFile: String?, certificateFile: String?, keyFile: String?
+    }
+
+    private struct Entry {
+        var stamps: [Stamp?]
+        var context: NIOSSLContext
+        var lastUse: UInt64
+    }
+
+    private struct State {
+        var entries: [Key: Entry] = [:]
+        var clock: UInt64 = 0
+        var builds = 0
+    }
+
+    public let capacity: Int
+    private let state = Mutex(State())
+
+    public init(capacity: Int = 1024) {
+        precondition(capacity > 0, "a cache needs room for one context")
+        self.capacity = capacity
+    }
+
+    /// Contexts held now.
+    public var count: Int { state.withLock { $0.entries.count } }
+
+    /// Contexts built so far (misses), for tests and metrics.
+    public var builds: Int { state.withLock { $0.builds } }
+
+    /// What is held, for tests: each identity's files and its context.
+    var entries: [(caFile: String?, certificateFile: String?, keyFile: String?, context: NIOSSLContext)] {
+        state.withLock { state in state.entries.map { ($0.key.caFile, $0.key.certificateFile, $0.key.keyFile, $0.value.context) } }
+    }
+
+    /// The context for this identity: the cached one while its files are unchanged, else a new one from
+    /// `configuration()` (with the short close_notify wait every WebSocket link uses).
+    public func context(caFile: String?, certificateFile: String?, keyFile: String?,
+                        configuration: () throws -> TLSConfiguration) throws -> NIOSSLContext {
+        let key = Key(caFile: caFile, certificateFile: certificateFile, keyFile: keyFile)
+        let stamps = [Stamp(caFile), Stamp(certificateFile), Stamp(keyFile)]
+        let cached = state.withLock { state -> NIOSSLContext? in
+            guard var entry = state.entries[key], entry.stamps == stamps else { return nil }
+            state.clock &+= 1
+            entry.lastUse = state.clock
+            state.entries[key] = entry
+            return entry.context
+        }
+        if let cached { return cached }
+        // Built outside the lock: parsing keys and certificates takes a while.
+        let context = try NIOSSLContext(configuration: configuration().closingPromptly())
+        state.withLock { state in
+            state.builds += 1
+            state.clock &+= 1
+            state.entries[key] = Entry(stamps: stamps, context: context, lastUse: state.clock)
+            while state.entries.count > capacity,
+                  let oldest = state.entries.min(by: { $0.value.lastUse < $1.value.lastUse })?.key {
+                state.entries[oldest] = nil
+            }
+        }
+        return context
+    }
+}
+
 public enum WebSocketClient {
     /// Opens a WebSocket on `eventLoop`; the connection's handlers all run there.
     public static func connect(_ options: WebSocketClientOptions, on eventLoop: any EventLoop) -> EventLoopFuture<WebSocketConnection> {
@@ -158,7 +256,7 @@ public enum WebSocketClient {
 
         let sslContext: NIOSSLContext?
         do {
-            sslContext = try options.tls.map { try NIOSSLContext(configuration: $0.closingPromptly()) }
+            sslContext = try options.tlsContext ?? options.tls.map { try NIOSSLContext(configuration: $0.closingPromptly()) }
         } catch {
             promise.fail(WebSocketConnectError.tlsFailure("cannot set up TLS: \(error)"))
             return attempt
@@ -182,7 +280,7 @@ public enum WebSocketClient {
                     let failures = HandshakeFailureCatcher(promise: promise, verifiedName: verifiedName)
                     if let sslContext {
                         let handler: NIOSSLClientHandler
-                        if !options.allowCommonNameMatch, options.tls?.certificateVerification == .fullVerification {
+                        if !options.allowCommonNameMatch, sslContext.configuration.certificateVerification == .fullVerification {
                             handler = try NIOSSLClientHandler._makeSSLClientHandler(
                                 context: sslContext, serverHostname: verifiedName,
                                 additionalPeerCertificateVerificationCallback: SubjectAltNameRequirement.check)

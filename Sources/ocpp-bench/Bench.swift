@@ -29,16 +29,41 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .long, help: "Results file.") var out = "bench/results/latest.json"
     @Option(name: .long, help: "Markdown report.") var report = "docs/benchmarks.md"
     @Option(name: .long, help: "Scratch folder (PKI, configurations, logs).") var work = ".build-bench/work"
-    @Option(name: .long, help: "Which scenarios to run, e.g. ABCDEFRS or C (for profiling one).") var scenarios = "ABCDEFRS"
+    @Option(name: .long, help: "Which scenarios to run, e.g. ABCDGEFRS or C (for profiling one).") var scenarios = "ABCDGEFRS"
     @Flag(name: .long, help: "Scenario R against a gateway from before 'max_replay_ids' existed (its replay table had no cap).")
     var replayLegacy = false
     @Option(name: .long, help: "Scenario R: CALLs per measured window.")
     var replayWindow = 2_000
     @Option(name: .long, help: "Scenario R: ids sent between the two measured windows.") var replayFill = 22_000
     @Flag(name: .long, help: "Only the telemetry compression benchmark (no network).") var compressionOnly = false
+    @Option(name: .long, help: "Pin the proxy under test (nginx, the gateway) to this CPU with taskset; run ocpp-bench itself on the others (`taskset -c 1 ocpp-bench --proxy-cpu 0`, as `make bench` does).")
+    var proxyCPU: Int?
+    @Option(name: .long, help: "Only the profile: this many Authorize round trips on one charger through the gateway (see --callgrind).")
+    var profile: Int?
+    @Option(name: .long, help: "The profile's pipeline: minimal (auth), default (ids, auth, certs) or full (… smart_charging, compressor, mqtt_tap, dashcam).")
+    var pipeline = "default"
+    @Flag(name: .long, help: "Run the profiled gateway under valgrind --tool=callgrind and report instructions per relayed frame.")
+    var callgrind = false
 
     func run() async throws {
         if outbox { return try OutboxBench.write(out: (out as NSString).deletingLastPathComponent + "/outbox.json") }
+        if let profile {
+            let (yaml, needsBroker) = try Pipelines.named(pipeline)
+            let result = try await ProfileRun(roundTrips: profile, pipeline: yaml, pipelineName: pipeline, callgrind: callgrind,
+                                              gateway: gateway, work: work, out: out, needsBroker: needsBroker).run()
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let json = try encoder.encode(result)
+            print(String(decoding: json, as: UTF8.self))
+            if callgrind {
+                // Kept for the report of the next full run (docs/benchmarks.md, "Profile").
+                let file = (out as NSString).deletingLastPathComponent + "/profile-\(pipeline).json"
+                try FileManager.default.createDirectory(atPath: (file as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                try json.write(to: URL(fileURLWithPath: file))
+                log("wrote \(file)")
+            }
+            return
+        }
         // Telemetry compression: pure computation on generated traces, seconds.
         try CompressionBench.write(out: (out as NSString).deletingLastPathComponent + "/compression.json",
                                    markdown: (report as NSString).deletingLastPathComponent + "/compression.md")
@@ -70,8 +95,10 @@ struct Bench: AsyncParsableCommand {
             })
         }
         // B: nginx, ws in, wss + client certificate out.
+        let pin = proxyCPU.map { ["/usr/bin/taskset", "-c", "\($0)"] } ?? []
+        if let proxyCPU { log("the proxy under test runs on CPU \(proxyCPU); ocpp-bench on \(Self.ownCPUs())") }
         if scenarios.contains("B") {
-            let nginx = try Nginx(work: work, csmsPort: csmsPort, pki: pki)
+            let nginx = try Nginx(work: work, csmsPort: csmsPort, pki: pki, prefix: pin)
             try nginx.start()
             let nginxPort = nginx.port
             results.append(try await measure("B", "nginx ws→wss mTLS proxy", plan: plan, process: nginx.process, chargerIds: chargerIds) { id in
@@ -79,17 +106,28 @@ struct Bench: AsyncParsableCommand {
             })
             nginx.stop()
         }
-        // C and D: the gateway.
+        // C, D and G: the gateway (G with a mosquitto broker for mqtt_tap).
         for (name, label, pipeline) in [("C", "gateway, minimal pipeline (auth)", Pipelines.minimal),
-                                         ("D", "gateway, full pipeline (ids, auth, certs)", Pipelines.full)] where scenarios.contains(name) {
+                                         ("D", "gateway, default pipeline (ids, auth, certs)", Pipelines.full),
+                                         ("G", "gateway, full pipeline (+ smart_charging, compressor, mqtt_tap, dashcam)", Pipelines.everything)]
+        where scenarios.contains(name) {
+            var broker: MosquittoBroker?
+            var extra = ""
+            if name == "G" {
+                let started = try MosquittoBroker(work: work)
+                try await started.start()
+                broker = started
+                extra = "mqtt: { url: \"mqtt://127.0.0.1:\(started.port)\", client_id: bench, topic_prefix: ocpp }\n"
+            }
             let gateway = try GatewayProcess(binary: self.gateway, work: work, name: name, csmsPort: csmsPort, pki: pki,
-                                             chargers: chargerIds, pipeline: pipeline)
+                                             chargers: chargerIds, pipeline: pipeline, extraConfiguration: extra, prefix: pin)
             try await gateway.start()
             let gatewayPort = gateway.port
             results.append(try await measure(name, label, plan: plan, process: gateway.process, chargerIds: chargerIds) { id in
                 .plain(url: "ws://127.0.0.1:\(gatewayPort)/ocpp/\(id)", password: "bench-\(id)")
             })
             gateway.stop()
+            broker?.stop()
         }
         // E: the firewall under a flood from one source.
         var flood: FloodResult?
@@ -148,8 +186,17 @@ struct Bench: AsyncParsableCommand {
         }
         await csms.stop()
         try Report(results: results, flood: flood, healthLoad: healthLoad, replayTable: replayTable, soak: soak, plan: plan, out: out,
-                   markdown: report).write()
+                   markdown: report, proxyCPU: proxyCPU, benchCPUs: Self.ownCPUs()).write()
         log("wrote \(out) and \(report)")
+    }
+}
+
+extension Bench {
+    /// The CPUs this process may run on (its affinity, as `taskset` set it).
+    static func ownCPUs() -> String {
+        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        return status.split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") }?
+            .split(separator: ":").last?.trimmingCharacters(in: .whitespaces) ?? "?"
     }
 }
 

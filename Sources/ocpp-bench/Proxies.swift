@@ -32,13 +32,14 @@ final class Nginx {
     let process = Process()
     let folder: String
 
-    init(work: String, csmsPort: Int, pki: DevPKI) throws {
+    /// - Parameter prefix: e.g. `taskset -c 0`; a pinned nginx runs one worker (all of them would share that CPU).
+    init(work: String, csmsPort: Int, pki: DevPKI, prefix: [String] = []) throws {
         port = try freePort()
         folder = work + "/nginx"
         try FileManager.default.createDirectory(atPath: folder + "/logs", withIntermediateDirectories: true)
         let conf = """
             user root;
-            worker_processes auto;
+            worker_processes \(prefix.isEmpty ? "auto" : "1");
             error_log \(folder)/logs/error.log warn;
             pid \(folder)/nginx.pid;
             worker_rlimit_nofile 65536;
@@ -72,8 +73,9 @@ final class Nginx {
             }
             """
         try conf.write(toFile: folder + "/nginx.conf", atomically: true, encoding: .utf8)
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/nginx")
-        process.arguments = ["-p", folder, "-c", folder + "/nginx.conf", "-g", "daemon off;"]
+        process.executableURL = URL(fileURLWithPath: prefix.first ?? "/usr/sbin/nginx")
+        process.arguments = (prefix.isEmpty ? [] : Array(prefix.dropFirst()) + ["/usr/sbin/nginx"])
+            + ["-p", folder, "-c", folder + "/nginx.conf", "-g", "daemon off;"]
     }
 
     func start() throws {
@@ -143,7 +145,7 @@ final class GatewayProcess {
     let process = Process()
 
     init(binary: String, work: String, name: String, csmsPort: Int, pki: DevPKI, chargers: [String], pipeline: String,
-         extraConfiguration: String = "") throws {
+         extraConfiguration: String = "", prefix: [String] = []) throws {
         port = try freePort()
         let folder = work + "/gateway-\(name)"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
@@ -154,6 +156,7 @@ final class GatewayProcess {
               listen: "127.0.0.1:\(port)"
               security_profile: 1
               max_connections_per_source: 100000
+              max_pending_connections: 100000
               max_queued_calls: 1000
               chargers:
             \(chargerLines)
@@ -167,8 +170,10 @@ final class GatewayProcess {
 
             """.appending(extraConfiguration).write(toFile: folder + "/gateway.yaml", atomically: true, encoding: .utf8)
         guard FileManager.default.isExecutableFile(atPath: binary) else { throw BenchError("no gateway binary at \(binary)") }
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["run", "--config", folder + "/gateway.yaml", "--log-level", "warning"]
+        // `prefix`: a command the gateway runs under (valgrind, taskset); its pid is the gateway's.
+        process.executableURL = URL(fileURLWithPath: prefix.first ?? binary)
+        process.arguments = (prefix.isEmpty ? [] : Array(prefix.dropFirst()) + [binary])
+            + ["run", "--config", folder + "/gateway.yaml", "--log-level", "warning"]
         guard FileManager.default.createFile(atPath: folder + "/gateway.log", contents: nil) else { throw BenchError("cannot create \(folder)/gateway.log") }
         let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: folder + "/gateway.log"))
         process.standardOutput = logHandle

@@ -10,6 +10,57 @@ struct Report {
     let plan: Plan
     let out: String
     let markdown: String
+    var proxyCPU: Int? = nil
+    var benchCPUs: String? = nil
+
+    /// One figure of issue 17 against its target.
+    struct Target: Codable {
+        var figure: String
+        var target: String
+        var measured: String
+        var met: Bool
+    }
+
+    /// The figures the gateway is held to, from this run: CPU per frame as a ratio to nginx (B), latency
+    /// against nginx's, memory, connect and reconnect storms (the default pipeline, D, unless said).
+    var targets: [Target] {
+        let byName = Dictionary(results.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        var targets: [Target] = []
+        let nginx = byName["B"]
+        for (name, limit) in [("D", 1.0), ("G", 1.5)] {
+            guard let gateway = byName[name], let mine = gateway.cpuSecondsPer100kFrames, let theirs = nginx?.cpuSecondsPer100kFrames, theirs > 0
+            else { continue }
+            let ratio = mine / theirs
+            targets.append(Target(figure: "CPU per relayed frame, \(name == "D" ? "default" : "full") pipeline (\(name)) / nginx (B)",
+                                  target: "≤ \(String(format: "%.1f", limit))×",
+                                  measured: String(format: "%.2f× (%.2f vs %.2f CPU s per 100k frames)", ratio, mine, theirs), met: ratio <= limit))
+        }
+        if let gateway = byName["D"], let nginx {
+            for (label, mine, theirs) in [("p99", gateway.p99Micros, nginx.p99Micros), ("p99.9", gateway.p999Micros, nginx.p999Micros)] {
+                targets.append(Target(figure: "latency \(label), median of \(gateway.latencyRuns?.count ?? 1) runs (D vs B)", target: "≤ nginx",
+                                      measured: "\(ms(mine)) vs \(ms(theirs)) ms", met: mine <= theirs))
+            }
+        }
+        if let gateway = byName["D"] {
+            if let idle = gateway.rssIdleKiB, let loaded = gateway.rssLoadedKiB, gateway.connectedChargers > 0 {
+                let perCharger = Double(loaded - idle) / Double(gateway.connectedChargers)
+                targets.append(Target(figure: "memory per connected charger, mutual-TLS north link (D)", target: "≤ 48 KiB",
+                                      measured: String(format: "%.1f KiB", perCharger), met: perCharger <= 48))
+                targets.append(Target(figure: "idle RSS (D)", target: "< 20 MiB", measured: String(format: "%.1f MiB", Double(idle) / 1024),
+                                      met: Double(idle) / 1024 < 20))
+            }
+            let allConnected = gateway.connectedChargers == plan.scaleChargers
+            targets.append(Target(figure: "connect storm, \(plan.scaleChargers) chargers (D)", target: "≤ 1.0 s",
+                                  measured: String(format: "%.2f s (%d connected)", gateway.connectSeconds, gateway.connectedChargers),
+                                  met: allConnected && gateway.connectSeconds <= 1.0))
+            if let seconds = gateway.reconnectSeconds, let count = gateway.reconnectedChargers {
+                targets.append(Target(figure: "reconnect storm, all drop and return at once (D)", target: "≤ 0.5 s",
+                                      measured: String(format: "%.2f s (%d back)", seconds, count),
+                                      met: count == gateway.connectedChargers && seconds <= 0.5))
+            }
+        }
+        return targets
+    }
 
     struct Document: Codable {
         var revision: String
@@ -22,6 +73,10 @@ struct Report {
         var healthLoad: HealthLoadResult?
         var replayTable: ReplayTableResult?
         var soak: SoakResult?
+        var targets: [Target]
+        /// The CPU the proxy under test was pinned to, and ocpp-bench's own CPUs.
+        var proxyCPU: Int?
+        var benchCPUs: String?
     }
 
     func write() throws {
@@ -36,7 +91,8 @@ struct Report {
             plan: ["latency_chargers": Double(plan.latencyChargers), "calls_per_second_per_charger": plan.ratePerCharger,
                    "latency_seconds": plan.latencySeconds, "saturation_seconds": plan.saturationSeconds,
                    "scale_chargers": Double(plan.scaleChargers)],
-            scenarios: results, flood: flood, healthLoad: healthLoad, replayTable: replayTable, soak: soak)
+            scenarios: results, flood: flood, healthLoad: healthLoad, replayTable: replayTable, soak: soak, targets: targets,
+            proxyCPU: proxyCPU, benchCPUs: benchCPUs)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try FileManager.default.createDirectory(atPath: (out as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
@@ -71,11 +127,19 @@ struct Report {
             let perCharger = result.rssIdleKiB.flatMap { idle in
                 result.rssLoadedKiB.map { String(format: "%.1f", Double($0 - idle) / Double(max(result.connectedChargers, 1))) }
             } ?? "-"
+            let perCore = result.framesPerCoreSecond.map { "\(Int($0)) (\(String(format: "%.0f", (result.cpuUtilization ?? 0) * 100)) % busy)" } ?? "-"
+            let reconnect = result.reconnectSeconds.map { String(format: "%.2f (%d)", $0, result.reconnectedChargers ?? 0) } ?? "-"
             rows.append("| \(result.name) | \(result.label) | \(ms(result.p50Micros)) / \(ms(result.p99Micros)) / \(ms(result.p999Micros)) | \(result.name == "A" ? "-" : added) | "
-                + "\(Int(result.framesPerSecond)) | \(result.cpuSecondsPer100kFrames.map { String(format: "%.2f", $0) } ?? "-") | "
+                + "\(Int(result.framesPerSecond)) | \(perCore) | \(result.cpuSecondsPer100kFrames.map { String(format: "%.2f", $0) } ?? "-") | "
                 + "\(result.rssIdleKiB.map { String(format: "%.1f", Double($0) / 1024) } ?? "-") | \(perCharger) | "
-                + "\(String(format: "%.2f", result.connectSeconds)) (\(result.connectedChargers)) | \(result.failedCalls) |")
+                + "\(String(format: "%.2f", result.connectSeconds)) (\(result.connectedChargers)) | \(reconnect) | \(result.failedCalls) |")
         }
+        let runRows = results.map { result in
+            "| \(result.name) | " + (result.latencyRuns ?? []).map { "\(ms($0.p99Micros)) / \(ms($0.p999Micros))" }.joined(separator: " | ") + " |"
+        }
+        let targetRows = document.targets.map { "| \($0.figure) | \($0.target) | \($0.measured) | \($0.met ? "✓" : "✗") |" }
+        let pinning = document.proxyCPU.map { "the proxy under test pinned to CPU \($0) (`taskset`), load generator and CSMS on CPU \(document.benchCPUs ?? "?")" }
+            ?? "load generator, development CSMS and proxy share it (not pinned)"
         return """
             # Benchmarks
 
@@ -84,13 +148,28 @@ struct Report {
             (quick, ≤ 10 minutes after the build) or `make bench-full`.
 
             - revision: `\(document.revision)`, \(document.date), \(document.mode) run
-            - machine: \(document.machine); load generator, development CSMS and proxy share it
+            - machine: \(document.machine); \(pinning)
 
-            | | path | latency p50 / p99 / p99.9 (ms) | added over A (ms) | frames/s at saturation | CPU s / 100k frames | RSS idle (MiB) | KiB per connected charger | \(plan.scaleChargers) chargers connect (s) | failed CALLs |
-            |---|---|---|---|---|---|---|---|---|---|
+            ## Targets (issue 17)
+
+            | figure | target | measured | |
+            |---|---|---|---|
+            \(targetRows.joined(separator: "\n"))
+
+            ## All paths
+
+            | | path | latency p50 / p99 / p99.9 (ms, median of runs) | added over A (ms) | frames/s at saturation | frames per CPU second of the proxy (its busy share of a core) | CPU s / 100k frames | RSS idle (MiB) | KiB per connected charger | \(plan.scaleChargers) chargers connect (s) | all drop and return (s) | failed CALLs |
+            |---|---|---|---|---|---|---|---|---|---|---|---|
             \(rows.joined(separator: "\n"))
 
+            Latency p99 / p99.9 (ms) of each run:
+
+            | | \((1...max(1, plan.latencyRuns)).map { "run \($0)" }.joined(separator: " | ")) |
+            |---|\(String(repeating: "---|", count: max(1, plan.latencyRuns)))
+            \(runRows.joined(separator: "\n"))
+
             ![latency CDF](benchmarks-latency-cdf.svg)
+            \(profileSection)
             \(floodSection)
             \(replaySection)
             \(soakSection)
@@ -102,21 +181,105 @@ struct Report {
               development CSMS: the floor. **B** nginx 1.22 from Debian as an operator would configure it: `ws://`
               in, `wss://` out with each charger's certificate chosen from the URL (`proxy_ssl_certificate`
               with a variable), the CSMS certificate verified. **C** the gateway with only the `auth` stage.
-              **D** the gateway with the default pipeline plus the firewall in front (`ids`, `auth`, `certs`);
-              the firewall's limits are raised so it inspects every frame but refuses none.
+              **D** the gateway with the default pipeline (`ids`, `auth`, `certs`); **G** the full pipeline: D plus
+              `smart_charging`, `compressor`, `mqtt_tap` (to a mosquitto broker) and `dashcam`. The firewall's limits
+              are raised so it inspects every frame but refuses none.
             - Latency: \(plan.latencyChargers) chargers, each sending \(Int(plan.ratePerCharger)) CALLs a second (a charger's mix:
-              MeterValues, StatusNotification, Authorize, Heartbeat, Start/StopTransaction) for
-              \(Int(plan.latencySeconds)) s; the round trip of every CALL is measured at the charger side into an HdrHistogram.
+              MeterValues, StatusNotification, Authorize, Heartbeat, Start/StopTransaction), in \(plan.latencyRuns) runs of
+              \(String(format: "%g", plan.latencySeconds / Double(max(1, plan.latencyRuns)))) s; the round trip of every CALL is measured at the
+              charger side into an HdrHistogram. The table shows the median of the runs' percentiles; every run is listed.
             - Saturation: the same chargers send their next CALL as soon as the answer arrives, for
               \(Int(plan.saturationSeconds)) s; every CALL counts as two frames through the proxy. CPU is the proxy process's user +
-              system time over that window (all nginx processes for B).
+              system time over that window (all nginx processes for B). Frames per CPU second is the proxy's
+              throughput per core whether or not the load generator could keep it busy (the busy share says how busy it was).
             - Memory: the proxy's resident set when idle and with \(plan.scaleChargers) chargers connected (each with its north link);
               the difference divided by the chargers is the cost of one charger.
-            - Scale: \(plan.scaleChargers) chargers open their connections at once; for B, C and D each one means a mutual-TLS
-              handshake north. The time is until the last upgrade completed.
-            - Everything runs on one machine, so the load generator and the CSMS take CPU from the proxy under test;
-              the comparison between paths is fair, the absolute numbers are pessimistic.
+            - Scale: \(plan.scaleChargers) chargers open their connections at once; for B, C, D and G each one means a mutual-TLS
+              handshake north. The time is until the last upgrade completed. Then all of them close and, half a second
+              later, come back at once (a network blip): the reconnect storm.
+            - With `--proxy-cpu` (as `make bench` runs it on a machine with two or more CPUs) the proxy under test runs
+              on its own CPU and ocpp-bench (load generator and development CSMS) on the others, so saturation measures
+              the proxy, not the load generator. Without it everything shares the machine and the absolute numbers are pessimistic.
 
+            """
+    }
+
+    /// Instructions per relayed frame from `ocpp-bench --profile … --callgrind` (bench/results/profile-*.json,
+    /// written by `make bench` before the main run), against the figures before the work on issue 17
+    /// (bench/results/profile-baseline.json).
+    private var profileSection: String {
+        let folder = (out as NSString).deletingLastPathComponent
+        struct Baseline: Codable {
+            var revision: String
+            var note: String
+            var instructionsPerFrame: [String: Double]
+            /// The default pipeline's top functions then.
+            var topSelf: [ProfileRun.Symbol]?
+            var topInclusive: [ProfileRun.Symbol]?
+        }
+        let decoder = JSONDecoder()
+        let baseline = (try? Data(contentsOf: URL(fileURLWithPath: folder + "/profile-baseline.json"))).flatMap { try? decoder.decode(Baseline.self, from: $0) }
+        let profiles = ["minimal", "default", "full"].compactMap { name in
+            (try? Data(contentsOf: URL(fileURLWithPath: folder + "/profile-\(name).json"))).flatMap { try? decoder.decode(ProfileRun.Result.self, from: $0) }
+        }
+        guard !profiles.isEmpty else { return "" }
+        func count(_ value: Double?) -> String { value.map { String(Int($0.rounded())) } ?? "–" }
+        let rows = profiles.map { profile -> String in
+            let before = baseline?.instructionsPerFrame[profile.pipeline]
+            let change = before.flatMap { old in profile.instructionsPerFrame.map { String(format: "%+.1f %%", ($0 / old - 1) * 100) } } ?? "–"
+            return "| \(profile.pipeline) | \(count(before)) | \(count(profile.instructionsPerFrame)) | \(change) |"
+        }
+        func symbolRows(_ symbols: [ProfileRun.Symbol]?) -> String {
+            (symbols ?? []).map { "| \(Int($0.instructionsPerFrame.rounded())) | \(String(format: "%.1f", $0.share * 100)) % | `\($0.name.prefix(110).replacingOccurrences(of: "|", with: "\\|"))` |" }
+                .joined(separator: "\n")
+        }
+        func baselineTops(_ topSelf: [ProfileRun.Symbol]?, _ topInclusive: [ProfileRun.Symbol]?, revision: String?) -> String {
+            guard let topSelf, let topInclusive else { return "" }
+            return """
+
+                Before (`\(revision ?? "?")`, default pipeline), own instructions:
+
+                | instructions | share | function |
+                |---|---|---|
+                \(symbolRows(topSelf))
+
+                Before, the gateway's own functions including what they call:
+
+                | instructions | share | function |
+                |---|---|---|
+                \(symbolRows(topInclusive))
+
+                """
+        }
+        let detail = profiles.first { $0.pipeline == "default" } ?? profiles[0]
+        return """
+
+            ## Profile: instructions per relayed frame (callgrind)
+
+            One charger sends 2,000 Authorize round trips, one after the other, through the gateway (ws:// south,
+            mutual TLS north) under `valgrind --tool=callgrind`; its counters are zeroed after a warm-up and dumped
+            after the last answer, so they hold exactly 4,000 relayed frames. Instructions do not depend on what
+            else the machine is doing (wall-clock and CPU time do). Reproduce one with
+            `ocpp-bench --profile 2000 --callgrind --pipeline default|full|minimal` (after `swift build -c release`);
+            `make bench` runs default and full first. Before: \(baseline.map { "revision `\($0.revision)`, \($0.note)" } ?? "no baseline recorded").
+
+            | pipeline | before | now | change |
+            |---|---|---|---|
+            \(rows.joined(separator: "\n"))
+
+            Top 10 functions by their own instructions, \(detail.pipeline) pipeline (per frame, share of all):
+
+            | instructions | share | function |
+            |---|---|---|
+            \(symbolRows(detail.topSelf))
+
+            Top 10 of the gateway's own functions including what they call (NIO, BoringSSL and the runtime are left
+            out of the list, not of the counts):
+
+            | instructions | share | function |
+            |---|---|---|
+            \(symbolRows(detail.topInclusive))
+            \(baselineTops(baseline?.topSelf, baseline?.topInclusive, revision: baseline?.revision))
             """
     }
 
@@ -223,7 +386,7 @@ struct Report {
 
     private func svg() -> String {
         let width = 720.0, height = 420.0, left = 70.0, right = 20.0, top = 20.0, bottom = 50.0
-        let colors = ["A": "#888888", "B": "#d62728", "C": "#1f77b4", "D": "#2ca02c"]
+        let colors = ["A": "#888888", "B": "#d62728", "C": "#1f77b4", "D": "#2ca02c", "G": "#9467bd"]
         let maxMicros = Double(results.flatMap { $0.cdf.map { $0[1] } }.max() ?? 1000)
         let minMicros = max(1, Double(results.flatMap { $0.cdf.map { $0[1] } }.min() ?? 1))
         let span = log10(maxMicros) - log10(minMicros)
