@@ -257,7 +257,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MQTTTapStageTests",
-            dependencies: ["MQTTTapStage", "StageTesting", "StageKit", "OCPP", "Router"],
+            dependencies: ["MQTTTapStage", "StageTesting", "StageKit", "OCPP", "Router", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
         .testTarget(
