@@ -630,8 +630,7 @@ extension GatewayRuntime {
     /// A listener for chargers (plain, or TLS with `tls`): the south limits and timeouts, one shared
     /// connection limiter, every upgrade decided by `decide`.
     func startSouthListener(host: String, port: Int, tls: TLSConfiguration?) async throws -> any Channel {
-        try await WebSocketServer.start(
-            WebSocketServerOptions(host: host, port: port, tls: tls,
+        var options = WebSocketServerOptions(host: host, port: port, tls: tls,
                                    maxMessageBytes: configuration.southMaxFrameBytes,
                                    pingInterval: configuration.southPingInterval?.timeAmount,
                                    handshakeTimeout: configuration.southHandshakeTimeout.timeAmount,
@@ -639,9 +638,14 @@ extension GatewayRuntime {
                                    decisionTimeout: (configuration.northConnectTimeout + .seconds(5)).timeAmount,
                                    outboundLimits: OutboundLimits(maxBytes: configuration.southMaxOutboundBytes,
                                                                   writeTimeout: configuration.southWriteTimeout.timeAmount),
-                                   onRefusal: { [self] refusal in connectionRefused(refusal) }),
-            group: group, limiter: connectionLimiter
-        ) { [self] request, channel in decide(request, channel: channel) }
+                                   onRefusal: { [self] refusal in connectionRefused(refusal) })
+        if configuration.southMessagesPerSecond > 0 {
+            options.inboundBudget = InboundBudget(messagesPerSecond: configuration.southMessagesPerSecond,
+                                                  burst: configuration.southMessageBurst)
+        }
+        return try await WebSocketServer.start(options, group: group, limiter: connectionLimiter) { [self] request, channel in
+            decide(request, channel: channel)
+        }
     }
 
     /// Starts `south.tls.listen` (wss://) when configured: same limits, same decision, its own TLS.

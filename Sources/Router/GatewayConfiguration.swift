@@ -41,6 +41,9 @@ public struct GatewayConfiguration: Decodable, Sendable {
         public var maxOutboundBytes: OutboundBytes?
         /// Seconds a charger may leave its queue full before it is disconnected.
         public var writeTimeout: Positive<Double>?
+        /// Messages a charger may send per second, past `message_burst` (0: no budget); see `InboundBudget`.
+        public var maxMessagesPerSecond: NonNegative<Double>?
+        public var messageBurst: Positive<Double>?
         /// A second listener for chargers over `wss://` (Security Profile 2 or 3); see `SouthTLS`.
         public var tls: SouthTLS?
     }
@@ -182,6 +185,9 @@ public struct ResolvedGatewayConfiguration: Sendable {
     public var southMaxPendingConnections: Int = 256
     public var southMaxOutboundBytes: Int = 1 << 20
     public var southWriteTimeout: Duration = .seconds(30)
+    /// `south.max_messages_per_second` (0: no budget) and `south.message_burst`.
+    public var southMessagesPerSecond: Double = 100
+    public var southMessageBurst: Double = 200
 
     public var northURL: URL
     public var northSecurityProfile: Int
@@ -392,6 +398,8 @@ public struct ResolvedGatewayConfiguration: Sendable {
         resolved.southMaxPendingConnections = south.maxPendingConnections?.value ?? 256
         resolved.southMaxOutboundBytes = south.maxOutboundBytes?.value ?? 1 << 20
         resolved.southWriteTimeout = seconds(south.writeTimeout?.value, default: 30)
+        resolved.southMessagesPerSecond = south.maxMessagesPerSecond?.value ?? 100
+        resolved.southMessageBurst = south.messageBurst?.value ?? 200
         resolved.northMaxOutboundBytes = north.maxOutboundBytes?.value ?? 1 << 20
         resolved.northWriteTimeout = seconds(north.writeTimeout?.value, default: 30)
         resolved.northAllowCommonName = north.allowCommonName ?? false

@@ -22,8 +22,24 @@ public struct OutboundLimits: Sendable, Equatable {
     }
 }
 
+/// How many messages a peer may send: a token bucket per connection. Past it the connection stops
+/// reading until the bucket refills, so a flood waits in the peer's TCP buffers (nothing is dropped)
+/// instead of costing the gateway CPU that other chargers on the loop need. A conforming OCPP peer
+/// sends one CALL at a time and waits for its answer, far below any sensible budget.
+public struct InboundBudget: Sendable, Equatable {
+    public var messagesPerSecond: Double
+    public var burst: Double
+
+    public init(messagesPerSecond: Double, burst: Double) {
+        self.messagesPerSecond = messagesPerSecond
+        self.burst = max(1, burst)
+    }
+}
+
 /// Why reading from a connection is paused; reading resumes when no reason is left.
 public enum ReadPause: Hashable, Sendable {
+    /// The peer sent more messages than its `InboundBudget` allows; reading resumes as it refills.
+    case overBudget
     /// This connection's own outbound queue is over its high-water mark (the peer does not read).
     case outboundFull
     /// The connection this one's messages go to cannot take more (set by whoever couples the two).
@@ -67,6 +83,11 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     private var readPauses: Set<ReadPause> = []
     private var heldRead = false
     private var writeTimeoutTask: Scheduled<Void>?
+    /// The peer's message budget (nil: unlimited), its tokens and when they were last counted.
+    let inboundBudget: InboundBudget?
+    private var budgetTokens: Double = 0
+    private var budgetCountedAt = NIODeadline.now()
+    private var budgetTask: Scheduled<Void>?
     /// Why the link closed, as far as this side knows (close frame code, ping timeout, error).
     public private(set) var closeReason: String?
 
@@ -98,11 +119,14 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
         (try? channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
     }
 
-    init(channel: any Channel, isClient: Bool, pingInterval: TimeAmount?, outboundLimits: OutboundLimits = OutboundLimits()) {
+    init(channel: any Channel, isClient: Bool, pingInterval: TimeAmount?, outboundLimits: OutboundLimits = OutboundLimits(),
+         inboundBudget: InboundBudget? = nil) {
         self.channel = channel
         self.isClient = isClient
         self.pingInterval = pingInterval
         self.outboundLimits = outboundLimits
+        self.inboundBudget = inboundBudget
+        self.budgetTokens = inboundBudget?.burst ?? 0
         servicePort = (isClient ? channel.remoteAddress?.port : channel.localAddress?.port) ?? 0
         Self.live.withLock { $0[servicePort, default: 0] += 1 }
     }
@@ -130,6 +154,8 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
         context.channel.closeFuture.whenComplete { _ in
             let connection = loopBound.value
             connection.pingTask?.cancel()
+            connection.budgetTask?.cancel()
+            connection.budgetTask = nil
             connection.writeTimeoutTask?.cancel()
             connection.writeTimeoutTask = nil
             let reason = connection.closeReason ?? "connection closed"
@@ -154,7 +180,7 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
                 close(code: .dataInconsistentWithMessage, reason: "text message is not valid UTF-8")
                 return
             }
-            if let onText, readPauses.isEmpty, pendingHead == pending.count {
+            if let onText, readPauses.isEmpty, pendingHead == pending.count, admitMessage() {
                 onText(bytes)
             } else {
                 pending.append(bytes)
@@ -207,6 +233,29 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     }
 
     // MARK: Backpressure
+
+    /// Takes one message's token from the budget; when none is left, reading pauses until one is back
+    /// (the message waits in `pending`). Spent when a message is delivered, so a read burst cannot overdraw it.
+    private func admitMessage() -> Bool {
+        guard let budget = inboundBudget else { return true }
+        let now = NIODeadline.now()
+        budgetTokens = min(budget.burst, budgetTokens + Double((now - budgetCountedAt).nanoseconds) / 1e9 * budget.messagesPerSecond)
+        budgetCountedAt = now
+        if budgetTokens >= 1 {
+            budgetTokens -= 1
+            return true
+        }
+        guard budgetTask == nil else { return false }
+        pauseReading(.overBudget)
+        let wait = TimeAmount.nanoseconds(Int64((1 - budgetTokens) / budget.messagesPerSecond * 1e9) + 1)
+        let loopBound = NIOLoopBound(self, eventLoop: channel.eventLoop)
+        budgetTask = channel.eventLoop.scheduleTask(in: wait) {
+            let connection = loopBound.value
+            connection.budgetTask = nil
+            connection.resumeReading(.overBudget)
+        }
+        return false
+    }
 
     public func read(context: ChannelHandlerContext) {
         if readPauses.isEmpty {
@@ -263,7 +312,7 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
 
     /// Delivers held messages in order until none is left or reading is paused again.
     private func deliverPending() {
-        while pendingHead < pending.count, readPauses.isEmpty, let onText {
+        while pendingHead < pending.count, readPauses.isEmpty, let onText, admitMessage() {
             let message = pending[pendingHead]
             pendingHead += 1
             onText(message)
@@ -341,10 +390,10 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
 extension WebSocketConnection {
     /// Adds the aggregator and the connection to a channel that has just been upgraded.
     static func install(on channel: any Channel, isClient: Bool, maxMessageBytes: Int, pingInterval: TimeAmount?,
-                        outboundLimits: OutboundLimits = OutboundLimits()) throws -> WebSocketConnection {
+                        outboundLimits: OutboundLimits = OutboundLimits(), inboundBudget: InboundBudget? = nil) throws -> WebSocketConnection {
         try channel.syncOptions?.setOption(.writeBufferWaterMark, value: outboundLimits.waterMark)
         let connection = WebSocketConnection(channel: channel, isClient: isClient, pingInterval: pingInterval,
-                                             outboundLimits: outboundLimits)
+                                             outboundLimits: outboundLimits, inboundBudget: inboundBudget)
         try channel.pipeline.syncOperations.addHandlers([
             NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 64,
                                         maxAccumulatedFrameSize: maxMessageBytes),

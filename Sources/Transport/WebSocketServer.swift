@@ -65,6 +65,8 @@ public struct WebSocketServerOptions: Sendable {
     public var maxPendingConnections: Int?
     /// The outbound queue of each upgraded connection.
     public var outboundLimits: OutboundLimits
+    /// Messages each client may send (nil: unlimited); see `InboundBudget`.
+    public var inboundBudget: InboundBudget?
     /// Told of every connection the server closes before its upgrade (limits, timeouts).
     public var onRefusal: (@Sendable (ConnectionRefusal) -> Void)?
 
@@ -272,7 +274,8 @@ public enum WebSocketServer {
                                 let connection = try WebSocketConnection.install(on: channel, isClient: false,
                                                                                  maxMessageBytes: options.maxMessageBytes,
                                                                                  pingInterval: options.pingInterval,
-                                                                                 outboundLimits: options.outboundLimits)
+                                                                                 outboundLimits: options.outboundLimits,
+                                                                                 inboundBudget: options.inboundBudget)
                                 pending.value.onUpgrade?(connection)
                                 pending.value.onUpgrade = nil
                             }

@@ -133,7 +133,7 @@ struct Bench: AsyncParsableCommand {
         var flood: FloodResult?
         if scenarios.contains("E") {
             let gateway = try GatewayProcess(binary: self.gateway, work: work, name: "E", csmsPort: csmsPort, pki: pki,
-                                             chargers: chargerIds, pipeline: Pipelines.firewall)
+                                             chargers: chargerIds, pipeline: Pipelines.firewall, messageBudget: true)
             try await gateway.start()
             flood = try await measureFlood(gatewayPort: gateway.port, gateway: gateway.process, seconds: plan.latencySeconds / 1.5,
                                            badFramesPerSecond: 20_000, attemptsPerSecond: 500, callsPerSecond: 20_000)

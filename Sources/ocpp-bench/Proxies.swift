@@ -144,8 +144,10 @@ final class GatewayProcess {
     let port: Int
     let process = Process()
 
+    /// - Parameter messageBudget: keep `south.max_messages_per_second` at its default; off elsewhere, where
+    ///   one connection drives the gateway to saturation to measure the relay's own cost.
     init(binary: String, work: String, name: String, csmsPort: Int, pki: DevPKI, chargers: [String], pipeline: String,
-         extraConfiguration: String = "", prefix: [String] = []) throws {
+         extraConfiguration: String = "", prefix: [String] = [], messageBudget: Bool = false) throws {
         port = try freePort()
         let folder = work + "/gateway-\(name)"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
@@ -158,6 +160,7 @@ final class GatewayProcess {
               max_connections_per_source: 100000
               max_pending_connections: 100000
               max_queued_calls: 1000
+            \(messageBudget ? "" : "  max_messages_per_second: 0")
               chargers:
             \(chargerLines)
             north:

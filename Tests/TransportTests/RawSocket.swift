@@ -57,7 +57,9 @@ final class RawSocket: Sendable {
 
     /// Waits (polling, at most `limit`) until `condition` holds; returns whether it did.
     @discardableResult
-    static func eventually(within limit: Duration = .seconds(5), _ condition: () -> Bool) async -> Bool {
+    /// The default is generous: it only matters when the condition is late, e.g. on a machine loaded by the
+    /// whole suite or ThreadSanitizer.
+    static func eventually(within limit: Duration = .seconds(20), _ condition: () -> Bool) async -> Bool {
         let deadline = ContinuousClock.now + limit
         while !condition() {
             if ContinuousClock.now > deadline { return false }
