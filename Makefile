@@ -125,6 +125,8 @@ bench: bench-deps venv bench-profile
 	## The abuse scenario against the shipped default pipeline, release build, gateway and attackers on separate cores:
 	## writes bench/results/abuse.json (p99 under abuse vs 2 × idle + 1 ms, RSS growth, descriptors).
 	ABUSE_BENCH=1 OCPP_GATEWAY_BIN=$(CURDIR)/$(BUILD_DIR)/release/ocpp-gateway $(VENV)/bin/pytest -q -s Tests/Interop/test_abuse.py
+	## The same with the per-connection message budget off: the flood gets in at full rate (bench/results/abuse-no-budget.json).
+	ABUSE_BENCH=1 ABUSE_BUDGET=0 OCPP_GATEWAY_BIN=$(CURDIR)/$(BUILD_DIR)/release/ocpp-gateway $(VENV)/bin/pytest -q -s Tests/Interop/test_abuse.py
 
 bench-full: bench-deps
 	$(SWIFT) build -c release --product ocpp-gateway
