@@ -174,6 +174,11 @@ public struct MQTTTapStage: Stage {
                     var message: JSONValue = ["connector": .number(connector), "timestamp": timestamp, "measurand": .string(measurand),
                                               "value": sample["value"] ?? .null]
                     for key in ["phase", "unit", "context", "location", "format"] { if let value = sample[key] { message[key] = value } }
+                    // A signed meter value (OCMF …) carries the driver's identification: flagged, never copied.
+                    if sample["format"]?.stringValue == "SignedData" {
+                        message["value"] = nil
+                        message["signed"] = true
+                    }
                     if let transaction = payload["transactionId"] { message["transaction"] = transaction }
                     publishTelemetry(session, measurand: measurand, phase: phase, message: message)
                 }
@@ -653,10 +658,14 @@ public struct MQTTTapStage: Stage {
     /// The payload with every PII field replaced by `hmac-sha256:<hex>` (first 16 bytes), at any depth.
     func strip(_ value: JSONValue) -> JSONValue { strip(value, fields: piiFields) }
 
+    /// A signed meter value (1.6 `format: SignedData`, e.g. an OCMF record) carries the driver's identification:
+    /// its `value` is hashed like any PII field, wherever it appears.
     func strip(_ value: JSONValue, fields: Set<String>) -> JSONValue {
         switch value {
         case .object(let members):
+            let signed = members.contains { $0.0 == "format" && $0.1.stringValue == "SignedData" }
             return .object(members.map { key, member in
+                if signed, key == "value", case .string(let text) = member { return (key, .string(hash(text))) }
                 if fields.contains(key), case .string(let text) = member { return (key, .string(hash(text))) }
                 return (key, strip(member, fields: fields))
             })

@@ -76,6 +76,23 @@ struct MQTTTapStageTests {
         #expect((key[.posixPermissions] as? Int) == 0o600)
     }
 
+    @Test func signedMeterValuesNeverReachMQTTInTheClear() throws {
+        // An OCMF record names the driver (its identification data): hashed in events, flagged in telemetry.
+        let ocmf = "OCMF|{\"ID\":\"04A2B3C4D5E6F7\",\"RD\":[{\"RV\":9}]}|{\"SD\":\"3045\"}"
+        let publisher = RecordingPublisher()
+        let tester = try tester(#"routes: { MeterValues: both }"#, publisher: publisher)
+        let signed: JSONValue = ["value": .string(ocmf), "format": "SignedData", "measurand": "Energy.Active.Import.Register",
+                                 "context": "Transaction.End"]
+        tester.chargerSends(call: "MeterValues", payload: ["connectorId": 1, "transactionId": 1,
+                                                           "meterValue": [["timestamp": "2026-11-25T11:00:00Z", "sampledValue": [signed]]]])
+        tester.chargerSends(call: "StopTransaction", payload: ["transactionId": 1, "meterStop": 9, "timestamp": "2026-11-25T11:00:00Z",
+                                                               "transactionData": [["timestamp": "2026-11-25T11:00:00Z", "sampledValue": [signed]]]])
+        #expect(tester.takeSentToCSMS().allSatisfy { $0.text.contains("04A2B3C4D5E6F7") }, "the CSMS gets the signed record as it was")
+        let messages = publisher.take()
+        #expect(!messages.isEmpty)
+        #expect(messages.allSatisfy { !$0.text.contains("04A2B3C4D5E6F7") && !$0.text.contains("OCMF") })
+    }
+
     @Test func theHashKeyIsMadeOnceWith0600AndNeverSilentlyReplaced() throws {
         let publisher = RecordingPublisher()
         _ = try tester(publisher: publisher)
