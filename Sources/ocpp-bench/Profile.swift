@@ -211,19 +211,8 @@ extension Pipelines {
     /// Every stage a site might run at once: the default pipeline (firewall, auth, certs) plus smart
     /// charging, the health channel with compression, and the dashcam. The firewall's limits are raised
     /// as in `full` so it inspects every frame but refuses none.
-    static let everything = """
-        version: 1
-        stages:
-          - id: guard
-            type: ids
-            config:
-              rate_limits: { default: { per_second: 100000, burst: 100000 } }
-              connections: { attempts_per_second: 100000, attempts_burst: 100000 }
-          - id: identity
-            type: auth
-          - id: certificates
-            type: certs
-            config: { cpo_name: "Bench CPO" }
+    static let everything = full + """
+
           - id: limits
             type: smart_charging
           - id: compress
