@@ -137,9 +137,7 @@ public final class Session: SessionContext {
             onOutcome(.connectionClosed)
             return
         }
-        let id = UUID().uuidString.lowercased()
-        let call = CallLane.Call(id: id, action: action, bytes: FrameEncoder.call(id: id, action: action, payload: payload),
-                                 origin: .gateway(boundToActiveStage(onOutcome)))
+        let call = Self.gatewayCall(action, payload: payload, onOutcome: boundToActiveStage(onOutcome))
         guard bootAccepted else {
             // Nothing of the gateway's goes to either side before the charger's boot was accepted.
             let limit = side == .charger ? towardsCharger.limit : towardsCSMS.limit
@@ -154,13 +152,22 @@ public final class Session: SessionContext {
         enqueueGatewayCall(call, to: side)
     }
 
-    private func enqueueGatewayCall(_ call: CallLane.Call, to side: Side) {
+    /// A CALL of the gateway's own, with a fresh message id.
+    private static func gatewayCall(_ action: String, payload: JSONValue, onOutcome: @escaping (CallOutcome) -> Void) -> CallLane.Call {
+        let id = UUID().uuidString.lowercased()
+        return CallLane.Call(id: id, action: action, bytes: FrameEncoder.call(id: id, action: action, payload: payload),
+                             origin: .gateway(onOutcome))
+    }
+
+    /// - Parameter native: a `NorthAdapter`'s own CALL, already in the CSMS's version (never translated).
+    private func enqueueGatewayCall(_ call: CallLane.Call, to side: Side, native: Bool = false) {
         let accepted = side == .charger ? towardsCharger.enqueue(call) : towardsCSMS.enqueue(call)
         guard accepted else {
             if case .gateway(let onOutcome) = call.origin { onOutcome(.rejected(reason: "the queue towards the \(side) is full")) }
             return
         }
-        metrics.countFrame(.fromGateway, action: call.action, verdict: .queued, version: version)
+        if native { northNative.insert(call.id) }
+        metrics.countFrame(.fromGateway, action: call.action, verdict: .queued, version: native ? northAdapter?.northVersion ?? version : version)
         pump(towards: side)
     }
 
@@ -441,10 +448,7 @@ public final class Session: SessionContext {
         var frame = frame
         if side == .csms, !translated, let northAdapter, northNative.remove(call.id) == nil {
             // The CSMS's answer to a translated CALL becomes the 1.6 answer before any stage sees it.
-            let answer: NorthAnswer = frame.messageType == .callResult
-                ? .result(frame.payload())
-                : .error(code: OCPPErrorCode(rawValue: frame.errorCode ?? ""), description: frame.errorDescription ?? "")
-            guard let translated = northAdapter.answerFromCSMS(id: call.id, action: call.action, answer: answer) else {
+            guard let translated = northAdapter.answerFromCSMS(id: call.id, action: call.action, answer: NorthAnswer(frame)) else {
                 // The adapter answers later (`deliverNorthAnswer`); the lane towards the CSMS is free meanwhile.
                 deferredNorthAnswers[call.id] = call
                 pump(towards: side)
@@ -636,16 +640,7 @@ public final class Session: SessionContext {
             onOutcome(.connectionClosed)
             return
         }
-        let id = UUID().uuidString.lowercased()
-        let call = CallLane.Call(id: id, action: action, bytes: FrameEncoder.call(id: id, action: action, payload: payload),
-                                 origin: .gateway(onOutcome))
-        guard towardsCSMS.enqueue(call) else {
-            onOutcome(.rejected(reason: "the queue towards the CSMS is full"))
-            return
-        }
-        northNative.insert(id)
-        metrics.countFrame(.fromGateway, action: action, verdict: .queued, version: northAdapter?.northVersion ?? version)
-        pump(towards: .csms)
+        enqueueGatewayCall(Self.gatewayCall(action, payload: payload, onOutcome: onOutcome), to: .csms, native: true)
     }
 
     /// Answers a CSMS CALL the adapter took (`NorthIncomingDecision.handled`), already in the CSMS's version.
@@ -660,10 +655,7 @@ public final class Session: SessionContext {
             driver?.send(bytes, to: .csms)
             return
         }
-        let answer: NorthAnswer = frame.messageType == .callResult
-            ? .result(frame.payload())
-            : .error(code: OCPPErrorCode(rawValue: frame.errorCode ?? ""), description: frame.errorDescription ?? "")
-        var translated = adapter.answerToCSMS(id: frame.messageId, answer: answer)
+        var translated = adapter.answerToCSMS(id: frame.messageId, answer: NorthAnswer(frame))
         if case .error(let code, let description) = translated { translated = .error(code: code.spelled(for: adapter.northVersion), description: description) }
         driver?.send(Self.encode(translated, id: frame.messageId).bytes, to: .csms)
     }
@@ -770,4 +762,13 @@ private final class SessionTimer: ScheduledWork {
 public struct SessionEndedError: Error, CustomStringConvertible {
     public init() {}
     public var description: String { "the session has ended" }
+}
+
+extension NorthAnswer {
+    /// The answer a CALLRESULT or CALLERROR frame carries.
+    init(_ frame: Frame) {
+        self = frame.messageType == .callResult
+            ? .result(frame.payload())
+            : .error(code: OCPPErrorCode(rawValue: frame.errorCode ?? ""), description: frame.errorDescription ?? "")
+    }
 }
