@@ -20,8 +20,7 @@ struct BackpressureTests {
                 peakQueued.withLock { $0 = max($0, queued) }
             }
         }
-        let client = try await RawSocket.connect(port: server.port, reads: false, receiveBuffer: 4096)
-        try await client.send(RawSocket.upgradeRequest())
+        let client = try await RawSocket.connect(port: server.port, reads: false, receiveBuffer: 4096, sending: RawSocket.upgradeRequest())
         let message = RawSocket.frame(opcode: 0x1, payload: Array("[2,\"1\",\"Heartbeat\",{}]".utf8))
         // 20,000 messages would make 80 MB of answers if the server kept reading.
         let sent = 20_000
@@ -47,8 +46,7 @@ struct BackpressureTests {
                 connection.send(answer)
             }
         }
-        let client = try await RawSocket.connect(port: server.port, reads: false, receiveBuffer: 4096)
-        try await client.send(RawSocket.upgradeRequest())
+        let client = try await RawSocket.connect(port: server.port, reads: false, receiveBuffer: 4096, sending: RawSocket.upgradeRequest())
         let message = RawSocket.frame(opcode: 0x1, payload: Array("[2,\"1\",\"Heartbeat\",{}]".utf8))
         let sent = 3_000
         var batch: [UInt8] = []

@@ -73,8 +73,7 @@ struct ConnectionLimitsTests {
     @Test func aCompleteRequestIsNotCutByTheHandshakeTimeout() async throws {
         // The decision may take longer than the handshake timeout (it waits for the north link).
         let server = try await TestServer(Self.options(handshake: .milliseconds(200)))
-        let client = try await RawSocket.connect(port: server.port)
-        try await client.send(RawSocket.upgradeRequest())
+        let client = try await RawSocket.connect(port: server.port, sending: RawSocket.upgradeRequest())
         #expect(await RawSocket.eventually { client.receivedText.hasPrefix("HTTP/1.1 101") })
         try await Task.sleep(for: .milliseconds(400))
         #expect(client.isOpen, "an upgraded connection is no longer under the handshake timeout")
@@ -110,8 +109,7 @@ struct ConnectionLimitsTests {
         var idle: [RawSocket] = []
         for _ in 0..<50 { idle.append(try await RawSocket.connect(port: server.port, sourceAddress: "127.0.0.2")) }
         #expect(await RawSocket.eventually { idle.filter(\.isOpen).count == 4 })
-        let legit = try await RawSocket.connect(port: server.port, sourceAddress: "127.0.0.1")
-        try await legit.send(RawSocket.upgradeRequest())
+        let legit = try await RawSocket.connect(port: server.port, sourceAddress: "127.0.0.1", sending: RawSocket.upgradeRequest())
         #expect(await RawSocket.eventually { legit.receivedText.hasPrefix("HTTP/1.1 101") })
         for socket in idle + [legit] { socket.close() }
         await server.stop()
@@ -129,8 +127,7 @@ struct ConnectionLimitsTests {
         let first = open[0]
         try await first.send(RawSocket.upgradeRequest())
         #expect(await RawSocket.eventually { first.receivedText.hasPrefix("HTTP/1.1 101") })
-        let fourth = try await RawSocket.connect(port: server.port, sourceAddress: "127.0.0.6")
-        try await fourth.send(RawSocket.upgradeRequest())
+        let fourth = try await RawSocket.connect(port: server.port, sourceAddress: "127.0.0.6", sending: RawSocket.upgradeRequest())
         #expect(await RawSocket.eventually { fourth.receivedText.hasPrefix("HTTP/1.1 101") })
         #expect(server.refusalCount(.tooManyPending) == 1)
         for socket in sockets + [fourth] { socket.close() }

@@ -42,8 +42,7 @@ struct GatewayLimitsTests {
         var idle: [RawSocket] = []
         for _ in 0..<300 { idle.append(try await RawSocket.connect(port: port, sourceAddress: "127.0.0.2")) }
         #expect(await RawSocket.eventually { idle.filter(\.isOpen).count == 8 }, "max_connections_per_source (8) holds at accept")
-        let charger = try await RawSocket.connect(port: port, sourceAddress: "127.0.0.1")
-        try await charger.send(RawSocket.upgradeRequest(extraHeaders: chargerAuthorization))
+        let charger = try await RawSocket.connect(port: port, sourceAddress: "127.0.0.1", sending: RawSocket.upgradeRequest(extraHeaders: chargerAuthorization))
         #expect(await RawSocket.eventually { charger.receivedText.hasPrefix("HTTP/1.1 101") })
         #expect(gateway.connectionLimiter.openConnections(from: "127.0.0.2") == 8)
         for socket in idle + [charger] { socket.close() }
@@ -61,8 +60,7 @@ struct GatewayLimitsTests {
         let chargerSide = try await TestServer(WebSocketServerOptions(host: "127.0.0.1", port: 0, outboundLimits: limits), group: group)
         let csmsSide = try await TestServer(WebSocketServerOptions(host: "127.0.0.1", port: 0), group: group)
         // The charger: connected, never reading.
-        let charger = try await RawSocket.connect(port: chargerSide.port, reads: false, receiveBuffer: 4096)
-        try await charger.send(RawSocket.upgradeRequest())
+        let charger = try await RawSocket.connect(port: chargerSide.port, reads: false, receiveBuffer: 4096, sending: RawSocket.upgradeRequest())
         #expect(await RawSocket.eventually { !chargerSide.connections.value.isEmpty })
         let south = try #require(chargerSide.connections.value.first)
         let north = try await WebSocketClient.connect(

@@ -14,8 +14,7 @@ struct InboundBudgetTests {
         let server = try await TestServer(options) { connection in
             connection.onText = { bytes in received.withLock { $0.append(String(decoding: bytes, as: UTF8.self)) } }
         }
-        let client = try await RawSocket.connect(port: server.port)
-        try await client.send(RawSocket.upgradeRequest())
+        let client = try await RawSocket.connect(port: server.port, sending: RawSocket.upgradeRequest())
         #expect(await RawSocket.eventually { client.receivedText.hasPrefix("HTTP/1.1 101") })
         let start = ContinuousClock.now
         // 100 messages in one write: without a budget they are all handled in the first read.

@@ -103,8 +103,7 @@ struct NorthConnectTests {
         let stall = try await StallingServer()
         let (gateway, port, folder) = try await makeGateway(north: "wss://127.0.0.1:\(stall.port)/ocpp",
                                                             northExtra: "  connect_timeout: 30\n  server_name: localhost")
-        let charger = try await RawSocket.connect(port: port)
-        try await charger.send(RawSocket.upgradeRequest(extraHeaders: chargerAuthorization))
+        let charger = try await RawSocket.connect(port: port, sending: RawSocket.upgradeRequest(extraHeaders: chargerAuthorization))
         #expect(await RawSocket.eventually { stall.accepted.value == 1 && gateway.pendingNorthConnects == 1 })
         charger.close()
         #expect(await RawSocket.eventually { stall.open == 0 }, "the north socket goes with the charger")
@@ -122,8 +121,7 @@ struct NorthConnectTests {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let (gateway, port, folder) = try await makeGateway(north: "wss://127.0.0.1:\(stall.port)/ocpp",
                                                             northExtra: "  connect_timeout: 30\n  server_name: localhost", group: group)
-        let charger = try await RawSocket.connect(port: port)
-        try await charger.send(RawSocket.upgradeRequest(extraHeaders: chargerAuthorization))
+        let charger = try await RawSocket.connect(port: port, sending: RawSocket.upgradeRequest(extraHeaders: chargerAuthorization))
         #expect(await RawSocket.eventually { gateway.pendingNorthConnects == 1 })
         await gateway.shutdown(grace: .seconds(5))
         #expect(gateway.pendingNorthConnects == 0)

@@ -24,8 +24,11 @@ final class RawSocket: Sendable {
     }
 
     /// Connects to 127.0.0.1:`port` (from `sourceAddress` if given); with `reads: false` it never
-    /// reads, so the peer's writes pile up in the kernel buffers.
-    static func connect(port: Int, reads: Bool = true, receiveBuffer: Int? = nil, sourceAddress: String? = nil) async throws -> RawSocket {
+    /// reads, so the peer's writes pile up in the kernel buffers. `sending` is written on the event loop
+    /// the moment the connection is up: a test task starved by a loaded machine (the whole suite under
+    /// ThreadSanitizer on 2 cores) cannot then miss a server's handshake timeout between connect and send.
+    static func connect(port: Int, reads: Bool = true, receiveBuffer: Int? = nil, sourceAddress: String? = nil,
+                        sending first: String? = nil) async throws -> RawSocket {
         let collector = Collector()
         var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.autoRead, value: reads)
@@ -34,7 +37,10 @@ final class RawSocket: Sendable {
             }
         if let receiveBuffer { bootstrap = bootstrap.channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(receiveBuffer)) }
         if let sourceAddress { bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: sourceAddress, port: 0)) }
-        let channel = try await bootstrap.connect(host: "127.0.0.1", port: port).get()
+        let channel = try await bootstrap.connect(host: "127.0.0.1", port: port).flatMap { channel in
+            guard let first else { return channel.eventLoop.makeSucceededFuture(channel) }
+            return channel.writeAndFlush(channel.allocator.buffer(string: first)).map { channel }
+        }.get()
         return RawSocket(channel: channel, collector: collector)
     }
 

@@ -13,8 +13,7 @@ struct WebSocketCloseCodeTests {
                                                                  handshakeTimeout: .seconds(60))) {
             $0.onText = { _ in }
         }
-        let client = try await RawSocket.connect(port: server.port)
-        try await client.send(RawSocket.upgradeRequest())
+        let client = try await RawSocket.connect(port: server.port, sending: RawSocket.upgradeRequest())
         #expect(await RawSocket.eventually { client.receivedText.hasPrefix("HTTP/1.1 101") })
         return (server, client)
     }
