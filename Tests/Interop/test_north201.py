@@ -404,3 +404,60 @@ def test_a_transaction_started_while_the_csms_is_away(tmp_path, pki, csms_port):
             csms.server.close()
 
     asyncio.run(scenario())
+
+
+RELOADED = """version: 1
+stages:
+  - id: firewall
+    type: ids
+  - id: identity
+    type: auth
+"""
+
+
+def test_sighup_and_a_reconnect_without_boot_keep_the_translated_transaction(tmp_path, pki, csms_port):
+    """A SIGHUP that changes the pipeline mid-transaction, then the charger dropping its socket and coming back
+    without a BootNotification (as real firmware does): the CSMS sees one transaction, one Started and one Ended,
+    seqNo strictly increasing, and the charger keeps the integer id it was given; the reconnect boots nobody."""
+
+    async def scenario():
+        gateway, csms = await start(tmp_path, pki, csms_port)
+        try:
+            charger, connection, task = await connect_charger(gateway)
+            await boot(charger)
+            started = await start_transaction(charger)
+            local = started.transaction_id
+            await meter_values(charger, local, 1100)
+            await wait_for(lambda: len(csms.transaction_events) == 2, what="live events")
+
+            gateway.pipeline_file.write_text(RELOADED)
+            gateway.signal(signal.SIGHUP)
+            await wait_for(lambda: "pipeline reloaded" in gateway.log(), what="the reload")
+            await meter_values(charger, local, 1200)
+            assert connection.state.name == "OPEN", "a reload disconnects nobody"
+
+            await connection.close()
+            task.cancel()
+            await wait_for(lambda: not csms.connections, what="the north link to close with the charger")
+            charger, connection, task = await connect_charger(gateway)
+            await meter_values(charger, local, 1300)
+            await charger.call(call.StopTransaction(transaction_id=local, meter_stop=1400, timestamp=now_iso(), reason="Local"))
+            await wait_for(lambda: any(e["event_type"] == "Ended" for e in csms.transaction_events), what="Ended")
+
+            tx = csms.transaction_events
+            assert [e["event_type"] for e in tx] == ["Started", "Updated", "Updated", "Updated", "Ended"]
+            assert len({e["transaction_info"]["transaction_id"] for e in tx}) == 1
+            seq = [e["seq_no"] for e in tx]
+            assert all(b > a for a, b in zip(seq, seq[1:])), f"seqNo strictly increasing across reload and reconnect: {seq}"
+            values = [float(e["meter_value"][0]["sampled_value"][0]["value"]) for e in tx[1:4]]
+            assert values == [1100, 1200, 1300]
+            boots = [f for f in frames_to_csms(csms) if f[0] == 2 and f[2] == "BootNotification"]
+            assert len(boots) == 1, f"the reconnect without a boot must not invent one: {boots}"
+            assert_all_201(csms, charger)
+            await connection.close()
+            task.cancel()
+        finally:
+            gateway.stop()
+            csms.server.close()
+
+    asyncio.run(scenario())
