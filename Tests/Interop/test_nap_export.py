@@ -15,6 +15,7 @@ import asyncio
 import base64
 import json
 import re
+import signal
 import threading
 import time
 import urllib.error
@@ -27,7 +28,7 @@ from ocpp.v16 import call
 from py_ocpi.modules.locations.v_2_2_1.enums import Status
 from py_ocpi.modules.locations.v_2_2_1.schemas import EVSE, Connector, EVSEPartialUpdate, Location
 
-from conftest import Gateway, boot, connect_charger, free_port, run_with, start_csms_and_gateway, wait_for
+from conftest import Gateway, boot, connect_charger, free_port, hang_up, run_with, start_csms_and_gateway, wait_for
 
 TOKEN = "token-c-for-the-test"
 UID1, UID2 = "DE*ABC*E1234*1", "DE*ABC*E1234*2"
@@ -304,3 +305,51 @@ def test_status_reaches_the_receiver_in_order_survives_its_absence_and_is_publis
     lines = report.stdout.strip().split("\n")
     assert lines[0].startswith("evse_id,charger_id,month,observed_minutes")
     assert {line.split(",")[0] for line in lines[1:]} == {UID1, UID2}
+
+
+def test_a_sighup_that_keeps_the_stage_keeps_its_queue_its_pull_listener_and_the_order(tmp_path, pki, csms_port):
+    """The receiver is away with changes queued; a SIGHUP reloads a pipeline that still has the same nap_export
+    stage (plus a new stage in front). Nothing queued is lost or reordered, the Location is not pushed again as
+    if the site had restarted, and the pull listener keeps serving on its port."""
+    receiver = Receiver(free_port())
+    pull_port = free_port()
+    token_file = tmp_path / "ocpi.token"
+    token_file.write_text(TOKEN)
+    token_file.chmod(0o600)
+    text = pipeline(receiver.port, pull_port, tmp_path / "datex" / "status.xml", token_file)
+    gateway = Gateway(tmp_path, pki, csms_port, pipeline=text)
+    receiver.start()
+
+    async def scenario():
+        csms = await start_csms_and_gateway(gateway, pki, csms_port)
+        await wait_for(lambda: receiver.location is not None, what="the PUT of the Location at start")
+        charger, connection, task = await connect_charger(gateway)
+        await boot(charger)
+        await status(charger, 1, "Available")
+        await wait_for(lambda: receiver.statuses(UID1) == ["UNKNOWN", "AVAILABLE"], what="EVSE 1 available")
+        puts = len(receiver.events)
+
+        receiver.stop()
+        for value in ["Preparing", "Charging", "Faulted"]:
+            await status(charger, 1, value)
+        gateway.pipeline_file.write_text(text.replace("stages:\n", "stages:\n  - id: firewall\n    type: ids\n", 1))
+        gateway.signal(signal.SIGHUP)
+        await wait_for(lambda: "pipeline reloaded" in gateway.log(), what="the reload")
+        await status(charger, 1, "Available")
+        back_at = time.time()
+        receiver.start()
+        await wait_for(lambda: receiver.statuses(UID1, since=back_at) == ["CHARGING", "OUTOFORDER", "AVAILABLE"], timeout=15,
+                       what=f"the queued changes in order after the reload, got {receiver.statuses(UID1, since=back_at)}")
+        assert receiver.errors == [], receiver.errors
+        assert connection.state.name == "OPEN", "a reload disconnects nobody"
+        # No second PUT of the Location (it would announce every EVSE again, UNKNOWN first).
+        assert all(status != "UNKNOWN" for _, _, status in receiver.events[puts:]), receiver.events
+
+        request = urllib.request.Request(f"http://127.0.0.1:{pull_port}/ocpi/2.2.1/locations",
+                                         headers={"Authorization": "Token " + base64.b64encode(TOKEN.encode()).decode()})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            page = json.loads(response.read())
+        assert {e["uid"]: e["status"] for e in page["data"][0]["evses"]}[UID1] == "AVAILABLE"
+        await hang_up(csms, (connection, task))
+
+    run_with(gateway, scenario, receiver.stop)
