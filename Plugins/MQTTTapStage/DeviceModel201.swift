@@ -179,8 +179,10 @@ extension MQTTTapStage {
     /// Each item to its topic, and to the CSMS or not, by the `components` rules. A frame left whole
     /// goes on byte for byte; a frame with items removed goes on with the rest; a frame with nothing
     /// left is answered by the gateway, except a report's last page (tbc false), which reaches the CSMS
-    /// without items so its report ends. Later pages of a sequence are renumbered (seqNo) so the CSMS
-    /// sees no gap.
+    /// without items so its report ends. A NotifyEvent cannot go without items (eventData has at least
+    /// one), so when the CSMS has seen earlier pages of its sequence (tbc true) the last page goes to it
+    /// whole: the CSMS's sequence always ends. Later pages of a sequence are renumbered (seqNo) so the
+    /// CSMS sees no gap.
     private func deviceModel(_ action: String, _ envelope: Envelope, _ route: Route, _ session: any SessionContext) -> Verdict {
         let payload = envelope.payload()
         let listKey = switch action {
@@ -207,12 +209,14 @@ extension MQTTTapStage {
         session[SequencesKey.self] = sequences
         if seqNo == 0 { sequences.skipped(sequence, set: nil) }
         let skipped = sequences.skipped(sequence)
-        if kept.isEmpty, action == "NotifyEvent" || tbc {
+        if kept.isEmpty, action == "NotifyEvent", !tbc, sequences.isOpen(sequence) {
+            kept = items  // the last page of a sequence the CSMS has seen begin: it must see it end
+        } else if kept.isEmpty, action == "NotifyEvent" || tbc {
             // Nothing for the CSMS: the gateway answers (the response a CSMS gives is empty).
             sequences.skipped(sequence, set: tbc ? skipped + 1 : nil)
             return .answer([:])
         }
-        if !tbc { sequences.skipped(sequence, set: nil) }
+        if tbc { sequences.opened(sequence) } else { sequences.skipped(sequence, set: nil) }
         guard kept.count != items.count || skipped > 0 else { return .forward }
         var modified = payload
         modified[listKey] = kept.isEmpty ? nil : .array(kept)
@@ -220,17 +224,33 @@ extension MQTTTapStage {
         return .forward(modifiedPayload: modified)
     }
 
-    /// Pages of a sequence (NotifyEvent, or a report by requestId) the gateway answered itself.
+    /// Per sequence (NotifyEvent, or a report by requestId): the pages the gateway answered itself, and
+    /// whether the CSMS has been sent a page with tbc true (so it waits for the sequence's end).
     /// At most 16 sequences per session are followed; the oldest is forgotten first.
     final class Sequences {
-        private var entries: [(key: String, skipped: Int)] = []
+        private var entries: [(key: String, skipped: Int, open: Bool)] = []
 
         func skipped(_ key: String) -> Int { entries.first { $0.key == key }?.skipped ?? 0 }
 
+        func isOpen(_ key: String) -> Bool { entries.first { $0.key == key }?.open ?? false }
+
+        /// Sets the pages answered by the gateway; nil ends the sequence.
         func skipped(_ key: String, set value: Int?) {
+            let open = isOpen(key)
             entries.removeAll { $0.key == key }
             guard let value, value > 0 else { return }
-            entries.append((key, value))
+            append((key, value, open))
+        }
+
+        /// The CSMS was sent a page with tbc true.
+        func opened(_ key: String) {
+            let skipped = skipped(key)
+            entries.removeAll { $0.key == key }
+            append((key, skipped, true))
+        }
+
+        private func append(_ entry: (key: String, skipped: Int, open: Bool)) {
+            entries.append(entry)
             if entries.count > 16 { entries.removeFirst(entries.count - 16) }
         }
     }

@@ -103,6 +103,35 @@ struct DeviceModel201Tests {
         #expect(publisher.take().map(\.topic) == ["test/gateway/CP001/dm/EVSE/1/0/Temperature"])
     }
 
+    /// NotifyEvent's eventData cannot be empty: a last page with only MQTT items cannot go without
+    /// them, yet the CSMS, sent an earlier page with tbc true, waits for the end of the sequence.
+    @Test func aNotifyEventSequenceTheCSMSSawBeginAlwaysEndsThere() throws {
+        let publisher = RecordingPublisher()
+        let tester = try tester(Self.rules, publisher: publisher)
+        tester.chargerSends(call: "NotifyEvent", payload: Self.notifyEvent([Self.event(1, "EVSE", "Temperature", "40", evse: 1)],
+                                                                         seqNo: 0, tbc: true), id: "e0")
+        #expect(tester.takeSentToCSMS().isEmpty, "telemetry only, and more to come: answered by the gateway")
+        _ = tester.takeSentToCharger()
+        tester.chargerSends(call: "NotifyEvent", payload: Self.notifyEvent([Self.event(2, "Connector", "Problem", "true", evse: 1, connector: 1)],
+                                                                         seqNo: 1, tbc: true), id: "e1")
+        let first = try #require(tester.takeSentToCSMS().first)
+        expectValid(first)
+        #expect(first.payload()["seqNo"] == 0 && first.payload()["tbc"] == true)
+        tester.csmsAnswers("e1")
+        _ = tester.takeSentToCharger()
+        tester.chargerSends(call: "NotifyEvent", payload: Self.notifyEvent([Self.event(3, "EVSE", "Temperature", "41", evse: 1)],
+                                                                         seqNo: 2, tbc: false), id: "e2")
+        let last = try #require(tester.takeSentToCSMS().first, "the CSMS must see its sequence end")
+        expectValid(last)
+        #expect(last.payload()["seqNo"] == 1 && last.payload()["tbc"] == nil)
+        #expect(last.payload()["eventData"]?.arrayValue?.count == 1)
+        tester.csmsAnswers("e2")
+        // A new sequence whose only page is telemetry is the gateway's again.
+        tester.chargerSends(call: "NotifyEvent", payload: Self.notifyEvent([Self.event(4, "EVSE", "Temperature", "42", evse: 1)]), id: "e3")
+        #expect(tester.takeSentToCSMS().isEmpty)
+        #expect(publisher.take().map(\.topic).filter { $0.hasSuffix("/Temperature") }.count == 3)
+    }
+
     @Test func aFrameTheRulesLeaveWholePassesByteForByte() throws {
         let publisher = RecordingPublisher()
         let tester = try tester(Self.rules, publisher: publisher)
