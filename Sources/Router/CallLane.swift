@@ -26,7 +26,8 @@ struct CallLane {
     /// A pump is already scheduled for when pacing allows the next CALL.
     var pacingTimerArmed = false
     private(set) var inFlight: Call?
-    private var timer: (any ScheduledWork)?
+    /// When the in-flight CALL times out (the session's clock); its timer is the session's one sweep.
+    private(set) var deadline: Duration?
     private var waiting: [Call] = []
 
     init(timeout: Duration, limit: Int) {
@@ -52,30 +53,33 @@ struct CallLane {
 
     var hasWaiting: Bool { !waiting.isEmpty }
 
-    /// The next CALL to send, if the lane is free; the caller sends it and arms `timer`.
-    mutating func next() -> Call? {
+    /// The next CALL to send, if the lane is free; it times out at `now + timeout`.
+    mutating func next(now: Duration) -> Call? {
         guard inFlight == nil, !waiting.isEmpty else { return nil }
         let call = waiting.removeFirst()
         inFlight = call
+        deadline = now + timeout
         return call
     }
 
-    mutating func arm(_ timer: any ScheduledWork) { self.timer = timer }
+    /// The in-flight CALL if its deadline has passed at `now`.
+    func expired(at now: Duration) -> Call? {
+        guard let inFlight, let deadline, deadline <= now else { return nil }
+        return inFlight
+    }
 
     /// Takes the in-flight CALL if `id` answers it.
     mutating func complete(id: String) -> Call? {
         guard let call = inFlight, call.id == id else { return nil }
         inFlight = nil
-        timer?.cancel()
-        timer = nil
+        deadline = nil
         return call
     }
 
     /// Takes the CALLs relayed from the other peer (in flight and waiting, oldest first) and the
     /// gateway's in-flight CALL, if any; the gateway's waiting CALLs stay for later.
     mutating func takeForLinkLoss() -> (relayed: [Call], gatewayInFlight: Call?) {
-        timer?.cancel()
-        timer = nil
+        deadline = nil
         var relayed: [Call] = []
         var gatewayInFlight: Call?
         if let call = inFlight {
@@ -89,8 +93,7 @@ struct CallLane {
 
     /// Empties the lane, returning everything that was in it.
     mutating func drain() -> [Call] {
-        timer?.cancel()
-        timer = nil
+        deadline = nil
         let all = (inFlight.map { [$0] } ?? []) + waiting
         inFlight = nil
         waiting = []

@@ -284,6 +284,8 @@ public final class Session: SessionContext {
         let scheduled = timers.values
         timers = [:]
         for timer in scheduled { timer.cancel() }
+        callSweep?.work.cancel()
+        callSweep = nil
         for stage in (startedPipeline ?? pipelines.pipeline).stages { acting(as: stage.slot) { stage.instance.sessionEnded(self) } }
         stageState = [:]
         driver = nil
@@ -581,11 +583,12 @@ public final class Session: SessionContext {
         guard let driver, side == .charger || isNorthUp else { return }
         let lane = side == .charger ? towardsCharger : towardsCSMS
         guard lane.inFlight == nil, lane.hasWaiting else { return }
-        if let until = lane.pacedUntil(now: driver.now) {
+        let now = driver.now
+        if let until = lane.pacedUntil(now: now) {
             guard !lane.pacingTimerArmed else { return }
             if side == .charger { towardsCharger.pacingTimerArmed = true } else { towardsCSMS.pacingTimerArmed = true }
             _ = track { id in
-                driver.schedule(after: until - driver.now) { [weak self] in
+                driver.schedule(after: until - now) { [weak self] in
                     guard let self else { return }
                     self.timers[id] = nil
                     if side == .charger { self.towardsCharger.pacingTimerArmed = false } else { self.towardsCSMS.pacingTimerArmed = false }
@@ -594,12 +597,16 @@ public final class Session: SessionContext {
             }
             return
         }
-        if side == .charger { towardsCharger.lastSentAt = driver.now } else { towardsCSMS.lastSentAt = driver.now }
-        let next = side == .charger ? towardsCharger.next() : towardsCSMS.next()
+        let next: CallLane.Call?
+        if side == .charger {
+            towardsCharger.lastSentAt = now
+            next = towardsCharger.next(now: now)
+        } else {
+            towardsCSMS.lastSentAt = now
+            next = towardsCSMS.next(now: now)
+        }
         guard let call = next else { return }
-        let timeout = side == .charger ? towardsCharger.timeout : towardsCSMS.timeout
-        let timer = driver.schedule(after: timeout) { [weak self] in self?.callTimedOut(id: call.id, towards: side) }
-        if side == .charger { towardsCharger.arm(timer) } else { towardsCSMS.arm(timer) }
+        armCallSweep(at: now + lane.timeout, now: now)
         if side == .csms, let northAdapter {
             sendTranslated(call, via: northAdapter)
         } else {
@@ -658,6 +665,34 @@ public final class Session: SessionContext {
         var translated = adapter.answerToCSMS(id: frame.messageId, answer: NorthAnswer(frame))
         if case .error(let code, let description) = translated { translated = .error(code: code.spelled(for: adapter.northVersion), description: description) }
         driver?.send(Self.encode(translated, id: frame.messageId).bytes, to: .csms)
+    }
+
+    /// The one timer that times out the CALLs in flight, both ways. It is armed for the earliest deadline
+    /// and left armed when a CALL is answered; when it fires it times out what is overdue and re-arms for the
+    /// deadline of what is in flight by then. A CALL round trip thus costs no timer of its own: scheduling and
+    /// cancelling an event-loop task per CALL cost ~5,000 instructions (two heap allocations, a failed
+    /// promise), the sweep one timer per call timeout while CALLs keep flowing. Deadlines stay exact.
+    private var callSweep: (at: Duration, work: any ScheduledWork)?
+
+    private func armCallSweep(at deadline: Duration, now: Duration) {
+        guard let driver else { return }
+        if let callSweep {
+            guard deadline < callSweep.at else { return }
+            callSweep.work.cancel()
+        }
+        let work = driver.schedule(after: deadline - now) { [weak self] in self?.sweepCalls() }
+        callSweep = (deadline, work)
+    }
+
+    private func sweepCalls() {
+        callSweep = nil
+        guard let driver, !isEnded else { return }
+        let now = driver.now
+        if let call = towardsCharger.expired(at: now) { callTimedOut(id: call.id, towards: .charger) }
+        if !isEnded, let call = towardsCSMS.expired(at: now) { callTimedOut(id: call.id, towards: .csms) }
+        guard !isEnded else { return }
+        if let deadline = towardsCharger.deadline { armCallSweep(at: deadline, now: now) }
+        if let deadline = towardsCSMS.deadline { armCallSweep(at: deadline, now: now) }
     }
 
     private func callTimedOut(id: String, towards side: Side) {
