@@ -53,6 +53,9 @@ struct CallLane {
 
     var hasWaiting: Bool { !waiting.isEmpty }
 
+    /// Nothing in flight and something waiting.
+    var canSend: Bool { inFlight == nil && !waiting.isEmpty }
+
     /// The next CALL to send, if the lane is free; it times out at `now + timeout`.
     mutating func next(now: Duration) -> Call? {
         guard inFlight == nil, !waiting.isEmpty else { return nil }

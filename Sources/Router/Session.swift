@@ -23,7 +23,7 @@ public final class Session: SessionContext {
     private var towardsCharger: CallLane
     private var towardsCSMS: CallLane
     /// Stage state, per stage instance (`slot`) or shared (`slot == nil`, `SessionStateScope.session`).
-    private var stageState: [StateKey: AnyObject] = [:]
+    private var stageState = StateTable()
     /// The stage instance being run: its `process`, a hook, or a closure it handed to the session.
     private var activeSlot: StageSlot?
     /// The pipeline whose stages were told `sessionStarted`; a reload is reconciled against it.
@@ -83,19 +83,19 @@ public final class Session: SessionContext {
         // The key's type fixes the value's type, so the box is cast without a check (stages read their
         // state on every frame; a dynamic cast from `Any` and a new existential box per write cost more).
         get {
-            guard let box = stageState[stateKey(key)] else { return nil }
+            guard let box = stageState.value(for: stateKey(key)) else { return nil }
             return unsafeDowncast(box, to: StateBox<Key.Value>.self).value
         }
         set {
             let stateKey = stateKey(key)
             guard let newValue else {
-                stageState[stateKey] = nil
+                stageState.remove(stateKey)
                 return
             }
-            if let box = stageState[stateKey] {
+            if let box = stageState.value(for: stateKey) {
                 unsafeDowncast(box, to: StateBox<Key.Value>.self).value = newValue
             } else {
-                stageState[stateKey] = StateBox(newValue)
+                stageState.add(StateBox(newValue), for: stateKey)
             }
         }
     }
@@ -106,9 +106,29 @@ public final class Session: SessionContext {
         init(_ value: Value) { self.value = value }
     }
 
-    private struct StateKey: Hashable {
+    private struct StateKey: Equatable {
         let slot: ObjectIdentifier?
         let key: ObjectIdentifier
+    }
+
+    /// The stage state values, searched in order: a session holds a handful (one or two per stage), and
+    /// comparing two identifiers each is cheaper than hashing them (SipHash) for a dictionary on every frame.
+    private struct StateTable {
+        private var entries: [(key: StateKey, box: AnyObject)] = []
+
+        func value(for key: StateKey) -> AnyObject? {
+            for entry in entries where entry.key == key { return entry.box }
+            return nil
+        }
+
+        /// `key` must not be in the table yet.
+        mutating func add(_ box: AnyObject, for key: StateKey) { entries.append((key, box)) }
+
+        mutating func remove(_ key: StateKey) { entries.removeAll { $0.key == key } }
+
+        mutating func removeAll(slot: ObjectIdentifier) { entries.removeAll { $0.key.slot == slot } }
+
+        mutating func removeAll() { entries = [] }
     }
 
     private func stateKey<Key: SessionStateKey>(_ key: Key.Type) -> StateKey {
@@ -255,7 +275,7 @@ public final class Session: SessionContext {
         for stage in retired {
             acting(as: stage.slot) { stage.instance.sessionEnded(self) }
             let slot = ObjectIdentifier(stage.slot)
-            stageState = stageState.filter { $0.key.slot != slot }
+            stageState.removeAll(slot: slot)
         }
         for stage in added { acting(as: stage.slot) { stage.instance.sessionStarted(self) } }
         if !retired.isEmpty || !added.isEmpty {
@@ -287,7 +307,7 @@ public final class Session: SessionContext {
         callSweep?.work.cancel()
         callSweep = nil
         for stage in (startedPipeline ?? pipelines.pipeline).stages { acting(as: stage.slot) { stage.instance.sessionEnded(self) } }
-        stageState = [:]
+        stageState.removeAll()
         driver = nil
     }
 
@@ -581,11 +601,11 @@ public final class Session: SessionContext {
 
     private func pump(towards side: Side) {
         guard let driver, side == .charger || isNorthUp else { return }
-        let lane = side == .charger ? towardsCharger : towardsCSMS
-        guard lane.inFlight == nil, lane.hasWaiting else { return }
+        // The lane is read in place, not copied (a copy retained and released everything it holds).
+        guard side == .charger ? towardsCharger.canSend : towardsCSMS.canSend else { return }
         let now = driver.now
-        if let until = lane.pacedUntil(now: now) {
-            guard !lane.pacingTimerArmed else { return }
+        if let until = side == .charger ? towardsCharger.pacedUntil(now: now) : towardsCSMS.pacedUntil(now: now) {
+            guard !(side == .charger ? towardsCharger.pacingTimerArmed : towardsCSMS.pacingTimerArmed) else { return }
             if side == .charger { towardsCharger.pacingTimerArmed = true } else { towardsCSMS.pacingTimerArmed = true }
             _ = track { id in
                 driver.schedule(after: until - now) { [weak self] in
@@ -606,7 +626,7 @@ public final class Session: SessionContext {
             next = towardsCSMS.next(now: now)
         }
         guard let call = next else { return }
-        armCallSweep(at: now + lane.timeout, now: now)
+        armCallSweep(at: now + (side == .charger ? towardsCharger.timeout : towardsCSMS.timeout), now: now)
         if side == .csms, let northAdapter {
             sendTranslated(call, via: northAdapter)
         } else {

@@ -174,9 +174,9 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
         let frame = unwrapInboundIn(data)
         switch frame.opcode {
         case .text:
-            let bytes = Array(frame.unmaskedData.readableBytesView)
+            let (bytes, isASCII) = Self.unmaskedText(of: frame)
             // RFC 6455 §8.1: a text message that is not UTF-8 fails the connection with 1007.
-            guard Self.isValidUTF8(bytes) else {
+            guard isASCII || Self.isValidUTF8(bytes) else {
                 close(code: .dataInconsistentWithMessage, reason: "text message is not valid UTF-8")
                 return
             }
@@ -224,6 +224,53 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
         default:
             context.close(promise: nil)
         }
+    }
+
+    /// A text message's bytes, unmasked (a client's frames are masked, RFC 6455 §5.3) into a new array in
+    /// one pass, 8 bytes at a time, and whether they are all ASCII (the usual OCPP frame: no UTF-8 check
+    /// needed). `WebSocketFrame.unmaskedData` copied the buffer, unmasked it byte by byte and was then
+    /// copied again into the array.
+    static func unmaskedText(of frame: WebSocketFrame) -> (bytes: [UInt8], isASCII: Bool) {
+        let pattern = frame.maskKey.map { maskPattern(Array($0), offset: (frame.extensionData?.readableBytes ?? 0) % 4) } ?? 0
+        return frame.data.withUnsafeReadableBytes { source in
+            var highBits: UInt64 = 0
+            let bytes = [UInt8](unsafeUninitializedCapacity: source.count) { target, initialized in
+                highBits = unmask(source, into: UnsafeMutableRawBufferPointer(target), pattern: pattern)
+                initialized = source.count
+            }
+            return (bytes, highBits & 0x8080_8080_8080_8080 == 0)
+        }
+    }
+
+    /// The 4-byte mask key twice over as a word whose bytes in memory are the key from byte `offset` on.
+    static func maskPattern(_ key: [UInt8], offset: Int) -> UInt64 {
+        var pattern: UInt64 = 0
+        for index in 0..<8 { pattern |= UInt64(key[(index + offset) % 4]) << (8 * index) }
+        return UInt64(littleEndian: pattern)
+    }
+
+    /// Copies `source` into `target` XORed with `pattern` (the mask key twice, in memory order, starting
+    /// at the mask byte of `source`'s first byte); returns the OR of the bytes written (their high bits
+    /// tell whether any is not ASCII).
+    static func unmask(_ source: UnsafeRawBufferPointer, into target: UnsafeMutableRawBufferPointer, pattern: UInt64) -> UInt64 {
+        let count = source.count
+        var seen: UInt64 = 0
+        var index = 0
+        while index + 8 <= count {
+            let word = source.loadUnaligned(fromByteOffset: index, as: UInt64.self) ^ pattern
+            target.storeBytes(of: word, toByteOffset: index, as: UInt64.self)
+            seen |= word
+            index += 8
+        }
+        withUnsafeBytes(of: pattern) { key in
+            while index < count {
+                let byte = source[index] ^ key[index & 7]
+                target[index] = byte
+                seen |= UInt64(byte)
+                index += 1
+            }
+        }
+        return seen
     }
 
     /// Whether `bytes` is UTF-8, without building a string.
@@ -337,10 +384,18 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
             context.close(promise: nil)
             return
         }
-        var frame = WebSocketFrame(fin: true, opcode: .text, data: context.channel.allocator.buffer(bytes: bytes))
+        // Room for the frame header before the message (at most 14 bytes: RFC 6455 §5.2), so the encoder
+        // writes the header in place instead of allocating and writing a second buffer for it.
+        var buffer = context.channel.allocator.buffer(capacity: Self.headerRoom + bytes.count)
+        buffer.moveWriterIndex(to: Self.headerRoom)
+        buffer.moveReaderIndex(to: Self.headerRoom)
+        buffer.writeBytes(bytes)
+        var frame = WebSocketFrame(fin: true, opcode: .text, data: buffer)
         if isClient { frame.maskKey = .random() }
         context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
     }
+
+    static let headerRoom = 14
 
     /// Sends a close frame and closes the channel once it is written.
     public func close(code: WebSocketErrorCode, reason: String?) {

@@ -7,7 +7,7 @@ extension PayloadSchema {
     /// Strings are compared as bytes when they hold no escape and no non-ASCII byte (where byte equality is
     /// `String` equality); anything else is decoded and compared as the tree validator does.
     public func validate(bytes: ArraySlice<UInt8>, checkFormats: Bool = true) -> PayloadProblem? {
-        let outcome: PayloadProblem?? = bytes.withUnsafeBufferPointer { buffer in
+        let outcome: ByteValidator.Failure?? = bytes.withUnsafeBufferPointer { buffer in
             var walker = ByteValidator(scanner: JSONScanner(buffer), checkFormats: checkFormats)
             do {
                 return .some(try walker.validate(self, version: .v16))
@@ -17,40 +17,52 @@ extension PayloadSchema {
         }
         // Not JSON at all (a frame's payload always is): judge it as `Frame.payload()` would read it.
         guard let outcome else { return validate(.object([]), checkFormats: checkFormats) }
-        return outcome
+        return outcome?.problem
     }
-}
-
-/// Where a problem is, kept as a stack while walking (a path string is made only for a problem).
-private enum PathStep {
-    case key(String)
-    case index(Int)
 }
 
 /// Walks a payload's bytes along a schema (`PayloadSchema.validate(bytes:)`).
 private struct ByteValidator: ~Copyable {
     var scanner: JSONScanner
     let checkFormats: Bool
-    var path: [PathStep] = []
 
     init(scanner: consuming JSONScanner, checkFormats: Bool) {
         self.scanner = scanner
         self.checkFormats = checkFormats
     }
 
-    func pathText() -> String {
-        var text = ""
-        for step in path {
-            switch step {
-            case .key(let name): text = text.isEmpty ? name : text + "." + name
-            case .index(let index): text = "\(text)[\(index)]"
-            }
+    /// A problem and where it is: the steps from it up to the payload, collected on the way back up (so a
+    /// payload without problems builds no path at all).
+    struct Failure {
+        enum Step {
+            case key(String)
+            case index(Int)
         }
-        return text
+        var code: OCPPErrorCode
+        var reason: String
+        var steps: [Step] = []
+
+        /// The tree validator's spelling: `a.b[2].c`.
+        var problem: PayloadProblem {
+            var text = ""
+            for step in steps.reversed() {
+                switch step {
+                case .key(let name): text = text.isEmpty ? name : text + "." + name
+                case .index(let index): text = "\(text)[\(index)]"
+                }
+            }
+            return PayloadProblem(code: code, path: text, reason: reason)
+        }
+
+        func under(_ step: Step) -> Failure {
+            var failure = self
+            failure.steps.append(step)
+            return failure
+        }
     }
 
-    func problem(_ code: OCPPErrorCode, _ reason: String) -> PayloadProblem {
-        PayloadProblem(code: code, path: pathText(), reason: reason)
+    func problem(_ code: OCPPErrorCode, _ reason: String) -> Failure {
+        Failure(code: code, reason: reason)
     }
 
     /// A string token: where its raw bytes are, and whether they need decoding to be compared as text.
@@ -99,7 +111,7 @@ private struct ByteValidator: ~Copyable {
         String(decoding: UnsafeBufferPointer(rebasing: scanner.bytes[start..<scanner.index]), as: UTF8.self)
     }
 
-    mutating func validate(_ schema: PayloadSchema, version: OCPPVersion) throws(JSONSyntaxError) -> PayloadProblem? {
+    mutating func validate(_ schema: PayloadSchema, version: OCPPVersion) throws(JSONSyntaxError) -> Failure? {
         switch schema {
         case .any:
             try scanner.skipValue()
@@ -109,7 +121,10 @@ private struct ByteValidator: ~Copyable {
         case .object(let properties, let required, let closed):
             guard try scanner.peek() == UInt8(ascii: "{") else { return problem(.typeConstraintViolation, "should be an object") }
             scanner.index += 1
-            var seen = [Bool](repeating: false, count: properties.count)
+            // Which properties were present: a bit each (every generated schema has fewer than 64), else a list.
+            var seenBits: UInt64 = 0
+            var seenList = properties.count > 64 ? [Bool](repeating: false, count: properties.count) : []
+            func seen(_ index: Int) -> Bool { index < 64 && seenList.isEmpty ? seenBits & (1 << index) != 0 : seenList[index] }
             var others: [String] = []
             if try scanner.peek() == UInt8(ascii: "}") {
                 scanner.index += 1
@@ -118,11 +133,9 @@ private struct ByteValidator: ~Copyable {
                     let key = try stringToken()
                     try scanner.expect(UInt8(ascii: ":"))
                     if let index = properties.firstIndex(where: { matches(key, $0.0) }) {
-                        guard !seen[index] else { return problem(.formatViolation(for: version), "'\(text(key))' appears twice") }
-                        seen[index] = true
-                        path.append(.key(properties[index].0))
-                        if let found = try validate(properties[index].1, version: version) { return found }
-                        path.removeLast()
+                        guard !seen(index) else { return problem(.formatViolation(for: version), "'\(text(key))' appears twice") }
+                        if seenList.isEmpty { seenBits |= 1 << index } else { seenList[index] = true }
+                        if let found = try validate(properties[index].1, version: version) { return found.under(.key(properties[index].0)) }
                     } else {
                         let name = text(key)
                         guard !others.contains(name) else { return problem(.formatViolation(for: version), "'\(name)' appears twice") }
@@ -137,7 +150,7 @@ private struct ByteValidator: ~Copyable {
                 }
             }
             for name in required {
-                let present = properties.indices.contains { seen[$0] && properties[$0].0 == name } || others.contains(name)
+                let present = properties.indices.contains { seen($0) && properties[$0].0 == name } || others.contains(name)
                 if !present { return problem(.occurrenceConstraintViolation, "required field '\(name)' is missing") }
             }
             return nil
@@ -169,9 +182,7 @@ private struct ByteValidator: ~Copyable {
             scanner.index = start + 1
             for index in 0..<count {
                 if index > 0 { try scanner.expect(UInt8(ascii: ",")) }
-                path.append(.index(index))
-                if let found = try validate(items, version: version) { return found }
-                path.removeLast()
+                if let found = try validate(items, version: version) { return found.under(.index(index)) }
             }
             scanner.index = end
             return nil
