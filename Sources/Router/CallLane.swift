@@ -56,13 +56,30 @@ struct CallLane {
     /// Nothing in flight and something waiting.
     var canSend: Bool { inFlight == nil && !waiting.isEmpty }
 
-    /// The next CALL to send, if the lane is free; it times out at `now + timeout`.
-    mutating func next(now: Duration) -> Call? {
-        guard inFlight == nil, !waiting.isEmpty else { return nil }
-        let call = waiting.removeFirst()
+    enum Turn {
+        /// Nothing to send: a CALL in flight, none waiting, or the pacing timer is already armed.
+        case wait
+        /// Pacing holds the next CALL until then: the caller arms the timer (`pacingTimerArmed` is set).
+        case pacedUntil(Duration)
+        /// Send `call` now; it times out at `deadline`.
+        case send(Call, deadline: Duration)
+    }
+
+    /// The lane's next step at `now`: wait, wait for pacing, or take the next CALL in flight.
+    mutating func takeTurn(now: Duration) -> Turn {
+        guard inFlight == nil, !waiting.isEmpty else { return .wait }
+        if let until = pacedUntil(now: now) {
+            guard !pacingTimerArmed else { return .wait }
+            pacingTimerArmed = true
+            return .pacedUntil(until)
+        }
+        lastSentAt = now
+        // The usual queue holds one CALL: taking the last is cheaper than shifting the array.
+        let call = waiting.count == 1 ? waiting.removeLast() : waiting.removeFirst()
         inFlight = call
-        deadline = now + timeout
-        return call
+        let deadline = now + timeout
+        self.deadline = deadline
+        return .send(call, deadline: deadline)
     }
 
     /// The in-flight CALL if its deadline has passed at `now`.

@@ -604,9 +604,13 @@ public final class Session: SessionContext {
         // The lane is read in place, not copied (a copy retained and released everything it holds).
         guard side == .charger ? towardsCharger.canSend : towardsCSMS.canSend else { return }
         let now = driver.now
-        if let until = side == .charger ? towardsCharger.pacedUntil(now: now) : towardsCSMS.pacedUntil(now: now) {
-            guard !(side == .charger ? towardsCharger.pacingTimerArmed : towardsCSMS.pacingTimerArmed) else { return }
-            if side == .charger { towardsCharger.pacingTimerArmed = true } else { towardsCSMS.pacingTimerArmed = true }
+        // One access to the lane for the whole turn (each access to a class's stored property is checked).
+        let turn = side == .charger ? towardsCharger.takeTurn(now: now) : towardsCSMS.takeTurn(now: now)
+        let call: CallLane.Call
+        switch turn {
+        case .wait:
+            return
+        case .pacedUntil(let until):
             _ = track { id in
                 driver.schedule(after: until - now) { [weak self] in
                     guard let self else { return }
@@ -616,17 +620,10 @@ public final class Session: SessionContext {
                 }
             }
             return
+        case .send(let next, let deadline):
+            call = next
+            armCallSweep(at: deadline, now: now)
         }
-        let next: CallLane.Call?
-        if side == .charger {
-            towardsCharger.lastSentAt = now
-            next = towardsCharger.next(now: now)
-        } else {
-            towardsCSMS.lastSentAt = now
-            next = towardsCSMS.next(now: now)
-        }
-        guard let call = next else { return }
-        armCallSweep(at: now + (side == .charger ? towardsCharger.timeout : towardsCSMS.timeout), now: now)
         if side == .csms, let northAdapter {
             sendTranslated(call, via: northAdapter)
         } else {

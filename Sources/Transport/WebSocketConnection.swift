@@ -73,6 +73,9 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     let pingInterval: TimeAmount?
     public let outboundLimits: OutboundLimits
     private var context: ChannelHandlerContext?
+    /// The context of the channel's `WebSocketFrameEncoder`: text frames this connection encodes itself are
+    /// written there, so they go on to the handlers before the encoder (TLS, the socket) and skip it.
+    private var frameWriter: ChannelHandlerContext?
     /// Messages read but not yet delivered: before `onText` is set, or while reading is paused
     /// (the rest of a read burst; at most what one burst holds).
     private var pending: [[UInt8]] = []
@@ -149,6 +152,7 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
 
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        frameWriter = try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
         schedulePing()
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         context.channel.closeFuture.whenComplete { _ in
@@ -164,6 +168,7 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
             connection.onText = nil
             connection.onWritabilityChanged = nil
             connection.context = nil
+            connection.frameWriter = nil
             onClose?(reason)
         }
         // The queue may already be over the mark when the handler joins (the upgrade response).
@@ -231,7 +236,7 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     /// needed). `WebSocketFrame.unmaskedData` copied the buffer, unmasked it byte by byte and was then
     /// copied again into the array.
     static func unmaskedText(of frame: WebSocketFrame) -> (bytes: [UInt8], isASCII: Bool) {
-        let pattern = frame.maskKey.map { maskPattern(Array($0), offset: (frame.extensionData?.readableBytes ?? 0) % 4) } ?? 0
+        let pattern = frame.maskKey.map { maskPattern($0, offset: (frame.extensionData?.readableBytes ?? 0) % 4) } ?? 0
         return frame.data.withUnsafeReadableBytes { source in
             var highBits: UInt64 = 0
             let bytes = [UInt8](unsafeUninitializedCapacity: source.count) { target, initialized in
@@ -243,9 +248,13 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     }
 
     /// The 4-byte mask key twice over as a word whose bytes in memory are the key from byte `offset` on.
-    static func maskPattern(_ key: [UInt8], offset: Int) -> UInt64 {
+    static func maskPattern<Key: Collection<UInt8>>(_ key: Key, offset: Int) -> UInt64 {
         var pattern: UInt64 = 0
-        for index in 0..<8 { pattern |= UInt64(key[(index + offset) % 4]) << (8 * index) }
+        var index = 0
+        for byte in key { pattern |= UInt64(byte) << (8 * index); index += 1 }
+        pattern |= pattern << 32
+        // Start at byte `offset` of the key: the little-endian value shifts right by 8 bits a byte.
+        pattern = offset == 0 ? pattern : (pattern >> (8 * UInt64(offset))) | (pattern << (64 - 8 * UInt64(offset)))
         return UInt64(littleEndian: pattern)
     }
 
@@ -384,19 +393,51 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
             context.close(promise: nil)
             return
         }
-        // Room for the frame header before the message (at most 14 bytes: RFC 6455 §5.2), so the encoder
-        // writes the header in place instead of allocating and writing a second buffer for it.
-        var buffer = context.channel.allocator.buffer(capacity: Self.headerRoom + bytes.count)
-        buffer.moveWriterIndex(to: Self.headerRoom)
-        buffer.moveReaderIndex(to: Self.headerRoom)
-        buffer.writeBytes(bytes)
-        var frame = WebSocketFrame(fin: true, opcode: .text, data: buffer)
-        if isClient { frame.maskKey = .random() }
-        context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+        // The whole frame in one buffer, written past the frame encoder (`frameWriter`): the encoder allocated
+        // a second buffer for the header of every masked frame, masked byte by byte, and every handler between
+        // this one and the encoder saw the write (~4,000 instructions a frame in all).
+        guard let frameWriter else {
+            var frame = WebSocketFrame(fin: true, opcode: .text, data: context.channel.allocator.buffer(bytes: bytes))
+            if isClient { frame.maskKey = .random() }
+            context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+            return
+        }
+        var buffer = context.channel.allocator.buffer(capacity: Self.maximumHeaderBytes + bytes.count)
+        Self.writeTextFrame(bytes, maskKey: isClient ? WebSocketMaskingKey.random() : nil, into: &buffer)
+        frameWriter.writeAndFlush(NIOAny(buffer), promise: nil)
     }
 
-    static let headerRoom = 14
+    /// A text frame's header at most: 2 bytes, an 8-byte length, a 4-byte mask key (RFC 6455 §5.2).
+    static let maximumHeaderBytes = 14
 
+    /// Writes one unfragmented text frame (RFC 6455 §5.2): the header, the mask key of a client's frame, and
+    /// the message (masked 8 bytes at a time with `maskKey`, §5.3).
+    static func writeTextFrame<Key: Collection<UInt8>>(_ bytes: [UInt8], maskKey: Key?, into buffer: inout ByteBuffer) {
+        let maskBit: UInt8 = maskKey == nil ? 0 : 0x80
+        buffer.writeInteger(UInt8(0x81))  // FIN, text
+        switch bytes.count {
+        case ...125:
+            buffer.writeInteger(maskBit | UInt8(bytes.count))
+        case ...0xFFFF:
+            buffer.writeInteger(maskBit | 126)
+            buffer.writeInteger(UInt16(bytes.count))
+        default:
+            buffer.writeInteger(maskBit | 127)
+            buffer.writeInteger(UInt64(bytes.count))
+        }
+        guard let maskKey else {
+            buffer.writeBytes(bytes)
+            return
+        }
+        for byte in maskKey { buffer.writeInteger(byte) }
+        let pattern = maskPattern(maskKey, offset: 0)
+        bytes.withUnsafeBytes { source in
+            _ = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: source.count) { target in
+                _ = unmask(source, into: UnsafeMutableRawBufferPointer(rebasing: target[0..<source.count]), pattern: pattern)
+                return source.count
+            }
+        }
+    }
     /// Sends a close frame and closes the channel once it is written.
     public func close(code: WebSocketErrorCode, reason: String?) {
         channel.eventLoop.assertInEventLoop()

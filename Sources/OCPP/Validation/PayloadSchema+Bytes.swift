@@ -124,7 +124,6 @@ private struct ByteValidator: ~Copyable {
             // Which properties were present: a bit each (every generated schema has fewer than 64), else a list.
             var seenBits: UInt64 = 0
             var seenList = properties.count > 64 ? [Bool](repeating: false, count: properties.count) : []
-            func seen(_ index: Int) -> Bool { index < 64 && seenList.isEmpty ? seenBits & (1 << index) != 0 : seenList[index] }
             var others: [String] = []
             if try scanner.peek() == UInt8(ascii: "}") {
                 scanner.index += 1
@@ -133,7 +132,7 @@ private struct ByteValidator: ~Copyable {
                     let key = try stringToken()
                     try scanner.expect(UInt8(ascii: ":"))
                     if let index = properties.firstIndex(where: { matches(key, $0.0) }) {
-                        guard !seen(index) else { return problem(.formatViolation(for: version), "'\(text(key))' appears twice") }
+                        guard !(seenList.isEmpty ? seenBits & (1 << index) != 0 : seenList[index]) else { return problem(.formatViolation(for: version), "'\(text(key))' appears twice") }
                         if seenList.isEmpty { seenBits |= 1 << index } else { seenList[index] = true }
                         if let found = try validate(properties[index].1, version: version) { return found.under(.key(properties[index].0)) }
                     } else {
@@ -150,7 +149,9 @@ private struct ByteValidator: ~Copyable {
                 }
             }
             for name in required {
-                let present = properties.indices.contains { seen($0) && properties[$0].0 == name } || others.contains(name)
+                let bits = seenBits, list = seenList
+                let present = properties.indices.contains { (list.isEmpty ? bits & (1 << $0) != 0 : list[$0]) && properties[$0].0 == name }
+                    || others.contains(name)
                 if !present { return problem(.occurrenceConstraintViolation, "required field '\(name)' is missing") }
             }
             return nil
