@@ -93,11 +93,35 @@ public struct FirewallStage: Stage {
     let decisions: DecisionCounters
     /// Per version, what a frame's checks need of its action, found with one lookup of the action name
     /// (the catalogue, the sender rule, the rate-limit bucket and both schemas were five lookups a frame).
-    let rules16: [String: ActionRules]
-    let rules201: [String: ActionRules]
+    let rules16: RulesTable
+    let rules201: RulesTable
     /// The rate-limit buckets: `default` at 0, then each class that has its own (`ActionRules.bucket`).
     let bucketNames: [String]
     let bucketLimits: [Bucket]
+
+    /// A version's catalogue actions by (length, first byte, last byte): a frame finds its action's rules by
+    /// comparing a name or two, without hashing the action (SipHash) for a dictionary. The lists are the
+    /// catalogue's, so whatever a peer sends, a lookup compares at most a few names.
+    struct RulesTable: Sendable {
+        private var buckets: [[(name: String, rules: ActionRules)]] = Array(repeating: [], count: 256)
+
+        init(_ rules: [String: ActionRules]) {
+            for (name, entry) in rules.sorted(by: { $0.key < $1.key }) {
+                buckets[Self.bucket(name.utf8.count, name.utf8.first!, name.utf8.last!)].append((name, entry))
+            }
+        }
+
+        private static func bucket(_ count: Int, _ first: UInt8, _ last: UInt8) -> Int {
+            (count &* 31 &+ Int(first) &* 7 &+ Int(last)) & 255
+        }
+
+        subscript(action: String) -> ActionRules? {
+            let utf8 = action.utf8
+            guard let first = utf8.first, let last = utf8.last else { return nil }
+            for entry in buckets[Self.bucket(utf8.count, first, last)] where entry.name == action { return entry.rules }
+            return nil
+        }
+    }
 
     /// What the firewall checks of one catalogue action.
     struct ActionRules: Sendable {
@@ -170,8 +194,8 @@ public struct FirewallStage: Stage {
                             response: PayloadSchema.schema(for: descriptor.name, version: version, response: true))
             }
         }
-        rules16 = rules(.v16)
-        rules201 = rules(.v201)
+        rules16 = RulesTable(rules(.v16))
+        rules201 = RulesTable(rules(.v201))
     }
 
     func rules(for action: String, version: OCPPVersion) -> ActionRules? {

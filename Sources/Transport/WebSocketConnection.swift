@@ -413,31 +413,32 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     /// Writes one unfragmented text frame (RFC 6455 §5.2): the header, the mask key of a client's frame, and
     /// the message (masked 8 bytes at a time with `maskKey`, §5.3).
     static func writeTextFrame<Key: Collection<UInt8>>(_ bytes: [UInt8], maskKey: Key?, into buffer: inout ByteBuffer) {
-        let maskBit: UInt8 = maskKey == nil ? 0 : 0x80
-        buffer.writeInteger(UInt8(0x81))  // FIN, text
-        switch bytes.count {
-        case ...125:
-            buffer.writeInteger(maskBit | UInt8(bytes.count))
-        case ...0xFFFF:
-            buffer.writeInteger(maskBit | 126)
-            buffer.writeInteger(UInt16(bytes.count))
-        default:
-            buffer.writeInteger(maskBit | 127)
-            buffer.writeInteger(UInt64(bytes.count))
-        }
-        guard let maskKey else {
-            buffer.writeBytes(bytes)
-            return
-        }
-        for byte in maskKey { buffer.writeInteger(byte) }
-        let pattern = maskPattern(maskKey, offset: 0)
-        bytes.withUnsafeBytes { source in
-            _ = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: source.count) { target in
-                _ = unmask(source, into: UnsafeMutableRawBufferPointer(rebasing: target[0..<source.count]), pattern: pattern)
-                return source.count
+        let count = bytes.count
+        let lengthBytes = count <= 125 ? 0 : count <= 0xFFFF ? 2 : 8
+        let headerBytes = 2 + lengthBytes + (maskKey == nil ? 0 : 4)
+        // One write into the buffer: every `writeInteger` checked capacity and the buffer's storage again.
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: headerBytes + count) { target in
+            target[0] = 0x81  // FIN, text
+            let maskBit: UInt8 = maskKey == nil ? 0 : 0x80
+            switch lengthBytes {
+            case 0: target[1] = maskBit | UInt8(count)
+            case 2: target[1] = maskBit | 126
+            default: target[1] = maskBit | 127
             }
+            for index in 0..<lengthBytes { target[2 + index] = UInt8(truncatingIfNeeded: count >> (8 * (lengthBytes - 1 - index))) }
+            var pattern: UInt64 = 0
+            if let maskKey {
+                var index = 2 + lengthBytes
+                for byte in maskKey { target[index] = byte; index += 1 }
+                pattern = maskPattern(maskKey, offset: 0)
+            }
+            bytes.withUnsafeBytes { source in
+                _ = unmask(source, into: UnsafeMutableRawBufferPointer(rebasing: target[headerBytes..<headerBytes + count]), pattern: pattern)
+            }
+            return headerBytes + count
         }
     }
+
     /// Sends a close frame and closes the channel once it is written.
     public func close(code: WebSocketErrorCode, reason: String?) {
         channel.eventLoop.assertInEventLoop()

@@ -171,3 +171,27 @@ struct ByteValidationTests {
         }
     }
 }
+
+/// The message type's usual one-digit spelling is read directly; every other spelling as before.
+@Suite("Frame message type")
+struct FrameMessageTypeTests {
+    @Test func spellingsOfTheMessageType() throws {
+        #expect(try Frame.parse(Array(#"[2,"a","Heartbeat",{}]"#.utf8)).messageType == .call)
+        #expect(try Frame.parse(Array(#"[ 3 ,"a",{}]"#.utf8)).messageType == .callResult)
+        #expect(try Frame.parse(Array(#"[2.0,"a","Heartbeat",{}]"#.utf8)).messageType == .call, "an integral number, as the JSON reader reads it")
+        #expect(throws: FrameError.self) { try Frame.parse(Array(#"[21,"a","Heartbeat",{}]"#.utf8)) }
+        do {
+            _ = try Frame.parse(Array(#"[2e1,"a","Heartbeat",{}]"#.utf8))
+            Issue.record("2e1 is message type 20")
+        } catch {
+            #expect(error.kind == .unknownMessageType)
+            #expect(error.detail == "unknown message type 20")
+        }
+        do {
+            _ = try Frame.parse(Array(#"["2","a","Heartbeat",{}]"#.utf8))
+            Issue.record("a string is no message type")
+        } catch {
+            #expect(error.detail == "the message type must be a number")
+        }
+    }
+}

@@ -73,17 +73,28 @@ private struct ByteValidator: ~Copyable {
         var needsDecoding: Bool
     }
 
+    /// The string at the scanner, moving past it. The payload is valid JSON (`Frame.parse` checked every
+    /// escape and byte of it), so only the closing quote and escapes matter here, not validation again.
     mutating func stringToken() throws(JSONSyntaxError) -> Token {
         guard try scanner.peek() == UInt8(ascii: "\"") else { throw scanner.fail("expected a string") }
-        let open = scanner.index
-        try scanner.skipString()
-        let start = open + 1, end = scanner.index - 1
+        let bytes = scanner.bytes
+        let start = scanner.index + 1
+        var index = start
         var plain = true
-        for index in start..<end where scanner.bytes[index] >= 0x80 || scanner.bytes[index] == UInt8(ascii: "\\") {
-            plain = false
-            break
+        while true {
+            guard index < bytes.count else { throw scanner.fail("unterminated string") }
+            let byte = bytes[index]
+            if byte == UInt8(ascii: "\"") { break }
+            if byte == UInt8(ascii: "\\") {
+                plain = false
+                index += 2
+                continue
+            }
+            if byte >= 0x80 { plain = false }
+            index += 1
         }
-        return Token(start: start, end: end, needsDecoding: !plain)
+        scanner.index = index + 1
+        return Token(start: start, end: index, needsDecoding: !plain)
     }
 
     /// The token's text, decoded as the tree parser decodes it.
