@@ -541,42 +541,44 @@ public final class Session: SessionContext {
     /// passed as it came until a stage modifies it (no copy of its strings and bytes per frame).
     private func runStages(_ envelope: Envelope) -> (Verdict, String?, Envelope?) {
         let stages = (startedPipeline ?? pipelines.pipeline).stages
+        var rewritten: Envelope?
         // Stage durations are sampled: one frame in `LoadedStage.timingSampleInterval` per session is timed.
         framesThroughStages &+= 1
         let timed = framesThroughStages % LoadedStage.timingSampleInterval == 1
-        // One loop, no closures: the envelope a stage sees is a local (passed borrowed, never copied out of
-        // an optional), and the active stage is set once per stage (`acting` read, set and restored it).
-        var current = envelope
-        var rewritten = false
-        let previous = activeSlot
-        defer { activeSlot = previous }
-        let count = stages.count
-        let reversed = envelope.direction == .fromCSMS
-        for step in 0..<count {
-            let index = reversed ? count - 1 - step : step
-            activeSlot = stages[index].slot
+        func process(_ index: Int) -> Verdict {
+            acting(as: stages[index].slot) {
+                if let rewritten { stages[index].instance.process(rewritten, in: self) } else { stages[index].instance.process(envelope, in: self) }
+            }
+        }
+        func visit(_ index: Int) -> Verdict? {
             let verdict: Verdict
             if timed {
                 let start = ContinuousClock.now
-                verdict = stages[index].instance.process(current, in: self)
+                verdict = process(index)
                 stages[index].timer.recordNanoseconds((ContinuousClock.now - start).nanoseconds)
             } else {
-                verdict = stages[index].instance.process(current, in: self)
+                verdict = process(index)
             }
             stages[index].slot.count(verdict)
             switch verdict.kind {
             case .forward:
-                continue
+                return nil
             case .forwardModified(let payload):
+                let current = rewritten ?? envelope
                 let frame = Frame.encoded(FrameEncoder.replacingPayload(of: current.frame, with: payload))
-                current = Envelope(chargerId: chargerId, direction: current.direction, frame: frame, action: current.action,
-                                   version: version, receivedAt: current.receivedAt)
-                rewritten = true
+                rewritten = Envelope(chargerId: chargerId, direction: current.direction, frame: frame, action: current.action,
+                                     version: version, receivedAt: current.receivedAt)
+                return nil
             default:
-                return (verdict, stages[index].id, rewritten ? current : nil)
+                return verdict
             }
         }
-        return rewritten ? (.forward(modifiedPayload: current.payload()), nil, current) : (.forward, nil, nil)
+        if envelope.direction == .fromCSMS {
+            for index in stages.indices.reversed() { if let verdict = visit(index) { return (verdict, stages[index].id, rewritten) } }
+        } else {
+            for index in stages.indices { if let verdict = visit(index) { return (verdict, stages[index].id, rewritten) } }
+        }
+        return (rewritten.map { .forward(modifiedPayload: $0.payload()) } ?? .forward, nil, rewritten)
     }
 
     // MARK: Queues
