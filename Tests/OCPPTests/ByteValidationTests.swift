@@ -195,3 +195,34 @@ struct FrameMessageTypeTests {
         }
     }
 }
+
+/// Strings are scanned 8 bytes at a time while no byte needs a closer look.
+@Suite("String scanning")
+struct StringScanTests {
+    @Test func stringsOfEveryLengthAndContent() throws {
+        // Each special as written in JSON, and the text it stands for.
+        let specials: [(json: String, text: String)] = [("\\\"", "\""), ("\\\\", "\\"), ("\\u00e9", "é"), ("é", "é"), ("€", "€"),
+                                                        ("😀", "😀"), ("\\n", "\n")]
+        for length in 0...40 {
+            for special in [nil] + specials {
+                for position in Set([0, length / 2, length]) {
+                    var json = String(repeating: "x", count: length), text = json
+                    if let special {
+                        json.insert(contentsOf: special.json, at: json.index(json.startIndex, offsetBy: position))
+                        text.insert(contentsOf: special.text, at: text.index(text.startIndex, offsetBy: position))
+                    }
+                    let frame = try Frame.parse(Array(#"[2,"1","DataTransfer",{"vendorId":"\#(json)"}]"#.utf8))
+                    #expect(frame.payload()["vendorId"] == .string(text), "\(json)")
+                }
+            }
+        }
+        // A control character or a quote inside a word is still found.
+        for length in 0...20 {
+            let raw = Array(#"[2,"1","DataTransfer",{"vendorId":""#.utf8) + Array(repeating: UInt8(ascii: "x"), count: length) + [0x01]
+                + Array(#"xxxxxxxxx"}]"#.utf8)
+            #expect(throws: FrameError.self) { try Frame.parse(raw) }
+        }
+        let cut = Array(#"[2,"1","DataTransfer",{"vendorId":"xxxxxxxxxxxxxxxxxxxxxxx"#.utf8)
+        #expect(throws: FrameError.self) { try Frame.parse(cut) }
+    }
+}
