@@ -161,13 +161,6 @@ struct JSONScanner: ~Copyable {
         let start = index
         var hasEscapes = false
         while true {
-            // 8 plain bytes at a time (no quote, backslash, control character or non-ASCII byte among them);
-            // a word with any of those is taken byte by byte below.
-            if index + 8 <= bytes.count,
-               Self.isPlain(UnsafeRawPointer(bytes.baseAddress! + index).loadUnaligned(as: UInt64.self)) {
-                index += 8
-                continue
-            }
             guard index < bytes.count else { throw fail("unterminated string") }
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") { break }
@@ -198,16 +191,6 @@ struct JSONScanner: ~Copyable {
         guard decode else { return nil }
         let raw = UnsafeBufferPointer(rebasing: bytes[start..<end])
         return hasEscapes ? Self.unescape(raw) : String(decoding: raw, as: UTF8.self)
-    }
-
-    /// Whether none of a word's 8 bytes is `"`, `\`, below 0x20 or above 0x7F (SWAR: a byte's high bit is
-    /// set in `x - 0x01…` where it was zero, in `x - 0x20…` where it was below 0x20).
-    @inline(__always)
-    static func isPlain(_ word: UInt64) -> Bool {
-        let ones: UInt64 = 0x0101_0101_0101_0101, high: UInt64 = 0x8080_8080_8080_8080
-        let quote = word ^ (ones &* 0x22), backslash = word ^ (ones &* 0x5C)
-        let special = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((word &- ones &* 0x20) & ~word) | word
-        return special & high == 0
     }
 
     private mutating func skipUTF8Scalar() throws(JSONSyntaxError) {

@@ -82,10 +82,6 @@ private struct ByteValidator: ~Copyable {
         var index = start
         var plain = true
         while true {
-            if index + 8 <= bytes.count, JSONScanner.isPlain(UnsafeRawPointer(bytes.baseAddress! + index).loadUnaligned(as: UInt64.self)) {
-                index += 8
-                continue
-            }
             guard index < bytes.count else { throw scanner.fail("unterminated string") }
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") { break }
