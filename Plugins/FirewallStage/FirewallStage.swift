@@ -75,7 +75,6 @@ public struct FirewallStage: Stage {
     public static let type = "ids"
     public static let summary = "Firewall: connection and CALL rate limits, replay and direction checks, schema validation, CSMS action policy, paced CALLs to the charger."
 
-    let rateLimits: [String: Bucket]
     let replayWindow: Duration
     let maxReplayIds: Int
     let incidentInterval: Duration
@@ -144,7 +143,6 @@ public struct FirewallStage: Stage {
                 throw FirewallConfigurationError("'rate_limits.\(name)' needs per_second > 0 and burst ≥ 1")
             }
         }
-        rateLimits = limits
         // One policy for both versions: a name counts if the CSMS sends it in either (a 1.6-only name
         // simply never matches a 2.0.1 session's frames, and the other way round).
         for action in (configuration.csmsActions?.allow ?? []) + (configuration.csmsActions?.deny ?? [])
