@@ -75,7 +75,6 @@ public struct FirewallStage: Stage {
     public static let type = "ids"
     public static let summary = "Firewall: connection and CALL rate limits, replay and direction checks, schema validation, CSMS action policy, paced CALLs to the charger."
 
-    let rateLimits: [String: Bucket]
     let replayWindow: Duration
     let maxReplayIds: Int
     let incidentInterval: Duration
@@ -91,6 +90,46 @@ public struct FirewallStage: Stage {
     let connections: ConnectionGuard
     let logger: Logger
     let decisions: DecisionCounters
+    /// Per version, what a frame's checks need of its action, found with one lookup of the action name
+    /// (the catalogue, the sender rule, the rate-limit bucket and both schemas were five lookups a frame).
+    let rules16: RulesTable
+    let rules201: RulesTable
+    /// The rate-limit buckets: `default` at 0, then each class that has its own (`ActionRules.bucket`).
+    let bucketNames: [String]
+    let bucketLimits: [Bucket]
+
+    /// A version's catalogue actions by (length, first byte, last byte): a frame finds its action's rules by
+    /// comparing a name or two, without hashing the action (SipHash) for a dictionary. The lists are the
+    /// catalogue's, so whatever a peer sends, a lookup compares at most a few names.
+    struct RulesTable: Sendable {
+        private var buckets: [[(name: String, rules: ActionRules)]] = Array(repeating: [], count: 256)
+
+        init(_ rules: [String: ActionRules]) {
+            for (name, entry) in rules.sorted(by: { $0.key < $1.key }) {
+                buckets[Self.bucket(name.utf8.count, name.utf8.first!, name.utf8.last!)].append((name, entry))
+            }
+        }
+
+        private static func bucket(_ count: Int, _ first: UInt8, _ last: UInt8) -> Int {
+            (count &* 31 &+ Int(first) &* 7 &+ Int(last)) & 255
+        }
+
+        subscript(action: String) -> ActionRules? {
+            let utf8 = action.utf8
+            guard let first = utf8.first, let last = utf8.last else { return nil }
+            for entry in buckets[Self.bucket(utf8.count, first, last)] where entry.name == action { return entry.rules }
+            return nil
+        }
+    }
+
+    /// What the firewall checks of one catalogue action.
+    struct ActionRules: Sendable {
+        let sender: SenderSet
+        /// Index into `bucketNames`/`bucketLimits`.
+        let bucket: Int
+        let request: PayloadSchema?
+        let response: PayloadSchema?
+    }
 
     public init(configuration: Configuration, context: StageSetupContext) throws {
         var limits = configuration.rateLimits ?? [:]
@@ -104,7 +143,6 @@ public struct FirewallStage: Stage {
                 throw FirewallConfigurationError("'rate_limits.\(name)' needs per_second > 0 and burst ≥ 1")
             }
         }
-        rateLimits = limits
         // One policy for both versions: a name counts if the CSMS sends it in either (a 1.6-only name
         // simply never matches a 2.0.1 session's frames, and the other way round).
         for action in (configuration.csmsActions?.allow ?? []) + (configuration.csmsActions?.deny ?? [])
@@ -144,6 +182,22 @@ public struct FirewallStage: Stage {
             lockout: policy?.lockout ?? 30, lockoutMax: policy?.lockoutMax ?? 3600)
         logger = context.logger
         decisions = DecisionCounters()
+        let names = ["default"] + ActionClass.allCases.map(\.rawValue).filter { limits[$0] != nil }
+        bucketNames = names
+        bucketLimits = names.map { limits[$0]! }
+        func rules(_ version: OCPPVersion) -> [String: ActionRules] {
+            MessageCatalogue.actions(version: version).mapValues { descriptor in
+                ActionRules(sender: descriptor.sender, bucket: names.firstIndex(of: descriptor.actionClass.rawValue) ?? 0,
+                            request: PayloadSchema.schema(for: descriptor.name, version: version, response: false),
+                            response: PayloadSchema.schema(for: descriptor.name, version: version, response: true))
+            }
+        }
+        rules16 = RulesTable(rules(.v16))
+        rules201 = RulesTable(rules(.v201))
+    }
+
+    func rules(for action: String, version: OCPPVersion) -> ActionRules? {
+        version == .v201 ? rules201[action] : rules16[action]
     }
 
     // MARK: Per-session state
@@ -151,7 +205,8 @@ public struct FirewallStage: Stage {
     /// A class, so that a frame's checks mutate it in place: a struct read out of the session
     /// and written back would copy its replay table on every frame.
     final class SessionState {
-        var buckets: [String: TokenBucket] = [:]
+        /// Indexed like `FirewallStage.bucketNames`; made at the first CALL of their class.
+        var buckets: [TokenBucket?]
         /// Message ids each side used within the replay window (this connection only).
         var replay: ReplayTables
         var lastEvent: [String: Duration] = [:]
@@ -159,7 +214,8 @@ public struct FirewallStage: Stage {
         var lastIncident: [String: Duration] = [:]
         var logs: [String: LogThrottle] = [:]
 
-        init(replayWindow: Duration, maxReplayIds: Int) {
+        init(replayWindow: Duration, maxReplayIds: Int, buckets: Int) {
+            self.buckets = Array(repeating: nil, count: buckets)
             replay = ReplayTables(charger: ReplayTable(window: replayWindow, capacity: maxReplayIds),
                                   csms: ReplayTable(window: replayWindow, capacity: maxReplayIds))
         }
@@ -178,7 +234,7 @@ public struct FirewallStage: Stage {
 
     enum State: SessionStateKey { typealias Value = SessionState }
 
-    func newState() -> SessionState { SessionState(replayWindow: replayWindow, maxReplayIds: maxReplayIds) }
+    func newState() -> SessionState { SessionState(replayWindow: replayWindow, maxReplayIds: maxReplayIds, buckets: bucketNames.count) }
 
     public func sessionStarted(_ session: any SessionContext) {
         session[State.self] = newState()
@@ -197,6 +253,9 @@ public struct FirewallStage: Stage {
         }
         let side: Side = envelope.direction == .fromCSMS ? .csms : .charger
         let action = envelope.action ?? ""
+        // The session's version picks the catalogue: its sender rules, classes and schemas.
+        let version = envelope.version
+        let rules = rules(for: action, version: version)
 
         guard envelope.isCall else {
             if envelope.messageType == .callResult {
@@ -205,8 +264,9 @@ public struct FirewallStage: Stage {
                     // Fragile chargers hang when CALLs arrive too soon after boot: hold them back.
                     session.paceCalls(towards: .charger, minimumInterval: nil, holdUntil: session.now + quietAfterBoot)
                 }
-                if validatePayloads, let schema = PayloadSchema.schema(for: action, version: envelope.version, response: true),
-                   let problem = schema.validate(envelope.payload(), checkFormats: checkTimestamps) {
+                // Checked on the frame's bytes: the payload is never decoded for it.
+                if validatePayloads, let schema = rules?.response,
+                   let problem = schema.validate(bytes: envelope.frame.payloadBytes, checkFormats: checkTimestamps) {
                     // The peer waiting for this answer gets, at once, the CALLERROR its counterpart
                     // would have sent for it (the router sends it in place of the answer).
                     let code = problem.code == .formationViolation ? OCPPErrorCode.formatViolation(for: session.version) : problem.code
@@ -218,25 +278,22 @@ public struct FirewallStage: Stage {
         }
 
         // Cheap checks first (rate, catalogue, direction, policy), so refused frames never reach the replay table.
-        // The session's version picks the catalogue: its sender rules, classes and schemas.
-        let version = envelope.version
-        let descriptor = MessageCatalogue.descriptor(for: action, version: version)
+        let now = session.now
         if side == .charger {
-            let name = descriptor.flatMap { rateLimits[$0.actionClass.rawValue] != nil ? $0.actionClass.rawValue : nil } ?? "default"
-            let limit = rateLimits[name]!
-            var bucket = state.buckets[name] ?? TokenBucket(rate: limit.perSecond, burst: limit.burst, now: session.now)
-            let allowed = bucket.take(now: session.now)
-            state.buckets[name] = bucket
+            let index = rules?.bucket ?? 0
+            var bucket = state.buckets[index] ?? TokenBucket(rate: bucketLimits[index].perSecond, burst: bucketLimits[index].burst, now: now)
+            let allowed = bucket.take(now: now)
+            state.buckets[index] = bucket
             guard allowed else {
-                return refuse(.answerError(.genericError, "rate limit for \(name) CALLs exceeded; slow down"), rule: "rate_limit", side: side,
-                              event: nil, state: state, session: session)
+                return refuse(.answerError(.genericError, "rate limit for \(bucketNames[index]) CALLs exceeded; slow down"), rule: "rate_limit",
+                              side: side, event: nil, state: state, session: session)
             }
         }
-        guard descriptor != nil else {
+        guard let rules else {
             return refuse(.answerError(.notImplemented, "unknown action '\(action.prefix(40))'"), rule: "unknown_action", side: side,
                           event: nil, state: state, session: session)
         }
-        guard MessageCatalogue.isAllowed(action, from: envelope.direction, version: version) else {
+        guard envelope.direction == .fromGateway || rules.sender.contains(side == .charger ? .chargePoint : .centralSystem) else {
             return refuse(.answerError(.notSupported, "\(action) is not sent by the \(side == .charger ? "charge point" : "central system")"),
                           rule: "wrong_direction", side: side, event: "InvalidMessages", state: state, session: session)
         }
@@ -247,12 +304,12 @@ public struct FirewallStage: Stage {
                               rule: "csms_policy", side: side, event: nil, state: state, session: session)
             }
         }
-        if replayWindow > .zero, state.replay[side].contains(envelope.messageId, now: session.now) {
+        if replayWindow > .zero, state.replay[side].contains(envelope.messageId, now: now) {
             return refuse(.drop(reason: "message id seen again within the replay window"), rule: "replay",
                           side: side, event: "AttemptedReplayAttacks", state: state, session: session)
         }
-        if validatePayloads, let schema = PayloadSchema.schema(for: action, version: version, response: false),
-           let problem = schema.validate(envelope.payload(), checkFormats: checkTimestamps) {
+        if validatePayloads, let schema = rules.request,
+           let problem = schema.validate(bytes: envelope.frame.payloadBytes, checkFormats: checkTimestamps) {
             let code = problem.code == .formationViolation ? OCPPErrorCode.formatViolation(for: session.version) : problem.code
             return refuse(.answerError(code, "\(action): \(problem)"), rule: "invalid_payload", side: side,
                           event: "InvalidMessages", state: state, session: session)
@@ -269,7 +326,7 @@ public struct FirewallStage: Stage {
             }
         }
         // Only a CALL that passes every rule is remembered: refused frames cost the table nothing.
-        if replayWindow > .zero, state.replay[side].insert(envelope.messageId, now: session.now) {
+        if replayWindow > .zero, state.replay[side].insert(envelope.messageId, now: now) {
             decisions.count(rule: "replay_table_full")
         }
         return .forward

@@ -38,12 +38,13 @@ package struct ReplayTable {
     package mutating func insert(_ id: String, now: Duration) -> Bool {
         expire(now: now)
         var forgotOne = false
-        if seen[id] == nil, seen.count >= capacity {
+        // One lookup: a new id that takes the table past its capacity pushes the oldest out (not itself: it
+        // joins the arrival order only below).
+        if seen.updateValue(now, forKey: id) == nil, seen.count > capacity {
             removeOldest()
             evicted += 1
             forgotOne = true
         }
-        seen[id] = now
         order.append((id, now))
         return forgotOne
     }

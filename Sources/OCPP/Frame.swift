@@ -73,8 +73,16 @@ public struct Frame: Sendable {
             do {
                 guard try scanner.peek() == UInt8(ascii: "[") else { throw structure("a frame must be a JSON array") }
                 scanner.index += 1
-                let typeValue = try scanner.parseValue()
-                guard let typeNumber = typeValue.intValue else { throw structure("the message type must be a number") }
+                // The usual spelling, one digit, read as it is; anything else (`2.0`, `1e0`, a string) as a JSON value.
+                let typeNumber: Int
+                if try scanner.peek() >= UInt8(ascii: "2"), scanner.bytes[scanner.index] <= UInt8(ascii: "4"), scanner.index + 1 < buffer.count,
+                   !Self.continuesNumber(buffer[scanner.index + 1]) {
+                    typeNumber = Int(buffer[scanner.index] - UInt8(ascii: "0"))
+                    scanner.index += 1
+                } else {
+                    guard let number = try scanner.parseValue().intValue else { throw structure("the message type must be a number") }
+                    typeNumber = number
+                }
                 guard let type = MessageType(rawValue: typeNumber) else {
                     throw FrameError(kind: .unknownMessageType, messageId: nil, detail: "unknown message type \(typeNumber)")
                 }
@@ -143,6 +151,16 @@ public struct Frame: Sendable {
             } catch {
                 throw FrameError(kind: .invalidStructure, messageId: messageId, detail: "\(error)")
             }
+        }
+    }
+}
+
+extension Frame {
+    /// Whether `byte` may go on a JSON number (a digit, a fraction, an exponent).
+    static func continuesNumber(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."), UInt8(ascii: "e"), UInt8(ascii: "E"), UInt8(ascii: "+"), UInt8(ascii: "-"): true
+        default: false
         }
     }
 }

@@ -26,7 +26,8 @@ struct CallLane {
     /// A pump is already scheduled for when pacing allows the next CALL.
     var pacingTimerArmed = false
     private(set) var inFlight: Call?
-    private var timer: (any ScheduledWork)?
+    /// When the in-flight CALL times out (the session's clock); its timer is the session's one sweep.
+    private(set) var deadline: Duration?
     private var waiting: [Call] = []
 
     init(timeout: Duration, limit: Int) {
@@ -52,30 +53,53 @@ struct CallLane {
 
     var hasWaiting: Bool { !waiting.isEmpty }
 
-    /// The next CALL to send, if the lane is free; the caller sends it and arms `timer`.
-    mutating func next() -> Call? {
-        guard inFlight == nil, !waiting.isEmpty else { return nil }
-        let call = waiting.removeFirst()
-        inFlight = call
-        return call
+    /// Nothing in flight and something waiting.
+    var canSend: Bool { inFlight == nil && !waiting.isEmpty }
+
+    enum Turn {
+        /// Nothing to send: a CALL in flight, none waiting, or the pacing timer is already armed.
+        case wait
+        /// Pacing holds the next CALL until then: the caller arms the timer (`pacingTimerArmed` is set).
+        case pacedUntil(Duration)
+        /// Send `call` now; it times out at `deadline`.
+        case send(Call, deadline: Duration)
     }
 
-    mutating func arm(_ timer: any ScheduledWork) { self.timer = timer }
+    /// The lane's next step at `now`: wait, wait for pacing, or take the next CALL in flight.
+    mutating func takeTurn(now: Duration) -> Turn {
+        guard inFlight == nil, !waiting.isEmpty else { return .wait }
+        if let until = pacedUntil(now: now) {
+            guard !pacingTimerArmed else { return .wait }
+            pacingTimerArmed = true
+            return .pacedUntil(until)
+        }
+        lastSentAt = now
+        // The usual queue holds one CALL: taking the last is cheaper than shifting the array.
+        let call = waiting.count == 1 ? waiting.removeLast() : waiting.removeFirst()
+        inFlight = call
+        let deadline = now + timeout
+        self.deadline = deadline
+        return .send(call, deadline: deadline)
+    }
+
+    /// The in-flight CALL if its deadline has passed at `now`.
+    func expired(at now: Duration) -> Call? {
+        guard let inFlight, let deadline, deadline <= now else { return nil }
+        return inFlight
+    }
 
     /// Takes the in-flight CALL if `id` answers it.
     mutating func complete(id: String) -> Call? {
         guard let call = inFlight, call.id == id else { return nil }
         inFlight = nil
-        timer?.cancel()
-        timer = nil
+        deadline = nil
         return call
     }
 
     /// Takes the CALLs relayed from the other peer (in flight and waiting, oldest first) and the
     /// gateway's in-flight CALL, if any; the gateway's waiting CALLs stay for later.
     mutating func takeForLinkLoss() -> (relayed: [Call], gatewayInFlight: Call?) {
-        timer?.cancel()
-        timer = nil
+        deadline = nil
         var relayed: [Call] = []
         var gatewayInFlight: Call?
         if let call = inFlight {
@@ -89,8 +113,7 @@ struct CallLane {
 
     /// Empties the lane, returning everything that was in it.
     mutating func drain() -> [Call] {
-        timer?.cancel()
-        timer = nil
+        deadline = nil
         let all = (inFlight.map { [$0] } ?? []) + waiting
         inFlight = nil
         waiting = []

@@ -23,7 +23,7 @@ public final class Session: SessionContext {
     private var towardsCharger: CallLane
     private var towardsCSMS: CallLane
     /// Stage state, per stage instance (`slot`) or shared (`slot == nil`, `SessionStateScope.session`).
-    private var stageState: [StateKey: AnyObject] = [:]
+    private var stageState = StateTable()
     /// The stage instance being run: its `process`, a hook, or a closure it handed to the session.
     private var activeSlot: StageSlot?
     /// The pipeline whose stages were told `sessionStarted`; a reload is reconciled against it.
@@ -83,19 +83,19 @@ public final class Session: SessionContext {
         // The key's type fixes the value's type, so the box is cast without a check (stages read their
         // state on every frame; a dynamic cast from `Any` and a new existential box per write cost more).
         get {
-            guard let box = stageState[stateKey(key)] else { return nil }
+            guard let box = stageState.value(for: stateKey(key)) else { return nil }
             return unsafeDowncast(box, to: StateBox<Key.Value>.self).value
         }
         set {
             let stateKey = stateKey(key)
             guard let newValue else {
-                stageState[stateKey] = nil
+                stageState.remove(stateKey)
                 return
             }
-            if let box = stageState[stateKey] {
+            if let box = stageState.value(for: stateKey) {
                 unsafeDowncast(box, to: StateBox<Key.Value>.self).value = newValue
             } else {
-                stageState[stateKey] = StateBox(newValue)
+                stageState.add(StateBox(newValue), for: stateKey)
             }
         }
     }
@@ -106,9 +106,29 @@ public final class Session: SessionContext {
         init(_ value: Value) { self.value = value }
     }
 
-    private struct StateKey: Hashable {
+    private struct StateKey: Equatable {
         let slot: ObjectIdentifier?
         let key: ObjectIdentifier
+    }
+
+    /// The stage state values, searched in order: a session holds a handful (one or two per stage), and
+    /// comparing two identifiers each is cheaper than hashing them (SipHash) for a dictionary on every frame.
+    private struct StateTable {
+        private var entries: [(key: StateKey, box: AnyObject)] = []
+
+        func value(for key: StateKey) -> AnyObject? {
+            for entry in entries where entry.key == key { return entry.box }
+            return nil
+        }
+
+        /// `key` must not be in the table yet.
+        mutating func add(_ box: AnyObject, for key: StateKey) { entries.append((key, box)) }
+
+        mutating func remove(_ key: StateKey) { entries.removeAll { $0.key == key } }
+
+        mutating func removeAll(slot: ObjectIdentifier) { entries.removeAll { $0.key.slot == slot } }
+
+        mutating func removeAll() { entries = [] }
     }
 
     private func stateKey<Key: SessionStateKey>(_ key: Key.Type) -> StateKey {
@@ -255,7 +275,7 @@ public final class Session: SessionContext {
         for stage in retired {
             acting(as: stage.slot) { stage.instance.sessionEnded(self) }
             let slot = ObjectIdentifier(stage.slot)
-            stageState = stageState.filter { $0.key.slot != slot }
+            stageState.removeAll(slot: slot)
         }
         for stage in added { acting(as: stage.slot) { stage.instance.sessionStarted(self) } }
         if !retired.isEmpty || !added.isEmpty {
@@ -284,8 +304,10 @@ public final class Session: SessionContext {
         let scheduled = timers.values
         timers = [:]
         for timer in scheduled { timer.cancel() }
+        callSweep?.work.cancel()
+        callSweep = nil
         for stage in (startedPipeline ?? pipelines.pipeline).stages { acting(as: stage.slot) { stage.instance.sessionEnded(self) } }
-        stageState = [:]
+        stageState.removeAll()
         driver = nil
     }
 
@@ -579,13 +601,18 @@ public final class Session: SessionContext {
 
     private func pump(towards side: Side) {
         guard let driver, side == .charger || isNorthUp else { return }
-        let lane = side == .charger ? towardsCharger : towardsCSMS
-        guard lane.inFlight == nil, lane.hasWaiting else { return }
-        if let until = lane.pacedUntil(now: driver.now) {
-            guard !lane.pacingTimerArmed else { return }
-            if side == .charger { towardsCharger.pacingTimerArmed = true } else { towardsCSMS.pacingTimerArmed = true }
+        // The lane is read in place, not copied (a copy retained and released everything it holds).
+        guard side == .charger ? towardsCharger.canSend : towardsCSMS.canSend else { return }
+        let now = driver.now
+        // One access to the lane for the whole turn (each access to a class's stored property is checked).
+        let turn = side == .charger ? towardsCharger.takeTurn(now: now) : towardsCSMS.takeTurn(now: now)
+        let call: CallLane.Call
+        switch turn {
+        case .wait:
+            return
+        case .pacedUntil(let until):
             _ = track { id in
-                driver.schedule(after: until - driver.now) { [weak self] in
+                driver.schedule(after: until - now) { [weak self] in
                     guard let self else { return }
                     self.timers[id] = nil
                     if side == .charger { self.towardsCharger.pacingTimerArmed = false } else { self.towardsCSMS.pacingTimerArmed = false }
@@ -593,13 +620,10 @@ public final class Session: SessionContext {
                 }
             }
             return
+        case .send(let next, let deadline):
+            call = next
+            armCallSweep(at: deadline, now: now)
         }
-        if side == .charger { towardsCharger.lastSentAt = driver.now } else { towardsCSMS.lastSentAt = driver.now }
-        let next = side == .charger ? towardsCharger.next() : towardsCSMS.next()
-        guard let call = next else { return }
-        let timeout = side == .charger ? towardsCharger.timeout : towardsCSMS.timeout
-        let timer = driver.schedule(after: timeout) { [weak self] in self?.callTimedOut(id: call.id, towards: side) }
-        if side == .charger { towardsCharger.arm(timer) } else { towardsCSMS.arm(timer) }
         if side == .csms, let northAdapter {
             sendTranslated(call, via: northAdapter)
         } else {
@@ -658,6 +682,34 @@ public final class Session: SessionContext {
         var translated = adapter.answerToCSMS(id: frame.messageId, answer: NorthAnswer(frame))
         if case .error(let code, let description) = translated { translated = .error(code: code.spelled(for: adapter.northVersion), description: description) }
         driver?.send(Self.encode(translated, id: frame.messageId).bytes, to: .csms)
+    }
+
+    /// The one timer that times out the CALLs in flight, both ways. It is armed for the earliest deadline
+    /// and left armed when a CALL is answered; when it fires it times out what is overdue and re-arms for the
+    /// deadline of what is in flight by then. A CALL round trip thus costs no timer of its own: scheduling and
+    /// cancelling an event-loop task per CALL cost ~5,000 instructions (two heap allocations, a failed
+    /// promise), the sweep one timer per call timeout while CALLs keep flowing. Deadlines stay exact.
+    private var callSweep: (at: Duration, work: any ScheduledWork)?
+
+    private func armCallSweep(at deadline: Duration, now: Duration) {
+        guard let driver else { return }
+        if let callSweep {
+            guard deadline < callSweep.at else { return }
+            callSweep.work.cancel()
+        }
+        let work = driver.schedule(after: deadline - now) { [weak self] in self?.sweepCalls() }
+        callSweep = (deadline, work)
+    }
+
+    private func sweepCalls() {
+        callSweep = nil
+        guard let driver, !isEnded else { return }
+        let now = driver.now
+        if let call = towardsCharger.expired(at: now) { callTimedOut(id: call.id, towards: .charger) }
+        if !isEnded, let call = towardsCSMS.expired(at: now) { callTimedOut(id: call.id, towards: .csms) }
+        guard !isEnded else { return }
+        if let deadline = towardsCharger.deadline { armCallSweep(at: deadline, now: now) }
+        if let deadline = towardsCSMS.deadline { armCallSweep(at: deadline, now: now) }
     }
 
     private func callTimedOut(id: String, towards side: Side) {

@@ -73,6 +73,9 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     let pingInterval: TimeAmount?
     public let outboundLimits: OutboundLimits
     private var context: ChannelHandlerContext?
+    /// The context of the channel's `WebSocketFrameEncoder`: text frames this connection encodes itself are
+    /// written there, so they go on to the handlers before the encoder (TLS, the socket) and skip it.
+    private var frameWriter: ChannelHandlerContext?
     /// Messages read but not yet delivered: before `onText` is set, or while reading is paused
     /// (the rest of a read burst; at most what one burst holds).
     private var pending: [[UInt8]] = []
@@ -149,6 +152,7 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
 
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        frameWriter = try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
         schedulePing()
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         context.channel.closeFuture.whenComplete { _ in
@@ -164,6 +168,7 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
             connection.onText = nil
             connection.onWritabilityChanged = nil
             connection.context = nil
+            connection.frameWriter = nil
             onClose?(reason)
         }
         // The queue may already be over the mark when the handler joins (the upgrade response).
@@ -174,9 +179,9 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
         let frame = unwrapInboundIn(data)
         switch frame.opcode {
         case .text:
-            let bytes = Array(frame.unmaskedData.readableBytesView)
+            let (bytes, isASCII) = Self.unmaskedText(of: frame)
             // RFC 6455 §8.1: a text message that is not UTF-8 fails the connection with 1007.
-            guard Self.isValidUTF8(bytes) else {
+            guard isASCII || Self.isValidUTF8(bytes) else {
                 close(code: .dataInconsistentWithMessage, reason: "text message is not valid UTF-8")
                 return
             }
@@ -224,6 +229,57 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
         default:
             context.close(promise: nil)
         }
+    }
+
+    /// A text message's bytes, unmasked (a client's frames are masked, RFC 6455 §5.3) into a new array in
+    /// one pass, 8 bytes at a time, and whether they are all ASCII (the usual OCPP frame: no UTF-8 check
+    /// needed). `WebSocketFrame.unmaskedData` copied the buffer, unmasked it byte by byte and was then
+    /// copied again into the array.
+    static func unmaskedText(of frame: WebSocketFrame) -> (bytes: [UInt8], isASCII: Bool) {
+        let pattern = frame.maskKey.map { maskPattern($0, offset: (frame.extensionData?.readableBytes ?? 0) % 4) } ?? 0
+        return frame.data.withUnsafeReadableBytes { source in
+            var highBits: UInt64 = 0
+            let bytes = [UInt8](unsafeUninitializedCapacity: source.count) { target, initialized in
+                highBits = unmask(source, into: UnsafeMutableRawBufferPointer(target), pattern: pattern)
+                initialized = source.count
+            }
+            return (bytes, highBits & 0x8080_8080_8080_8080 == 0)
+        }
+    }
+
+    /// The 4-byte mask key twice over as a word whose bytes in memory are the key from byte `offset` on.
+    static func maskPattern<Key: Collection<UInt8>>(_ key: Key, offset: Int) -> UInt64 {
+        var pattern: UInt64 = 0
+        var index = 0
+        for byte in key { pattern |= UInt64(byte) << (8 * index); index += 1 }
+        pattern |= pattern << 32
+        // Start at byte `offset` of the key: the little-endian value shifts right by 8 bits a byte.
+        pattern = offset == 0 ? pattern : (pattern >> (8 * UInt64(offset))) | (pattern << (64 - 8 * UInt64(offset)))
+        return UInt64(littleEndian: pattern)
+    }
+
+    /// Copies `source` into `target` XORed with `pattern` (the mask key twice, in memory order, starting
+    /// at the mask byte of `source`'s first byte); returns the OR of the bytes written (their high bits
+    /// tell whether any is not ASCII).
+    static func unmask(_ source: UnsafeRawBufferPointer, into target: UnsafeMutableRawBufferPointer, pattern: UInt64) -> UInt64 {
+        let count = source.count
+        var seen: UInt64 = 0
+        var index = 0
+        while index + 8 <= count {
+            let word = source.loadUnaligned(fromByteOffset: index, as: UInt64.self) ^ pattern
+            target.storeBytes(of: word, toByteOffset: index, as: UInt64.self)
+            seen |= word
+            index += 8
+        }
+        withUnsafeBytes(of: pattern) { key in
+            while index < count {
+                let byte = source[index] ^ key[index & 7]
+                target[index] = byte
+                seen |= UInt64(byte)
+                index += 1
+            }
+        }
+        return seen
     }
 
     /// Whether `bytes` is UTF-8, without building a string.
@@ -337,9 +393,50 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
             context.close(promise: nil)
             return
         }
-        var frame = WebSocketFrame(fin: true, opcode: .text, data: context.channel.allocator.buffer(bytes: bytes))
-        if isClient { frame.maskKey = .random() }
-        context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+        // The whole frame in one buffer, written past the frame encoder (`frameWriter`): the encoder allocated
+        // a second buffer for the header of every masked frame, masked byte by byte, and every handler between
+        // this one and the encoder saw the write (~4,000 instructions a frame in all).
+        guard let frameWriter else {
+            var frame = WebSocketFrame(fin: true, opcode: .text, data: context.channel.allocator.buffer(bytes: bytes))
+            if isClient { frame.maskKey = .random() }
+            context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+            return
+        }
+        var buffer = context.channel.allocator.buffer(capacity: Self.maximumHeaderBytes + bytes.count)
+        Self.writeTextFrame(bytes, maskKey: isClient ? WebSocketMaskingKey.random() : nil, into: &buffer)
+        frameWriter.writeAndFlush(NIOAny(buffer), promise: nil)
+    }
+
+    /// A text frame's header at most: 2 bytes, an 8-byte length, a 4-byte mask key (RFC 6455 §5.2).
+    static let maximumHeaderBytes = 14
+
+    /// Writes one unfragmented text frame (RFC 6455 §5.2): the header, the mask key of a client's frame, and
+    /// the message (masked 8 bytes at a time with `maskKey`, §5.3).
+    static func writeTextFrame<Key: Collection<UInt8>>(_ bytes: [UInt8], maskKey: Key?, into buffer: inout ByteBuffer) {
+        let count = bytes.count
+        let lengthBytes = count <= 125 ? 0 : count <= 0xFFFF ? 2 : 8
+        let headerBytes = 2 + lengthBytes + (maskKey == nil ? 0 : 4)
+        // One write into the buffer: every `writeInteger` checked capacity and the buffer's storage again.
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: headerBytes + count) { target in
+            target[0] = 0x81  // FIN, text
+            let maskBit: UInt8 = maskKey == nil ? 0 : 0x80
+            switch lengthBytes {
+            case 0: target[1] = maskBit | UInt8(count)
+            case 2: target[1] = maskBit | 126
+            default: target[1] = maskBit | 127
+            }
+            for index in 0..<lengthBytes { target[2 + index] = UInt8(truncatingIfNeeded: count >> (8 * (lengthBytes - 1 - index))) }
+            var pattern: UInt64 = 0
+            if let maskKey {
+                var index = 2 + lengthBytes
+                for byte in maskKey { target[index] = byte; index += 1 }
+                pattern = maskPattern(maskKey, offset: 0)
+            }
+            bytes.withUnsafeBytes { source in
+                _ = unmask(source, into: UnsafeMutableRawBufferPointer(rebasing: target[headerBytes..<headerBytes + count]), pattern: pattern)
+            }
+            return headerBytes + count
+        }
     }
 
     /// Sends a close frame and closes the channel once it is written.

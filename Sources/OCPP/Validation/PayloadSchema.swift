@@ -154,7 +154,7 @@ extension PayloadSchema {
         return number.rounded(.towardZero) == number
     }
 
-    private static func bound(_ value: Double) -> String {
+    static func bound(_ value: Double) -> String {
         value.rounded() == value && abs(value) < 1e15 ? String(Int(value)) : String(value)
     }
 
@@ -164,7 +164,11 @@ extension PayloadSchema {
     /// second, as the `rfc3339-validator` behind `jsonschema` does; without it (1.6, unchanged) any
     /// day 01–31 and second 60 pass.
     static func isDateTime(_ text: String, calendar: Bool = false) -> Bool {
-        let bytes = Array(text.utf8)
+        var text = text
+        return text.withUTF8 { isDateTime($0, calendar: calendar) }
+    }
+
+    static func isDateTime(_ bytes: UnsafeBufferPointer<UInt8>, calendar: Bool = false) -> Bool {
         func digits(_ range: Range<Int>) -> Int? {
             guard range.upperBound <= bytes.count else { return nil }
             var value = 0

@@ -16,8 +16,10 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     _ = envelope.payload()
     let action = frame.action ?? MessageCatalogue.ocpp16.keys.sorted()[size % MessageCatalogue.ocpp16.count]
     if let schema = PayloadSchema.ocpp16(action, response: frame.messageType != .call) {
-        _ = schema.validate(payload)
-        _ = schema.validate(payload, checkFormats: false)
+        // The frame path validates on the bytes: it must judge every payload as the tree validator does.
+        precondition(schema.validate(bytes: frame.payloadBytes) == schema.validate(payload), "byte and tree validation disagree")
+        precondition(schema.validate(bytes: frame.payloadBytes, checkFormats: false) == schema.validate(payload, checkFormats: false),
+                     "byte and tree validation disagree")
     }
     // Rewriting the payload must give a frame that parses back to the same header and payload.
     let rewritten = FrameEncoder.replacingPayload(of: frame, with: payload)
