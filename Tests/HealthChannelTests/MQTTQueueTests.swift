@@ -67,7 +67,9 @@ struct MQTTQueueTests {
                                           logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         try publisher.start()
         let deadline = ContinuousClock.now + .seconds(10)
-        while !publisher.statistics.connected || publisher.statistics.inFlight > 0, ContinuousClock.now < deadline {
+        // Connected, and its "online" announcement (published right after the connection flag is set) acknowledged.
+        while !publisher.statistics.connected || publisher.statistics.inFlight > 0 || publisher.statistics.acknowledged < 1,
+              ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(10))
         }
         try #require(publisher.statistics.connected)

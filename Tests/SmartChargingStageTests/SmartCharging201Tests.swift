@@ -26,6 +26,8 @@ struct SmartCharging201Tests {
         #expect(sent.first.map { String(decoding: $0.bytes, as: UTF8.self) } == text, "byte for byte, not compiled for a 1.6 charger")
         tester.chargerAnswers("p1", payload: ["status": "Accepted"])
         #expect(tester.takeSentToCSMS().map { $0.payload()["status"] } == ["Accepted"])
+        // Past the CALL timeout: the router's CALL-timeout timer has fired and, with nothing in flight, is not re-armed.
+        tester.advance(by: .seconds(31))
         #expect(tester.pendingTimers == 0, "no schedule of its own for a 2.0.1 station")
     }
 
