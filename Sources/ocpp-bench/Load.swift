@@ -278,7 +278,9 @@ extension ProcessStats {
     /// Resident KiB per kind of mapping, from /proc/<pid>/smaps: the binary, each shared library (by file name),
     /// `[heap]` (brk), `[stack]` and `anonymous` (mmap'ed: malloc arenas, thread stacks, NIO's buffers).
     var residentByMapping: [String: Int] {
-        guard let smaps = try? String(contentsOfFile: "/proc/\(pid)/smaps", encoding: .utf8) else { return [:] }
+        // Read to the end: /proc reports a size of 0, and a read sized by it stops after the first pages.
+        guard let data = FileHandle(forReadingAtPath: "/proc/\(pid)/smaps")?.readDataToEndOfFile() else { return [:] }
+        let smaps = String(decoding: data, as: UTF8.self)
         var result: [String: Int] = [:]
         var current = "anonymous"
         for line in smaps.split(separator: "\n") {

@@ -25,6 +25,14 @@ struct OCPPGateway: AsyncParsableCommand {
         abstract: "Edge security gateway for legacy OCPP 1.6J chargers: ws:// (SP0/SP1) in, wss:// mutual TLS (SP3) out.",
         subcommands: [Run.self, Validate.self, Stages.self, HashPassword.self, Certs.self, Dashcam.self, OutboxCommand.self, StatusCommand.self, Report.self]
     )
+
+    /// The arena limit is set here, on the main thread before the concurrency pool's first thread allocates
+    /// (a thread's first allocation picks its arena for good); `run` raises it for `--event-loop-threads`.
+    static func main() async {
+        EventLoopSizing.limitMallocArenas(to: EventLoopSizing.defaultThreads(allowedCPUs: EventLoopSizing.allowedCPUCount(),
+                                                                            coreCount: System.coreCount))
+        await main(nil)
+    }
 }
 
 /// Reads gateway.yaml and the pipeline, printing every problem as `file:line:col: error: …`.
@@ -89,7 +97,7 @@ struct Run: AsyncParsableCommand {
         for warning in configuration.warnings { logger.warning("\(warning)") }
 
         // One loop per CPU the process may use (not per CPU of the machine), and no more malloc arenas than loops
-        // (docs/scaling.md, "Memory"): both set before the first charger, the arena limit before the loops start.
+        // (docs/scaling.md, "Memory"); the limit was set in `main` for the default count.
         let threads = eventLoopThreads ?? EventLoopSizing.defaultThreads(allowedCPUs: EventLoopSizing.allowedCPUCount(),
                                                                          coreCount: System.coreCount)
         EventLoopSizing.limitMallocArenas(to: threads)

@@ -3,6 +3,8 @@ import Foundation
 import NIOCore
 import NIOPosix
 import NIOSSL
+import OCPP
+import Simulators
 import Testing
 @testable import Gateway
 @testable import Transport
@@ -42,21 +44,28 @@ struct MemoryTuningTests {
         #expect(!zip(first, reread).allSatisfy { $0 === $1 })
     }
 
-    /// The gateway's own north contexts go through the shared cache (what `openNorth` builds).
-    @Test func theGatewaysNorthContextsUseTheProcessWideCache() throws {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("ocpp-gw-roots-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        let pki = try DevPKI(directory: folder, reuse: false)
-        try pki.issueChargerCertificate("CP1")
-        let first = try GatewayRuntime.northTLSConfiguration(caFile: pki.caCertificate, certificateFile: pki.chargerCertificate("CP1"),
-                                                             keyFile: pki.chargerKey("CP1"))
-        let second = try GatewayRuntime.northTLSConfiguration(caFile: pki.caCertificate, certificateFile: pki.chargerCertificate("CP1"),
-                                                              keyFile: pki.chargerKey("CP1"))
-        guard case .certificates(let a) = first.trustRoots, case .certificates(let b) = second.trustRoots,
-              let cached = GatewayRuntime.northTrustRoots.certificatesIfCached(caFile: pki.caCertificate)
-        else { Issue.record("no shared CA certificates"); return }
-        #expect(a.count == 1 && b.count == 1 && cached.count == 1)
-        #expect(a[0] === b[0] && b[0] === cached[0])
+    /// Two chargers connected through the gateway: their north TLS contexts (one per client identity) hold
+    /// the same CA certificate objects, parsed once.
+    @Test func theGatewaysNorthContextsShareTheirTrustRoots() async throws {
+        let rig = try await Rig(chargers: ["CP001", "CP002"])
+        var links: [OCPPPeer] = []
+        for id in ["CP001", "CP002"] {
+            let link = try await rig.charger(id).connect(on: rig.group.next())
+            _ = try await link.call("Heartbeat", [:]).get()
+            links.append(link)
+        }
+        let held = GatewayRuntime.northTLSContexts.entries.filter { $0.certificateFile?.hasPrefix(rig.folder) == true }.map(\.context)
+        #expect(held.count == 2)
+        let roots: [[NIOSSLCertificate]] = held.map { context in
+            if case .certificates(let certificates) = context.configuration.trustRoots { return certificates }
+            return []
+        }
+        #expect(roots.count == 2 && roots.allSatisfy { $0.count == 1 })
+        if roots.count == 2, roots.allSatisfy({ $0.count == 1 }) {
+            #expect(roots[0][0] === roots[1][0], "one parsed CA certificate for every identity")
+        }
+        for link in links { link.close() }
+        await rig.stop()
     }
 
     /// Both sides of a charger's link start reading with 1 KiB: each channel keeps its receive buffer
