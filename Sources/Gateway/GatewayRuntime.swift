@@ -451,8 +451,9 @@ public final class GatewayRuntime: Sendable {
                 let keyFile = credentials.securityProfile == 3 ? credentials.privateKeyPath : nil
                 // One context per client identity, reused while its files are unchanged (a reconnect storm
                 // does not parse a thousand keys again).
+                // The CA certificates are parsed once for all identities (TrustRootCache).
                 let context = try Self.northTLSContexts.context(caFile: caFile, certificateFile: certificateFile, keyFile: keyFile) {
-                    try NorthTLS.clientConfiguration(caFile: caFile, certificateFile: certificateFile, keyFile: keyFile)
+                    try Self.northTLSConfiguration(caFile: caFile, certificateFile: certificateFile, keyFile: keyFile)
                 }
                 tls = context.configuration
                 tlsContext = context

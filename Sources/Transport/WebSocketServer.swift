@@ -399,4 +399,7 @@ private final class RefusalResponder: ChannelInboundHandler, RemovableChannelHan
 }
 
 /// Reads of 512 B to 16 KiB (adaptive): small enough that one connection's burst is a short turn of the loop.
-let fairReadAllocator = AdaptiveRecvByteBufferAllocator(minimum: 512, initial: 4096, maximum: 16_384)
+/// The first read gets 1 KiB (an upgrade request, an OCPP frame or a TLS record of one fits): each channel keeps
+/// its last receive buffer for the next read, so a larger start is held by every idle charger twice (south and
+/// north), while a link that carries more grows its reads within a few of them.
+let fairReadAllocator = AdaptiveRecvByteBufferAllocator(minimum: 512, initial: 1024, maximum: 16_384)

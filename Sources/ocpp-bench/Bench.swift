@@ -44,6 +44,16 @@ struct Bench: AsyncParsableCommand {
     var pipeline = "default"
     @Flag(name: .long, help: "Run the profiled gateway under valgrind --tool=callgrind and report instructions per relayed frame.")
     var callgrind = false
+    @Flag(name: .long, help: "Only the memory figures of one gateway (--pipeline): idle RSS and KiB per charger with the scale step's chargers connected, with a breakdown from /proc/<pid>/smaps.")
+    var memoryOnly = false
+    @Option(name: .long, help: "With --memory-only: before the scale step, this many seconds of closed-loop CALLs from the latency chargers (as the full run does), so what load leaves behind counts too.")
+    var memoryWarmup: Double = 0
+    @Option(name: .long, help: "With --memory-only: run the gateway under this command, e.g. \"heaptrack -o /tmp/gw\" (split at spaces; after taskset).")
+    var memoryPrefix: String?
+    @Option(name: .long, help: "With --memory-only: keep the chargers connected this many seconds after the measurement (to inspect the gateway).")
+    var memoryHold: Double = 0
+    @Option(name: .long, help: "With --memory-only: chargers to connect (default: the plan's scale step, 1000).") var memoryChargers: Int?
+
 
     func run() async throws {
         if outbox { return try OutboxBench.write(out: (out as NSString).deletingLastPathComponent + "/outbox.json") }
@@ -62,6 +72,17 @@ struct Bench: AsyncParsableCommand {
                 try json.write(to: URL(fileURLWithPath: file))
                 log("wrote \(file)")
             }
+            return
+        }
+        if memoryOnly {
+            var plan = smoke ? Plan.smoke : full ? Plan.full : Plan.quick
+            if let memoryChargers { plan.scaleChargers = max(1, memoryChargers) }
+            let result = try await MemoryRun(plan: plan, pipeline: try Pipelines.named(pipeline), pipelineName: pipeline, gateway: gateway,
+                                             work: work, warmupSeconds: memoryWarmup, holdSeconds: memoryHold, prefix: (proxyCPU.map { ["/usr/bin/taskset", "-c", "\($0)"] } ?? [])
+                                                + (memoryPrefix?.split(separator: " ").map(String.init) ?? [])).run()
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(result), as: UTF8.self))
             return
         }
         // Telemetry compression: pure computation on generated traces, seconds.

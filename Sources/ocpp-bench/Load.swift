@@ -270,3 +270,157 @@ func authorizeLatency(_ peer: OCPPPeer, seconds: Double) async -> Recorder {
     }
     return recorder
 }
+
+extension ProcessStats {
+    /// Threads of the process (not of its children).
+    var threads: Int { ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []).count }
+
+    /// Resident KiB per kind of mapping, from /proc/<pid>/smaps: the binary, each shared library (by file name),
+    /// `[heap]` (brk), `[stack]` and `anonymous` (mmap'ed: malloc arenas, thread stacks, NIO's buffers).
+    var residentByMapping: [String: Int] {
+        // Read to the end: /proc reports a size of 0, and a read sized by it stops after the first pages.
+        guard let data = FileHandle(forReadingAtPath: "/proc/\(pid)/smaps")?.readDataToEndOfFile() else { return [:] }
+        let smaps = String(decoding: data, as: UTF8.self)
+        var result: [String: Int] = [:]
+        var current = "anonymous"
+        for line in smaps.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard let first = fields.first else { continue }
+            if first.contains("-"), fields.count >= 5, first.first?.isHexDigit == true {
+                // A mapping's header: address perms offset dev inode [path].
+                if fields.count >= 6 {
+                    let path = fields[5...].joined(separator: " ")
+                    current = path.hasPrefix("/") ? String(path.split(separator: "/").last ?? "?") : path
+                } else {
+                    current = "anonymous"
+                }
+            } else if first == "Rss:", fields.count >= 2, let kib = Int(fields[1]) {
+                result[current, default: 0] += kib
+            }
+        }
+        return result.filter { $0.value > 0 }
+    }
+}
+
+/// `ocpp-bench --memory-only`: the memory figures of one gateway without the rest of the run.
+struct MemoryResult: Codable {
+    var pipeline: String
+    var chargers: Int
+    var connectedChargers: Int
+    var rssIdleKiB: Int
+    var rssLoadedKiB: Int
+    var kibPerCharger: Double
+    var threadsIdle: Int
+    var threadsLoaded: Int
+    var warmupSeconds: Double
+    /// Resident KiB per mapping (see `ProcessStats.residentByMapping`), idle and loaded.
+    var idleByMapping: [String: Int]
+    var loadedByMapping: [String: Int]
+}
+
+struct MemoryRun {
+    let plan: Plan
+    let pipeline: (yaml: String, needsBroker: Bool)
+    let pipelineName: String
+    let gateway: String
+    let work: String
+    let warmupSeconds: Double
+    var holdSeconds: Double = 0
+    let prefix: [String]
+
+    /// The process below `pid` (itself included) running `binary`, found through /proc.
+    static func descendant(of pid: Int32, named binary: String) -> Int32? {
+        let name = String(binary.split(separator: "/").last ?? "")
+        var queue = [pid]
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.compactMap { Int32($0) } ?? []
+        while let next = queue.popLast() {
+            if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(next)/exe"), exe.hasSuffix("/" + name) { return next }
+            for child in entries {
+                guard let stat = try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8),
+                      let fields = stat.split(separator: ")").last?.split(separator: " "), fields.count > 2, Int32(fields[1]) == next
+                else { continue }
+                queue.append(child)
+            }
+        }
+        return nil
+    }
+
+    func run() async throws -> MemoryResult {
+        try? FileManager.default.removeItem(atPath: work)
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        let work = URL(fileURLWithPath: self.work).standardizedFileURL.path
+        let pki = try DevPKI(directory: work, reuse: false)
+        let chargerIds = (1...plan.scaleChargers).map { String(format: "BENCH%04d", $0) }
+        log("issuing \(chargerIds.count) charger certificates")
+        for id in chargerIds { try pki.issueChargerCertificate(id) }
+        var options = DevelopmentCSMS.Options(certificateFile: pki.serverCertificate, keyFile: pki.serverKey, clientCAFile: pki.caCertificate)
+        options.port = 0
+        let csms = DevelopmentCSMS(options: options, recordFrames: false)
+        let csmsPort = try await csms.start(group: MultiThreadedEventLoopGroup.singleton)
+        var broker: MosquittoBroker?
+        var extra = ""
+        if pipeline.needsBroker {
+            let started = try MosquittoBroker(work: work)
+            try await started.start()
+            broker = started
+            extra = "mqtt: { url: \"mqtt://127.0.0.1:\(started.port)\", client_id: bench, topic_prefix: ocpp }\n"
+        }
+        let process = try GatewayProcess(binary: gateway, work: work, name: "M", csmsPort: csmsPort, pki: pki, chargers: chargerIds,
+                                         pipeline: pipeline.yaml, extraConfiguration: extra, prefix: prefix)
+        try await process.start()
+        defer {
+            // Under a wrapper (heaptrack's script) the gateway itself is stopped, so the wrapper can finish its report.
+            if let gateway = Self.descendant(of: process.process.processIdentifier, named: gateway) {
+                kill(gateway, SIGTERM)
+            } else {
+                process.process.terminate()
+            }
+            process.process.waitUntilExit()
+            broker?.stop()
+        }
+        let stats = ProcessStats(pid: process.process.processIdentifier)
+        try? await Task.sleep(for: .seconds(1))
+        let idle = stats.rssKiB
+        let idleMappings = stats.residentByMapping
+        let threadsIdle = stats.threads
+        log("memory (\(pipelineName)): idle \(idle) KiB, \(threadsIdle) threads")
+        let group = MultiThreadedEventLoopGroup.singleton
+        let port = process.port
+        let target: @Sendable (String) -> Target = { id in .plain(url: "ws://127.0.0.1:\(port)/ocpp/\(id)", password: "bench-\(id)") }
+        if warmupSeconds > 0 {
+            var peers: [OCPPPeer] = []
+            for id in chargerIds.prefix(plan.latencyChargers) {
+                let peer = try await connect(target(id), chargerId: id, group: group)
+                _ = try await peer.call("BootNotification", LoadProfile.bootNotification).get()
+                peers.append(peer)
+            }
+            await drive(peers, interval: nil, seconds: warmupSeconds, recorder: Recorder())
+            for peer in peers { peer.close() }
+            try? await Task.sleep(for: .milliseconds(500))
+        }
+        let connected = try await withThrowingTaskGroup(of: OCPPPeer?.self) { tasks in
+            for id in chargerIds.prefix(plan.scaleChargers) {
+                tasks.addTask { try? await connect(target(id), chargerId: id, group: group) }
+            }
+            var all: [OCPPPeer] = []
+            for try await peer in tasks { if let peer { all.append(peer) } }
+            return all
+        }
+        try? await Task.sleep(for: .seconds(1))
+        let loaded = stats.rssKiB
+        let result = MemoryResult(pipeline: pipelineName, chargers: plan.scaleChargers, connectedChargers: connected.count,
+                                  rssIdleKiB: idle, rssLoadedKiB: loaded,
+                                  kibPerCharger: Double(loaded - idle) / Double(max(1, connected.count)),
+                                  threadsIdle: threadsIdle, threadsLoaded: stats.threads, warmupSeconds: warmupSeconds,
+                                  idleByMapping: idleMappings, loadedByMapping: stats.residentByMapping)
+        log("memory (\(pipelineName)): \(connected.count) chargers: \(loaded) KiB, \(String(format: "%.1f", result.kibPerCharger)) KiB per charger")
+        if holdSeconds > 0 {
+            log("memory (\(pipelineName)): holding the chargers for \(holdSeconds) s (gateway pid \(stats.pid))")
+            try? await Task.sleep(for: .milliseconds(Int64(holdSeconds * 1000)))
+        }
+        for peer in connected { peer.close() }
+        try? await Task.sleep(for: .milliseconds(500))
+        await csms.stop()
+        return result
+    }
+}

@@ -25,6 +25,14 @@ struct OCPPGateway: AsyncParsableCommand {
         abstract: "Edge security gateway for legacy OCPP 1.6J chargers: ws:// (SP0/SP1) in, wss:// mutual TLS (SP3) out.",
         subcommands: [Run.self, Validate.self, Stages.self, HashPassword.self, Certs.self, Dashcam.self, OutboxCommand.self, StatusCommand.self, Report.self]
     )
+
+    /// The arena limit is set here, on the main thread before the concurrency pool's first thread allocates
+    /// (a thread's first allocation picks its arena for good); `run` raises it for `--event-loop-threads`.
+    static func main() async {
+        EventLoopSizing.limitMallocArenas(to: EventLoopSizing.defaultThreads(allowedCPUs: EventLoopSizing.allowedCPUCount(),
+                                                                            coreCount: System.coreCount))
+        await main(nil)
+    }
 }
 
 /// Reads gateway.yaml and the pipeline, printing every problem as `file:line:col: error: …`.
@@ -49,12 +57,18 @@ struct Run: AsyncParsableCommand {
     @Option(name: .long, help: "text (one line per record) or json (one JSON object per line, for journald and Loki).")
     var logFormat: String = "text"
 
+    @Option(name: .long, help: "Event loops (threads) for the chargers' links; default: one per CPU the process may run on.")
+    var eventLoopThreads: Int?
+
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("unknown log level '\(logLevel)'; use trace, debug, info, notice, warning, error or critical")
         }
         guard ["text", "json"].contains(logFormat) else {
             throw ValidationError("unknown log format '\(logFormat)'; use text or json")
+        }
+        if let eventLoopThreads, !(1...256).contains(eventLoopThreads) {
+            throw ValidationError("--event-loop-threads must be between 1 and 256, not \(eventLoopThreads)")
         }
     }
 
@@ -82,7 +96,12 @@ struct Run: AsyncParsableCommand {
         let configuration = try loadConfiguration(config)
         for warning in configuration.warnings { logger.warning("\(warning)") }
 
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        // One loop per CPU the process may use (not per CPU of the machine), and no more malloc arenas than loops
+        // (docs/scaling.md, "Memory"); the limit was set in `main` for the default count.
+        let threads = eventLoopThreads ?? EventLoopSizing.defaultThreads(allowedCPUs: EventLoopSizing.allowedCPUCount(),
+                                                                         coreCount: System.coreCount)
+        EventLoopSizing.limitMallocArenas(to: threads)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let runtime: GatewayRuntime
         do {
             runtime = try GatewayRuntime(configuration: configuration, registry: makeStageRegistry(), group: group, logger: logger)

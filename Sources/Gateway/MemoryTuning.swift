@@ -1,0 +1,114 @@
+import Foundation
+import NIOSSL
+import Synchronization
+import Transport
+
+/// How many event loops the gateway runs, and what glibc's allocator may do with them (docs/scaling.md, "Memory").
+public enum EventLoopSizing {
+    /// The CPUs this process may run on (its affinity, as `taskset`, `systemd`'s `CPUAffinity=` or a container's
+    /// cpuset set it); nil where it cannot be read.
+    public static func allowedCPUCount() -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") })
+        else { return nil }
+        return cpuCount(allowedList: String(line.dropFirst("Cpus_allowed_list:".count)))
+    }
+
+    /// The CPUs in a list like `0-3,6` (the kernel's `Cpus_allowed_list`); nil if it does not parse.
+    static func cpuCount(allowedList: String) -> Int? {
+        var count = 0
+        for range in allowedList.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ",") {
+            let bounds = range.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
+            switch bounds.count {
+            case 1: guard bounds[0] != nil else { return nil }; count += 1
+            case 2:
+                guard let low = bounds[0], let high = bounds[1], low <= high else { return nil }
+                count += high - low + 1
+            default: return nil
+            }
+        }
+        return count > 0 ? count : nil
+    }
+
+    /// The default number of event loops: one per CPU the process may actually run on. SwiftNIO's
+    /// `System.coreCount` honours cgroup quotas and cpusets but not the affinity mask, so a gateway pinned
+    /// to one CPU used to start a loop per CPU of the machine, each with its own thread stack and malloc
+    /// arena, all taking turns on that one CPU.
+    public static func defaultThreads(allowedCPUs: Int?, coreCount: Int) -> Int {
+        max(1, min(allowedCPUs ?? coreCount, coreCount))
+    }
+
+    /// Caps glibc's malloc arenas at `arenas` (glibc starts up to 8 per CPU, one per thread that contends,
+    /// and memory freed in one arena is never reused by another: with a loop per CPU and the concurrency
+    /// pool's threads admitting chargers, a connect storm spreads each charger over several arenas). Left
+    /// alone when the operator set `MALLOC_ARENA_MAX` or a `glibc.malloc.arena_max` tunable. Returns
+    /// whether the limit was applied.
+    @discardableResult
+    public static func limitMallocArenas(to arenas: Int, environment: [String: String]? = nil) -> Bool {
+        let environment = environment ?? ProcessInfo.processInfo.environment
+        if environment["MALLOC_ARENA_MAX"] != nil || environment["GLIBC_TUNABLES"]?.contains("arena_max") == true { return false }
+        // mallopt(3) is not in Swift's Glibc module (malloc.h); M_ARENA_MAX is -8 in glibc's malloc.h.
+        typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return false }
+        let mallopt = unsafeBitCast(symbol, to: Mallopt.self)
+        return mallopt(-8, Int32(clamping: max(1, arenas))) == 1
+    }
+}
+
+/// The CSMS's trust roots (`north.ca_file`), parsed once and shared by every charger's TLS context: each
+/// context used to parse the file again and keep its own copy of every CA certificate (≈ 3.5 KiB per
+/// charger identity with one CA). Re-read when the file changes (device, inode, size, modification time).
+final class TrustRootCache: Sendable {
+    private struct Stamp: Equatable {
+        var device: UInt64, inode: UInt64, size: Int64, seconds: Int, nanoseconds: Int
+
+        init?(_ path: String) {
+            var info = stat()
+            guard stat(path, &info) == 0 else { return nil }
+            device = UInt64(info.st_dev)
+            inode = UInt64(info.st_ino)
+            size = Int64(info.st_size)
+            seconds = info.st_mtim.tv_sec
+            nanoseconds = info.st_mtim.tv_nsec
+        }
+    }
+
+    private struct Entry {
+        var stamp: Stamp?
+        var certificates: [NIOSSLCertificate]
+    }
+
+    /// One entry per CA file path: a gateway has one `north.ca_file`.
+    private let entries = Mutex<[String: Entry]>([:])
+
+    /// Parses done so far (misses), for tests.
+    private let parses = Mutex(0)
+    var parseCount: Int { parses.withLock { $0 } }
+
+    /// What is held for `caFile` (tests).
+    func certificatesIfCached(caFile: String) -> [NIOSSLCertificate]? { entries.withLock { $0[caFile]?.certificates } }
+
+    /// The certificates in `caFile`, the same objects for as long as the file is unchanged.
+    func certificates(caFile: String) throws -> [NIOSSLCertificate] {
+        let stamp = Stamp(caFile)
+        if let entry = entries.withLock({ $0[caFile] }), stamp != nil, entry.stamp == stamp { return entry.certificates }
+        let certificates = try NIOSSLCertificate.fromPEMFile(caFile)
+        parses.withLock { $0 += 1 }
+        entries.withLock { $0[caFile] = Entry(stamp: stamp, certificates: certificates) }
+        return certificates
+    }
+}
+
+extension GatewayRuntime {
+    /// The CA certificates every north TLS context of this process shares.
+    static let northTrustRoots = TrustRootCache()
+
+    /// A charger identity's north TLS configuration: `NorthTLS.clientConfiguration`, with the trust roots
+    /// from the shared cache instead of a fresh parse of `north.ca_file`.
+    static func northTLSConfiguration(caFile: String?, certificateFile: String?, keyFile: String?,
+                                      trustRoots: TrustRootCache = northTrustRoots) throws -> TLSConfiguration {
+        var tls = try NorthTLS.clientConfiguration(caFile: nil, certificateFile: certificateFile, keyFile: keyFile)
+        if let caFile { tls.trustRoots = .certificates(try trustRoots.certificates(caFile: caFile)) }
+        return tls
+    }
+}
