@@ -21,10 +21,12 @@ package struct ReplayTable {
     package init(window: Duration, capacity: Int) {
         self.window = window
         self.capacity = max(1, capacity)
-        seen.reserveCapacity(min(self.capacity, 64))
     }
 
     package var count: Int { seen.count }
+
+    /// Entries the arrival order holds, expired ones not yet given back included (for tests).
+    package var storedEntries: Int { order.count }
 
     /// True when `id` was recorded less than `window` ago.
     package mutating func contains(_ id: String, now: Duration) -> Bool {
@@ -66,8 +68,10 @@ package struct ReplayTable {
                 break
             }
         }
-        // Give the consumed front back now and then: amortised O(1), memory proportional to the table.
-        if head >= 1024, head * 2 >= order.count {
+        // Give the consumed front back once it is half the array: amortised O(1) (each removal moves at
+        // most as many entries as were consumed), and memory proportional to the ids in the window. A
+        // quiet charger keeps a handful, not the thousand CALLs of the last day.
+        if head >= 16, head * 2 >= order.count {
             order.removeFirst(head)
             head = 0
         }

@@ -283,6 +283,15 @@ struct FirewallStageTests {
         #expect(inside && !outside)
     }
 
+    /// A charger connected for days sends thousands of CALLs, a few per window: the table keeps what the
+    /// window holds, not every id since the connection began.
+    @Test func aLongQuietSessionKeepsOnlyTheWindow() {
+        var table = ReplayTable(window: .seconds(10), capacity: 1000)
+        for n in 0..<5_000 { table.insert("q\(n)", now: .seconds(Int64(n) * 60)) }  // one CALL a minute, ~3.5 days
+        #expect(table.count == 1)
+        #expect(table.storedEntries <= 32, "expired ids are given back: \(table.storedEntries) entries kept")
+    }
+
     @Test func refusedFramesNeverEnterTheReplayTable() throws {
         let tester = try tester()  // default class: 1/s, burst 3
         for n in 0..<3 {
