@@ -38,26 +38,35 @@ struct Bench: AsyncParsableCommand {
     @Flag(name: .long, help: "Only the telemetry compression benchmark (no network).") var compressionOnly = false
     @Option(name: .long, help: "Pin the proxy under test (nginx, the gateway) to this CPU with taskset; run ocpp-bench itself on the others (`taskset -c 1 ocpp-bench --proxy-cpu 0`, as `make bench` does).")
     var proxyCPU: Int?
-    @Option(name: .long, help: "Only the profile: this many Authorize round trips on one charger through the gateway (see --callgrind).")
+    @Option(name: .long, help: "Only the profile: this many round trips (CALLs) through the gateway, Authorize on one charger or the mix (see --load, --callgrind).")
     var profile: Int?
     @Option(name: .long, help: "The profile's pipeline: minimal (auth), default (ids, auth, certs) or full (… smart_charging, compressor, mqtt_tap, dashcam).")
     var pipeline = "default"
     @Flag(name: .long, help: "Run the profiled gateway under valgrind --tool=callgrind and report instructions per relayed frame.")
     var callgrind = false
+    @Option(name: .long, help: "The profile's load: authorize (one charger, Authorize after Authorize) or mix (the benchmark's charger mix, as in G, over --chargers chargers).")
+    var load = "authorize"
+    @Option(name: .long, help: "The profile's chargers with --load mix (default 100, as many as scenario G drives).")
+    var chargers = 100
+    @Flag(name: .long, help: "Count the profiled gateway's system calls by name with strace -c -f over the measured window (not with --callgrind).")
+    var strace = false
 
     func run() async throws {
         if outbox { return try OutboxBench.write(out: (out as NSString).deletingLastPathComponent + "/outbox.json") }
         if let profile {
             let (yaml, needsBroker) = try Pipelines.named(pipeline)
+            guard let load = ProfileRun.Load(rawValue: load) else { throw BenchError("unknown load '\(load)': authorize or mix") }
+            guard chargers >= 1 else { throw BenchError("--chargers must be at least 1") }
             let result = try await ProfileRun(roundTrips: profile, pipeline: yaml, pipelineName: pipeline, callgrind: callgrind,
-                                              gateway: gateway, work: work, out: out, needsBroker: needsBroker).run()
+                                              gateway: gateway, work: work, out: out, needsBroker: needsBroker, load: load,
+                                              chargers: chargers, strace: strace).run()
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             let json = try encoder.encode(result)
             print(String(decoding: json, as: UTF8.self))
             if callgrind {
                 // Kept for the report of the next full run (docs/benchmarks.md, "Profile").
-                let file = (out as NSString).deletingLastPathComponent + "/profile-\(pipeline).json"
+                let file = (out as NSString).deletingLastPathComponent + "/profile-\(result.name).json"
                 try FileManager.default.createDirectory(atPath: (file as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
                 try json.write(to: URL(fileURLWithPath: file))
                 log("wrote \(file)")
