@@ -707,7 +707,10 @@ struct TapError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+/// OCPP's dateTime: the common spellings without a formatter (`InternetDateTime`), the others as
+/// ISO8601DateFormatter reads them.
 func parseISO(_ text: String) -> Date? {
+    if let date = InternetDateTime.date(text) { return date }
     let formatter = ISO8601DateFormatter()
     formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
     if let date = formatter.date(from: text) { return date }
