@@ -6,6 +6,8 @@ import Foundation
 /// `ISO8601DateFormatter`, so what was read before is read the same. The value is the one the formatter
 /// gives (whole milliseconds since 1970 / 1000): making an `ISO8601DateFormatter` per call cost more
 /// than the rest of a MeterValues frame's work on the health channel.
+///
+/// The same as ChargingSchedules' `InternetDateTime` (smart_charging's `parseDate`); this stage does not depend on that module.
 enum InternetDateTime {
     static func date(_ text: String) -> Date? {
         seconds(text).map { Date(timeIntervalSince1970: $0) }

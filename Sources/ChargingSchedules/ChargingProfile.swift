@@ -127,8 +127,10 @@ extension ChargingProfile {
     }
 }
 
-/// Reads an OCPP `dateTime` (RFC 3339, with or without fractional seconds).
+/// Reads an OCPP `dateTime` (RFC 3339, with or without fractional seconds): the common spellings
+/// without a formatter (`InternetDateTime`), the others as ISO8601DateFormatter reads them.
 public func parseDate(_ text: String) -> Date? {
+    if let date = InternetDateTime.date(text) { return date }
     let formatter = ISO8601DateFormatter()
     formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
     if let date = formatter.date(from: text) { return date }
