@@ -561,9 +561,8 @@ public struct MQTTTapStage: Stage {
         }
         guard admitSeries(topic, session) else { return }
         let scale = scale ?? Self.unitScale(message["unit"]?.stringValue)
-        let memory = session[SeriesMemoryKey.self, default: SeriesMemory()]
+        let memory = Self.sessionObject(SeriesMemoryKey.self, session, SeriesMemory())
         memory.remember(series: series, SeriesMemory.Reading(time: time, value: value * scale, scale: scale, message: message))
-        session[SeriesMemoryKey.self] = memory
         publishPending(filter.takeRetiredPoints(), filter, session)
         for point in filter.filter(series: series, time: time, value: value * scale) {
             publish(session, topic, retain: false, series: true, memory.point(series: series, point.time, point.value, filter.descriptor(series: series)))
@@ -611,10 +610,9 @@ public struct MQTTTapStage: Stage {
         private var series: [String: [Reading]] = [:]
 
         func remember(series name: String, _ reading: Reading) {
-            var readings = series[name] ?? []
-            readings.append(reading)
-            if readings.count > Self.kept { readings.removeFirst(readings.count - Self.kept) }
-            series[name] = readings
+            // In place: a copy taken out of the dictionary would be copied again on append.
+            series[name, default: []].append(reading)
+            if let count = series[name]?.count, count > Self.kept { series[name]?.removeFirst(count - Self.kept) }
         }
 
         /// The message for an archived point: the charger's own sample when the compressor kept it
@@ -656,6 +654,16 @@ public struct MQTTTapStage: Stage {
 
     enum SeriesMemoryKey: SessionStateKey { typealias Value = SeriesMemory }
 
+    /// The session's object under `key`, made and stored on first use. An object is stored once: writing
+    /// it back on every sample cost a second lookup per sample.
+    static func sessionObject<Key: SessionStateKey>(_ key: Key.Type, _ session: any SessionContext,
+                                                    _ make: @autoclosure () -> Key.Value) -> Key.Value where Key.Value: AnyObject {
+        if let object = session[key] { return object }
+        let object = make()
+        session[key] = object
+        return object
+    }
+
     public func sessionEnded(_ session: any SessionContext) {
         flushTelemetry(session)
     }
@@ -693,7 +701,10 @@ public struct MQTTTapStage: Stage {
     /// `hmac-sha256:` and the first 16 bytes of the HMAC in hex (per PII value and frame: kept cheap —
     /// `String(format:)` per byte cost ~83,000 instructions a frame).
     func hash(_ text: String) -> String {
-        let mac = HMAC<SHA256>.authenticationCode(for: Array(text.utf8), using: secret.key)
+        // From the keyed state made once (the key's padding hashed once, not per value).
+        var hmac = secret.keyed
+        hmac.update(data: Array(text.utf8))
+        let mac = hmac.finalize()
         let digits = Array("0123456789abcdef".utf8)
         var hex = Array("hmac-sha256:".utf8)
         hex.reserveCapacity(hex.count + 32)
@@ -705,11 +716,12 @@ public struct MQTTTapStage: Stage {
     }
 }
 
-/// The gateway's HMAC key for PII. `SymmetricKey` is not `Sendable`, but this one is never mutated after
-/// it is made, so sharing it between event loops is safe.
+/// The gateway's HMAC key for PII. `HMAC` is not `Sendable`, but this one is never mutated after it is
+/// made (each hash mutates its own copy), so sharing it between event loops is safe.
 struct HMACKey: @unchecked Sendable {
-    let key: SymmetricKey
-    init(bytes: [UInt8]) { key = SymmetricKey(data: bytes) }
+    /// HMAC with this key before any data: copied per hash (a value type), so the key is processed once.
+    let keyed: HMAC<SHA256>
+    init(bytes: [UInt8]) { keyed = HMAC<SHA256>(key: SymmetricKey(data: bytes)) }
 }
 
 func isoNow(_ session: any SessionContext) -> String {
