@@ -44,22 +44,23 @@ struct Bench: AsyncParsableCommand {
     var pipeline = "default"
     @Flag(name: .long, help: "Run the profiled gateway under valgrind --tool=callgrind and report instructions per relayed frame.")
     var callgrind = false
+    @Flag(name: .long, help: "Only print docs/benchmarks.md's Profile section from the profile files next to --out.")
+    var profileReport = false
     @Option(name: .long, help: "The profile's load: authorize (one charger, Authorize after Authorize) or mix (the benchmark's charger mix, as in G, over --chargers chargers).")
     var load = "authorize"
     @Option(name: .long, help: "The profile's chargers with --load mix (default 100, as many as scenario G drives).")
     var chargers = 100
-    @Flag(name: .long, help: "Count the profiled gateway's system calls by name with strace -c -f over the measured window (not with --callgrind).")
-    var strace = false
 
     func run() async throws {
         if outbox { return try OutboxBench.write(out: (out as NSString).deletingLastPathComponent + "/outbox.json") }
+        if profileReport { return print(Report.profileSection(out: out)) }
         if let profile {
             let (yaml, needsBroker) = try Pipelines.named(pipeline)
             guard let load = ProfileRun.Load(rawValue: load) else { throw BenchError("unknown load '\(load)': authorize or mix") }
             guard chargers >= 1 else { throw BenchError("--chargers must be at least 1") }
             let result = try await ProfileRun(roundTrips: profile, pipeline: yaml, pipelineName: pipeline, callgrind: callgrind,
                                               gateway: gateway, work: work, out: out, needsBroker: needsBroker, load: load,
-                                              chargers: chargers, strace: strace).run()
+                                              chargers: chargers).run()
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             let json = try encoder.encode(result)

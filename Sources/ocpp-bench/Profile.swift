@@ -17,10 +17,11 @@ import Simulators
 /// are zeroed after a warm-up and dumped after the N round trips, so the dump holds exactly 2 N relayed
 /// frames (each CALL and its answer) and nothing of the start-up; instructions per frame do not depend
 /// on what else the machine is doing. Without it the gateway's CPU time per frame is reported (which does).
-/// Either way the gateway's system calls per frame are counted from /proc (`read`/`write` family, disk
-/// bytes written, context switches of all its threads) and, with `--strace`, every system call by name
-/// (`strace -c -f` attached for the measured window only; not with `--callgrind`): fsync, rename and
-/// wake-ups cost CPU and wall time that callgrind does not show.
+/// Either way the gateway's kernel-side cost per frame is counted from /proc over the measured window
+/// (`read`/`write`-family system calls, bytes written to disk, context switches of all its threads, user
+/// and system time): fsync, rename and wake-ups cost CPU and wall time that callgrind does not show.
+/// Every system call by name: attach `perf stat -e 'raw_syscalls:sys_enter,syscalls:sys_enter_*' -p <pid>`
+/// from a shell during a long run (a perf or strace child started by ocpp-bench itself stalled the load).
 struct ProfileRun {
     enum Load: String, Codable, Sendable {
         /// One charger, Authorize after Authorize.
@@ -41,7 +42,6 @@ struct ProfileRun {
     var needsBroker = false
     var load: Load = .authorize
     var chargers = 1
-    var strace = false
 
     struct Result: Codable {
         var pipeline: String
@@ -60,8 +60,6 @@ struct ProfileRun {
         var topInclusive: [Symbol]?
         /// The gateway's kernel-side cost per frame, from /proc over the measured window.
         var system: SystemCounters?
-        /// With `--strace`: system calls per frame by name, most frequent first.
-        var syscalls: [Syscall]?
 
         /// The key of its file and of its row: `full`, `full-mix`.
         var name: String { (load ?? .authorize) == .authorize ? pipeline : "\(pipeline)-\((load ?? .authorize).rawValue)" }
@@ -83,11 +81,6 @@ struct ProfileRun {
         var contextSwitchesPerFrame: Double
         var userMicrosPerFrame: Double
         var systemMicrosPerFrame: Double
-    }
-
-    struct Syscall: Codable {
-        var name: String
-        var callsPerFrame: Double
     }
 
     func run() async throws -> Result {
@@ -150,10 +143,8 @@ struct ProfileRun {
         let stats = ProcessStats(pid: pid)
         let cpuBefore = stats.cpuSeconds
         let countersBefore = KernelCounters(pid: pid)
-        let tracer = strace && !callgrind ? try Strace(pid: pid, output: work + "/strace.txt") : nil
         log("profile (\(pipelineName), \(load.rawValue)): \(perCharger * peers.count) round trips")
         try await Self.send(peers, load: load, from: warmupPerCharger, count: perCharger, timeout: timeout)
-        let syscalls = tracer?.finish()
         let countersAfter = KernelCounters(pid: pid)
         let cpu = stats.cpuSeconds - cpuBefore
         let frames = perCharger * peers.count * 2
@@ -177,7 +168,6 @@ struct ProfileRun {
         if let countersBefore, let countersAfter {
             result.system = countersAfter.perFrame(since: countersBefore, frames: frames)
         }
-        result.syscalls = syscalls.map { calls in calls.map { Syscall(name: $0.name, callsPerFrame: Double($0.calls) / Double(frames)) } }
         if let dump, let instructions {
             let profile = try CallgrindProfile(file: dump)
             func symbols(_ costs: [(String, Int)]) -> [Symbol] {
@@ -329,42 +319,6 @@ struct KernelCounters {
             contextSwitchesPerFrame: Double(max(0, contextSwitches - before.contextSwitches)) / n,
             userMicrosPerFrame: Double(userTicks - before.userTicks) * tick / n,
             systemMicrosPerFrame: Double(systemTicks - before.systemTicks) * tick / n)
-    }
-}
-
-/// `strace -c -f` attached to every thread of a running process; `finish()` detaches and returns the
-/// calls by name, most frequent first.
-final class Strace {
-    private let process = Process()
-    private let output: String
-
-    init(pid: Int32, output: String) throws {
-        self.output = output
-        let threads = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? ["\(pid)"]).sorted()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/strace")
-        process.arguments = ["-c", "-f", "-o", output] + threads.flatMap { ["-p", $0] }
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        // strace attaches in the background; give it the moment it needs before the window opens.
-        Thread.sleep(forTimeInterval: 1)
-    }
-
-    func finish() -> [(name: String, calls: Int)] {
-        process.interrupt()
-        process.waitUntilExit()
-        return Self.parse((try? String(contentsOfFile: output, encoding: .utf8)) ?? "")
-    }
-
-    /// The table of `strace -c`: `% time  seconds  usecs/call  calls  [errors]  syscall`.
-    static func parse(_ text: String) -> [(name: String, calls: Int)] {
-        var calls: [(name: String, calls: Int)] = []
-        for line in text.split(separator: "\n") {
-            let fields = line.split(separator: " ")
-            guard fields.count >= 5, Double(fields[0]) != nil, let count = Int(fields[3]), let name = fields.last, name != "total" else { continue }
-            calls.append((String(name), count))
-        }
-        return calls.sorted { $0.calls > $1.calls }
     }
 }
 
