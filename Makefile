@@ -116,6 +116,10 @@ bench-profile: bench-deps
 	for pipeline in default full; do \
 		$(BUILD_DIR)/release/ocpp-bench --profile 2000 --callgrind --pipeline $$pipeline --gateway $(BUILD_DIR)/release/ocpp-gateway \
 			--work .build-bench/profile-$$pipeline || exit 1; done
+	## Scenario G's charger mix (MeterValues, transactions, status) over 100 chargers: profile-*-mix.json.
+	for pipeline in default full; do \
+		$(BUILD_DIR)/release/ocpp-bench --profile 4000 --callgrind --load mix --chargers 100 --pipeline $$pipeline \
+			--gateway $(BUILD_DIR)/release/ocpp-gateway --work .build-bench/profile-$$pipeline-mix || exit 1; done
 
 bench: bench-deps venv bench-profile
 	$(SWIFT) build -c release --product ocpp-gateway

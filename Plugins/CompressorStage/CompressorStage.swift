@@ -37,6 +37,10 @@ public struct CompressorStage: Stage {
 
     let settings: [String: Setting]
     let fallback: Setting
+    /// This instance, so a frame can tell its own compressors without comparing every setting.
+    let identity = Identity()
+
+    final class Identity: Sendable {}
 
     public init(configuration: Configuration, context: StageSetupContext) throws {
         fallback = configuration.default ?? Self.shippedDefault
@@ -80,29 +84,42 @@ public struct CompressorStage: Stage {
         settings[series] ?? settings[CompressionDefaults.measurand(ofSeries: series)] ?? fallback
     }
 
-    public func sessionStarted(_ session: any SessionContext) {
-        session[TelemetryFilterKey.self] = SeriesCompressors(stage: self)
-    }
+    public func sessionStarted(_ session: any SessionContext) { adopt(session) }
 
     public func process(_ envelope: Envelope, in session: any SessionContext) -> Verdict {
-        // After a reload with other settings this stage is new: replace the session's compressors
-        // (the tap flushes the old ones' pending points when it sees the change).
-        if let current = session[TelemetryFilterKey.self] as? SeriesCompressors, current.stage.settings != settings
-            || current.stage.fallback != fallback {
-            current.retired = true
-            session[TelemetryFilterKey.self] = SeriesCompressors(stage: self, flushing: current)
-        } else if session[TelemetryFilterKey.self] == nil {
+        adopt(session)
+        return .forward
+    }
+
+    /// Makes the session's compressors this instance's. Every frame passes here: its own are recognised
+    /// by identity (one lookup, no comparison of the settings). After a reload (this instance is new, and
+    /// `sessionStarted` comes before any frame) compressors with the same settings go on as they are;
+    /// with other settings they are replaced, and the tap flushes the old ones' pending points when it
+    /// sees the change, so every series ends on its true last value.
+    private func adopt(_ session: any SessionContext) {
+        let filter = session[TelemetryFilterKey.self]
+        if let current = filter as? SeriesCompressors {
+            guard current.stage.identity !== identity else { return }
+            if current.stage.settings == settings, current.stage.fallback == fallback {
+                current.stage = self
+            } else {
+                current.retired = true
+                session[TelemetryFilterKey.self] = SeriesCompressors(stage: self, flushing: current)
+            }
+        } else if filter == nil {
             session[TelemetryFilterKey.self] = SeriesCompressors(stage: self)
         }
-        return .forward
     }
 }
 
 /// One charger's compressors, one per series, made on first sight.
 final class SeriesCompressors: TelemetryFilter {
-    let stage: CompressorStage
+    /// The instance whose settings these follow (a reload to the same settings hands them over).
+    var stage: CompressorStage
     var retired = false
     private var compressors: [String: SeriesCompressor] = [:]
+    /// `descriptor(series:)`'s answers, with the deviation each was made for.
+    private var descriptors: [String: (deviation: Double?, descriptor: JSONValue?)] = [:]
     /// The compressors this one replaced, flushed on the next flush.
     private var predecessor: SeriesCompressors?
 
@@ -112,10 +129,8 @@ final class SeriesCompressors: TelemetryFilter {
     }
 
     func filter(series: String, time: Double, value: Double) -> [(time: Double, value: Double)] {
-        var compressor = compressors[series] ?? make(series)
-        let points = compressor.add(Sample(time: time, value: value))
-        compressors[series] = compressor
-        return points.map { ($0.time, $0.value) }
+        // In place: one lookup, no copy of the compressor out of the dictionary and back.
+        compressors[series, default: make(series)].add(Sample(time: time, value: value)).map { ($0.time, $0.value) }
     }
 
     func flush() -> [(series: String, time: Double, value: Double)] {
@@ -133,14 +148,22 @@ final class SeriesCompressors: TelemetryFilter {
     }
 
     func descriptor(series: String) -> JSONValue? {
+        // Per published point: made once per series and deviation (a series' deviation changes only
+        // when its values move it to another range).
+        let current = compressors[series]?.deviation
+        if let cached = descriptors[series], cached.deviation == current { return cached.descriptor }
         let setting = stage.setting(for: series)
-        guard let deviation = compressors[series]?.deviation ?? CompressorStage.deviation(setting, series: series),
-              setting.algorithm != "none" else { return nil }
-        var descriptor: JSONValue = ["algorithm": .string(setting.algorithm), "deviation": .number(deviation)]
-        if let unit = CompressionDefaults.baseUnit(measurand: CompressionDefaults.measurand(ofSeries: series)) {
-            descriptor["deviation_unit"] = .string(unit)
+        var descriptor: JSONValue?
+        if let deviation = current ?? CompressorStage.deviation(setting, series: series), setting.algorithm != "none" {
+            var made: JSONValue = ["algorithm": .string(setting.algorithm), "deviation": .number(deviation)]
+            if let unit = CompressionDefaults.baseUnit(measurand: CompressionDefaults.measurand(ofSeries: series)) {
+                made["deviation_unit"] = .string(unit)
+            }
+            if let maxTime = setting.maxTime { made["max_time"] = .number(maxTime) }
+            descriptor = made
         }
-        if let maxTime = setting.maxTime { descriptor["max_time"] = .number(maxTime) }
+        // Kept only for series with a compressor: as bounded as `compressors` (OCPP's measurands and phases).
+        if compressors[series] != nil { descriptors[series] = (current, descriptor) }
         return descriptor
     }
 

@@ -70,7 +70,9 @@ public struct DashcamStage: Stage {
     struct Entry {
         var wallTime: Double
         var direction: Direction
-        var text: String
+        /// The frame's bytes as received: shared with the frame, neither copied nor decoded per frame
+        /// (only a capture turns them into text).
+        var bytes: [UInt8]
     }
 
     final class Recorder {
@@ -94,7 +96,7 @@ public struct DashcamStage: Stage {
 
     public func process(_ envelope: Envelope, in session: any SessionContext) -> Verdict {
         let recorder = recorder(session)
-        let entry = Entry(wallTime: session.wallTime, direction: envelope.direction, text: envelope.frame.text)
+        let entry = Entry(wallTime: session.wallTime, direction: envelope.direction, bytes: envelope.frame.bytes)
         record(entry, recorder, session)
         if let trigger = trigger(envelope, recorder) { start(trigger, recorder, session) }
         return .forward
@@ -202,7 +204,7 @@ public struct DashcamStage: Stage {
         let lines = capture.frames.map { entry -> String in
             var line: JSONValue = ["time": .string(Date(timeIntervalSince1970: entry.wallTime).formatted(Self.milliseconds)),
                                    "direction": .string(entry.direction.rawValue)]
-            line["frame"] = (try? JSONValue(parsing: entry.text)) ?? .string(entry.text)
+            line["frame"] = (try? JSONValue(parsing: entry.bytes)) ?? .string(String(decoding: entry.bytes, as: UTF8.self))
             return line.jsonText
         }
         let header: JSONValue = ["v": 1, "charger": .string(chargerId), "ocpp": .string(session.version == .v201 ? "2.0.1" : "1.6"),

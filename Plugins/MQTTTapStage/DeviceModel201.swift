@@ -66,8 +66,7 @@ extension MQTTTapStage {
 
     /// Whether `subtopic` may be published: it was before, or there is room for one more.
     func admitSeries(_ subtopic: String, _ session: any SessionContext) -> Bool {
-        let budget = session[SeriesBudgetKey.self, default: SeriesBudget()]
-        session[SeriesBudgetKey.self] = budget
+        let budget = Self.sessionObject(SeriesBudgetKey.self, session, SeriesBudget())
         if budget.seen.contains(subtopic) { return true }
         guard budget.seen.count >= maxSeries else {
             budget.seen.insert(subtopic)

@@ -127,14 +127,8 @@ extension ChargingProfile {
     }
 }
 
-/// Reads an OCPP `dateTime` (RFC 3339, with or without fractional seconds).
-public func parseDate(_ text: String) -> Date? {
-    let formatter = ISO8601DateFormatter()
-    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-    if let date = formatter.date(from: text) { return date }
-    formatter.formatOptions = [.withInternetDateTime]
-    return formatter.date(from: text)
-}
+/// Reads an OCPP `dateTime` (`parseOCPPDate`, in the OCPP module).
+public func parseDate(_ text: String) -> Date? { parseOCPPDate(text) }
 
 extension ChargingProfile {
     /// Reads an OCPP 2.0.1 `ChargingProfileType` (part 2 §2.10). Of up to three schedules (ISO 15118

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import OCPP
 import Synchronization
 
 /// What a queued CALL is, for the quota rules: transaction messages are never dropped, periodic
@@ -560,7 +561,7 @@ public final class OutboxDatabase: Sendable {
                 if let row = try Row.fetchOne(db, sql: "SELECT status, expiry_date, parent_id_tag FROM \(table) WHERE id_tag = ?",
                                               arguments: [idTag]) {
                     var info = IdTagInfo(status: row["status"], expiryDate: row["expiry_date"], parentIdTag: row["parent_id_tag"])
-                    if info.status == "Accepted", let expiry = info.expiryDate.flatMap(Self.parseDate), expiry.timeIntervalSince1970 < now {
+                    if info.status == "Accepted", let expiry = info.expiryDate.flatMap(parseOCPPDate), expiry.timeIntervalSince1970 < now {
                         info.status = "Expired"
                     }
                     return info
@@ -610,13 +611,6 @@ public final class OutboxDatabase: Sendable {
 
     static func isPlausibleIdTag(_ tag: String) -> Bool { !tag.isEmpty && tag.utf8.count <= 20 }
 
-    static func parseDate(_ text: String) -> Date? {
-        let plain = ISO8601DateFormatter()
-        if let date = plain.date(from: text) { return date }
-        let fractional = ISO8601DateFormatter()
-        fractional.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return fractional.date(from: text)
-    }
 }
 
 private struct RollbackMarker: Error {}

@@ -38,7 +38,7 @@ struct Bench: AsyncParsableCommand {
     @Flag(name: .long, help: "Only the telemetry compression benchmark (no network).") var compressionOnly = false
     @Option(name: .long, help: "Pin the proxy under test (nginx, the gateway) to this CPU with taskset; run ocpp-bench itself on the others (`taskset -c 1 ocpp-bench --proxy-cpu 0`, as `make bench` does).")
     var proxyCPU: Int?
-    @Option(name: .long, help: "Only the profile: this many Authorize round trips on one charger through the gateway (see --callgrind).")
+    @Option(name: .long, help: "Only the profile: this many round trips (CALLs) through the gateway, Authorize on one charger or the mix (see --load, --callgrind).")
     var profile: Int?
     @Option(name: .long, help: "The profile's pipeline: minimal (auth), default (ids, auth, certs) or full (… smart_charging, compressor, mqtt_tap, dashcam).")
     var pipeline = "default"
@@ -53,21 +53,30 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .long, help: "With --memory-only: keep the chargers connected this many seconds after the measurement (to inspect the gateway).")
     var memoryHold: Double = 0
     @Option(name: .long, help: "With --memory-only: chargers to connect (default: the plan's scale step, 1000).") var memoryChargers: Int?
-
+    @Flag(name: .long, help: "Only print docs/benchmarks.md's Profile section from the profile files next to --out.")
+    var profileReport = false
+    @Option(name: .long, help: "The profile's load: authorize (one charger, Authorize after Authorize) or mix (the benchmark's charger mix, as in G, over --chargers chargers).")
+    var load = "authorize"
+    @Option(name: .long, help: "The profile's chargers with --load mix (default 100, as many as scenario G drives).")
+    var chargers = 100
 
     func run() async throws {
         if outbox { return try OutboxBench.write(out: (out as NSString).deletingLastPathComponent + "/outbox.json") }
+        if profileReport { return print(Report.profileSection(out: out)) }
         if let profile {
             let (yaml, needsBroker) = try Pipelines.named(pipeline)
+            guard let load = ProfileRun.Load(rawValue: load) else { throw BenchError("unknown load '\(load)': authorize or mix") }
+            guard chargers >= 1 else { throw BenchError("--chargers must be at least 1") }
             let result = try await ProfileRun(roundTrips: profile, pipeline: yaml, pipelineName: pipeline, callgrind: callgrind,
-                                              gateway: gateway, work: work, out: out, needsBroker: needsBroker).run()
+                                              gateway: gateway, work: work, out: out, needsBroker: needsBroker, load: load,
+                                              chargers: chargers).run()
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             let json = try encoder.encode(result)
             print(String(decoding: json, as: UTF8.self))
             if callgrind {
                 // Kept for the report of the next full run (docs/benchmarks.md, "Profile").
-                let file = (out as NSString).deletingLastPathComponent + "/profile-\(pipeline).json"
+                let file = (out as NSString).deletingLastPathComponent + "/profile-\(result.name).json"
                 try FileManager.default.createDirectory(atPath: (file as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
                 try json.write(to: URL(fileURLWithPath: file))
                 log("wrote \(file)")

@@ -7,13 +7,29 @@ import Simulators
 
 /// `ocpp-bench --profile N`: a load-independent measure of the gateway's cost per relayed frame.
 ///
-/// One charger sends N Authorize round trips, one after the other, through the gateway (ws:// south,
-/// mutual TLS north) to the development CSMS in this process. With `--callgrind` the gateway runs under
-/// `valgrind --tool=callgrind`: its counters are zeroed after a warm-up and dumped after the N round
-/// trips, so the dump holds exactly 2 N relayed frames (each CALL and its answer) and nothing of the
-/// start-up; instructions per frame do not depend on what else the machine is doing. Without it the
-/// gateway's CPU time per frame is reported (which does).
+/// `--load authorize` (the default): one charger sends N Authorize round trips, one after the other,
+/// through the gateway (ws:// south, mutual TLS north) to the development CSMS in this process.
+/// `--load mix`: `--chargers C` chargers (100 unless given) each send their share of N CALLs of the
+/// benchmark's charger mix (`LoadProfile.message`: MeterValues 12 of 20, StatusNotification, Authorize,
+/// Heartbeat, Start/StopTransaction), one after the other per charger, all chargers at once: scenario
+/// G's traffic, where the authorize load exercises none of smart_charging's, dashcam's, compressor's or
+/// mqtt_tap's work. With `--callgrind` the gateway runs under `valgrind --tool=callgrind`: its counters
+/// are zeroed after a warm-up and dumped after the N round trips, so the dump holds exactly 2 N relayed
+/// frames (each CALL and its answer) and nothing of the start-up; instructions per frame do not depend
+/// on what else the machine is doing. Without it the gateway's CPU time per frame is reported (which does).
+/// Either way the gateway's kernel-side cost per frame is counted from /proc over the measured window
+/// (`read`/`write`-family system calls, bytes written to disk, context switches of all its threads, user
+/// and system time): fsync, rename and wake-ups cost CPU and wall time that callgrind does not show.
+/// Every system call by name: attach `perf stat -e 'raw_syscalls:sys_enter,syscalls:sys_enter_*' -p <pid>`
+/// from a shell during a long run (a perf or strace child started by ocpp-bench itself stalled the load).
 struct ProfileRun {
+    enum Load: String, Codable, Sendable {
+        /// One charger, Authorize after Authorize.
+        case authorize
+        /// The benchmark's charger mix over many chargers (what scenario G sends).
+        case mix
+    }
+
     var roundTrips: Int
     var warmup = 300
     var pipeline: String
@@ -24,9 +40,14 @@ struct ProfileRun {
     var out: String
     var extraConfiguration: String = ""
     var needsBroker = false
+    var load: Load = .authorize
+    var chargers = 1
 
     struct Result: Codable {
         var pipeline: String
+        /// nil in files written before the load option existed: `authorize`.
+        var load: Load?
+        var chargers: Int?
         var frames: Int
         var instructions: Int?
         var instructionsPerFrame: Double?
@@ -37,6 +58,11 @@ struct ProfileRun {
         /// The gateway's own functions (its modules, not NIO's or the runtime's) with the most instructions
         /// including what they call, per frame.
         var topInclusive: [Symbol]?
+        /// The gateway's kernel-side cost per frame, from /proc over the measured window.
+        var system: SystemCounters?
+
+        /// The key of its file and of its row: `full`, `full-mix`.
+        var name: String { (load ?? .authorize) == .authorize ? pipeline : "\(pipeline)-\((load ?? .authorize).rawValue)" }
     }
 
     struct Symbol: Codable {
@@ -45,13 +71,25 @@ struct ProfileRun {
         var share: Double
     }
 
+    /// Per relayed frame: `read`-family and `write`-family system calls (all threads, /proc/<pid>/io
+    /// `syscr`/`syscw`), bytes the gateway caused to be written to disk (`write_bytes`), and context
+    /// switches of all its threads (voluntary: it slept, e.g. a thread woken per message).
+    struct SystemCounters: Codable {
+        var readCallsPerFrame: Double
+        var writeCallsPerFrame: Double
+        var diskBytesWrittenPerFrame: Double
+        var contextSwitchesPerFrame: Double
+        var userMicrosPerFrame: Double
+        var systemMicrosPerFrame: Double
+    }
+
     func run() async throws -> Result {
         try? FileManager.default.removeItem(atPath: work)
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         let work = URL(fileURLWithPath: self.work).standardizedFileURL.path
         let pki = try DevPKI(directory: work, reuse: false)
-        let chargerId = "BENCH0001"
-        try pki.issueChargerCertificate(chargerId)
+        let chargerIds = (1...max(1, load == .authorize ? 1 : chargers)).map { String(format: "BENCH%04d", $0) }
+        for id in chargerIds { try pki.issueChargerCertificate(id) }
         var options = DevelopmentCSMS.Options(certificateFile: pki.serverCertificate, keyFile: pki.serverKey, clientCAFile: pki.caCertificate)
         options.port = 0
         let csms = DevelopmentCSMS(options: options, recordFrames: false)
@@ -68,7 +106,7 @@ struct ProfileRun {
         let prefix = callgrind ? ["/usr/bin/valgrind", "--tool=callgrind", "--callgrind-out-file=\(dumpFile)"] : []
         let binary = callgrind ? try Self.valgrindReady(self.gateway, work: work) : self.gateway
         let gateway = try GatewayProcess(binary: binary, work: work, name: "P", csmsPort: csmsPort, pki: pki,
-                                         chargers: [chargerId], pipeline: pipeline, extraConfiguration: extra, prefix: prefix)
+                                         chargers: chargerIds, pipeline: pipeline, extraConfiguration: extra, prefix: prefix)
         if callgrind {
             var environment = ProcessInfo.processInfo.environment
             environment["LD_PRELOAD"] = try Self.sigsuspendShim(work: work)
@@ -85,21 +123,31 @@ struct ProfileRun {
             gateway.stop()
             broker?.stop()
         }
-        let peer = try await connect(.plain(url: "ws://127.0.0.1:\(gateway.port)/ocpp/\(chargerId)", password: "bench-\(chargerId)"),
-                                     chargerId: chargerId, group: MultiThreadedEventLoopGroup.singleton)
-        _ = try await peer.call("BootNotification", LoadProfile.bootNotification, timeout: .seconds(60)).get()
-        log("profile (\(pipelineName)): \(warmup) warm-up round trips")
-        for _ in 0..<warmup { _ = try await peer.call("Authorize", ["idTag": "04A2B3C4D5E6F7"], timeout: .seconds(60)).get() }
+        let timeout: TimeAmount = .seconds(callgrind ? 120 : 60)
+        var peers: [OCPPPeer] = []
+        for id in chargerIds {
+            let peer = try await connect(.plain(url: "ws://127.0.0.1:\(gateway.port)/ocpp/\(id)", password: "bench-\(id)"),
+                                         chargerId: id, group: MultiThreadedEventLoopGroup.singleton)
+            _ = try await peer.call("BootNotification", LoadProfile.bootNotification, timeout: timeout).get()
+            peers.append(peer)
+        }
+        // Per charger: the mix's CALLs are numbered on, warm-up and measured window alike.
+        let perCharger = load == .authorize ? roundTrips : max(1, roundTrips / peers.count)
+        let warmupPerCharger = load == .authorize ? warmup : 20  // one whole cycle of the mix each
+        log("profile (\(pipelineName), \(load.rawValue), \(peers.count) chargers): \(warmupPerCharger * peers.count) warm-up round trips")
+        try await Self.send(peers, load: load, from: 0, count: warmupPerCharger, timeout: timeout)
         // Let the gateway's own start-up work (boot follow-ups of the stages, timers) settle.
         try await Task.sleep(for: .seconds(callgrind ? 5 : 1))
         let pid = gateway.process.processIdentifier
         if callgrind { try control(["-z", "\(pid)"]) }
         let stats = ProcessStats(pid: pid)
         let cpuBefore = stats.cpuSeconds
-        log("profile (\(pipelineName)): \(roundTrips) Authorize round trips")
-        for _ in 0..<roundTrips { _ = try await peer.call("Authorize", ["idTag": "04A2B3C4D5E6F7"], timeout: .seconds(60)).get() }
+        let countersBefore = KernelCounters(pid: pid)
+        log("profile (\(pipelineName), \(load.rawValue)): \(perCharger * peers.count) round trips")
+        try await Self.send(peers, load: load, from: warmupPerCharger, count: perCharger, timeout: timeout)
+        let countersAfter = KernelCounters(pid: pid)
         let cpu = stats.cpuSeconds - cpuBefore
-        let frames = roundTrips * 2
+        let frames = perCharger * peers.count * 2
         var instructions: Int?
         var dump: String?
         if callgrind {
@@ -112,11 +160,14 @@ struct ProfileRun {
             dump = dumpFile + ".1"
             instructions = try Self.totalInstructions(in: dump!)
         }
-        peer.close()
+        for peer in peers { peer.close() }
         await csms.stop()
-        var result = Result(pipeline: pipelineName, frames: frames, instructions: instructions,
+        var result = Result(pipeline: pipelineName, load: load, chargers: peers.count, frames: frames, instructions: instructions,
                             instructionsPerFrame: instructions.map { Double($0) / Double(frames) },
                             cpuMicrosPerFrame: cpu * 1e6 / Double(frames), callgrindFile: dump)
+        if let countersBefore, let countersAfter {
+            result.system = countersAfter.perFrame(since: countersBefore, frames: frames)
+        }
         if let dump, let instructions {
             let profile = try CallgrindProfile(file: dump)
             func symbols(_ costs: [(String, Int)]) -> [Symbol] {
@@ -128,6 +179,23 @@ struct ProfileRun {
             result.topInclusive = symbols(profile.topInclusive(10, where: CallgrindProfile.isGatewayCode))
         }
         return result
+    }
+
+    /// `count` CALLs per charger, numbered from `first` in the mix; the chargers run at once, each one
+    /// CALL after the other (a closed loop, like the saturation run).
+    static func send(_ peers: [OCPPPeer], load: Load, from first: Int, count: Int, timeout: TimeAmount) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for peer in peers {
+                tasks.addTask {
+                    for n in first..<(first + count) {
+                        let (action, payload) = load == .authorize ? ("Authorize", ["idTag": "04A2B3C4D5E6F7"])
+                            : LoadProfile.message(n, chargerId: peer.name)
+                        _ = try await peer.call(action, payload, timeout: timeout).get()
+                    }
+                }
+            }
+            try await tasks.waitForAll()
+        }
     }
 
     /// Human names for mangled Swift symbols (`swift demangle --simplified`); others unchanged.
@@ -204,6 +272,53 @@ struct ProfileRun {
             if let value = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) { return value }
         }
         throw BenchError("no summary line in \(file)")
+    }
+}
+
+/// A process's kernel-side counters from /proc, summed over its threads.
+struct KernelCounters {
+    var readCalls: Int
+    var writeCalls: Int
+    var diskBytesWritten: Int
+    var contextSwitches: Int
+    var userTicks: Int
+    var systemTicks: Int
+
+    /// nil when /proc cannot be read (another user's process, a platform without /proc).
+    init?(pid: Int32) {
+        guard let io = try? String(contentsOfFile: "/proc/\(pid)/io", encoding: .utf8),
+              let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return nil }
+        var values: [Substring: Int] = [:]
+        for line in io.split(separator: "\n") {
+            let parts = line.split(separator: ":")
+            if parts.count == 2, let value = Int(parts[1].trimmingCharacters(in: .whitespaces)) { values[parts[0]] = value }
+        }
+        readCalls = values["syscr"] ?? 0
+        writeCalls = values["syscw"] ?? 0
+        diskBytesWritten = values["write_bytes"] ?? 0
+        let fields = stat.split(separator: ")").last?.split(separator: " ") ?? []
+        userTicks = fields.count > 12 ? Int(fields[11]) ?? 0 : 0
+        systemTicks = fields.count > 12 ? Int(fields[12]) ?? 0 : 0
+        var switches = 0
+        for task in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? [] {
+            guard let status = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/status", encoding: .utf8) else { continue }
+            for line in status.split(separator: "\n") where line.hasPrefix("voluntary_ctxt_switches:") || line.hasPrefix("nonvoluntary_ctxt_switches:") {
+                switches += line.split(separator: ":").last.flatMap { Int($0.trimmingCharacters(in: .whitespaces)) } ?? 0
+            }
+        }
+        contextSwitches = switches
+    }
+
+    /// The difference since `before`, per frame. Threads that ended in between take their switches with them.
+    func perFrame(since before: KernelCounters, frames: Int) -> ProfileRun.SystemCounters {
+        let n = Double(max(1, frames))
+        let tick = 1e6 / Double(sysconf(Int32(_SC_CLK_TCK)))
+        return ProfileRun.SystemCounters(
+            readCallsPerFrame: Double(readCalls - before.readCalls) / n, writeCallsPerFrame: Double(writeCalls - before.writeCalls) / n,
+            diskBytesWrittenPerFrame: Double(diskBytesWritten - before.diskBytesWritten) / n,
+            contextSwitchesPerFrame: Double(max(0, contextSwitches - before.contextSwitches)) / n,
+            userMicrosPerFrame: Double(userTicks - before.userTicks) * tick / n,
+            systemMicrosPerFrame: Double(systemTicks - before.systemTicks) * tick / n)
     }
 }
 

@@ -106,6 +106,45 @@ struct CompressorStageTests {
         #expect(points.last?.json["compression"]?["deviation"]?.doubleValue == 2.5)
     }
 
+    /// The descriptor a point carries is made once per series and deviation: a series that moves to
+    /// another range carries the new deviation from then on, not the one first seen.
+    @Test func aSeriesThatChangesItsRangeCarriesItsNewDeviation() throws {
+        let (tester, publisher) = try rig("")
+        let ac = (0..<60).map { (Self.stamp($0, millis: 0), $0 % 20 < 10 ? "15.0" : "16.0") }
+        let dc = (60..<120).map { (Self.stamp($0, millis: 0), $0 % 20 < 10 ? "370.0" : "380.0") }
+        send(tester, measurand: "Current.Import", unit: "A", ac + dc)
+        tester.chargerSends(call: "StopTransaction", payload: ["transactionId": 3, "meterStop": 10, "timestamp": .string(Self.stamp(121, millis: 0))])
+        let points = publisher.take().filter { $0.topic.hasSuffix("telemetry/Current.Import") }
+        let deviations = points.map { $0.json["compression"]?["deviation"]?.doubleValue }
+        #expect(deviations.first == 0.16, "\(deviations)")
+        #expect(deviations.last == 2.5, "\(deviations)")
+        #expect(points.contains { $0.json["value"] == "16.0" } && points.contains { $0.json["value"] == "380.0" })
+    }
+
+    /// Each frame checks that the session's compressors are this instance's: a reload to the same settings
+    /// keeps them (nothing flushed early), a reload to other settings ends them on their last value.
+    @Test func aReloadKeepsTheCompressorsOnlyWhenTheSettingsAreTheSame() throws {
+        let publisher = RecordingPublisher()
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent("compressor-\(UUID().uuidString)").path
+        let config = "default: { algorithm: sdt, deviation: 0.5, max_time: 3600 }"
+        let tap = try StageTester.build(MQTTTapStage.self, stateDirectory: state, publisher: publisher)
+        let tester = StageTester(stages: [("compress", try StageTester.build(CompressorStage.self, config: config)), ("telemetry", tap)])
+        let plateau = (0..<100).map { 230 + ($0 % 2 == 0 ? 0.2 : -0.2) }
+        sendVoltage(tester, plateau)
+        let first = publisher.take().filter { $0.topic.hasSuffix("telemetry/Voltage/L1-N") }.count
+        tester.reload(to: [("compress", try StageTester.build(CompressorStage.self, config: config)), ("telemetry", tap)], keeping: ["telemetry"])
+        sendVoltage(tester, plateau, start: 1_795_000_100)
+        #expect(publisher.take().filter { $0.topic.hasSuffix("telemetry/Voltage/L1-N") }.isEmpty,
+                "the same settings: the plateau goes on in the same compressor (\(first) points before)")
+        tester.reload(to: [("compress", try StageTester.build(CompressorStage.self, config: "default: { algorithm: none }")), ("telemetry", tap)],
+                      keeping: ["telemetry"])
+        sendVoltage(tester, [231], start: 1_795_000_200)
+        let after = publisher.take().filter { $0.topic.hasSuffix("telemetry/Voltage/L1-N") }
+        #expect(after.contains { $0.json["value"] == "229.8" && $0.json["timestamp"] == .string(Date(timeIntervalSince1970: 1_795_000_199).formatted(.iso8601)) },
+                "the old compressor ends on its last value: \(after.map(\.text))")
+        #expect(after.last?.json["value"] == "231.0" && after.last?.json["compression"] == nil)
+    }
+
     @Test func pointsSDTDidNotMoveAreTheChargersStringsAndTimesKeepMilliseconds() throws {
         let (tester, publisher) = try rig("default: { algorithm: sdt, deviation: 0.05, max_time: 3600 }")
         // A noisy ramp: SDT archives some samples as they are and places others on a slope.
