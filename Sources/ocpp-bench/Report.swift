@@ -405,7 +405,9 @@ struct Report {
             The gateway with the `ids` stage at its defaults, in front of `auth`. One source sends
             \(Int(flood.badFramesPerSecond)) bad frames/s (malformed JSON, invalid payloads, unknown and wrong-direction
             actions) on one connection and makes \(Int(flood.connectionAttemptsPerSecond)) connection attempts/s with a wrong
-            password, while a legitimate charger sends an Authorize every 100 ms.
+            password, while a legitimate charger sends an Authorize every 100 ms. The attackers run on an event
+            loop of their own scheduled SCHED_IDLE (on a site they are other machines): they take every cycle the
+            legitimate charger and the CSMS leave on the load generator's core, and never delay those two.
 
             | Authorize | p50 (ms) | p99 (ms) |
             |---|---|---|
