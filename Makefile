@@ -113,7 +113,7 @@ bench-deps: $(APT_STAMP)
 bench-profile: bench-deps
 	$(SWIFT) build -c release --product ocpp-gateway
 	$(SWIFT) build -c release --product ocpp-bench
-	for pipeline in default full; do \
+	for pipeline in minimal default full; do \
 		$(BUILD_DIR)/release/ocpp-bench --profile 2000 --callgrind --pipeline $$pipeline --gateway $(BUILD_DIR)/release/ocpp-gateway \
 			--work .build-bench/profile-$$pipeline || exit 1; done
 	## Scenario G's charger mix (MeterValues, transactions, status) over 100 chargers: profile-*-mix.json.
