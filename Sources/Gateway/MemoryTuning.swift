@@ -59,22 +59,8 @@ public enum EventLoopSizing {
 /// context used to parse the file again and keep its own copy of every CA certificate (≈ 3.5 KiB per
 /// charger identity with one CA). Re-read when the file changes (device, inode, size, modification time).
 final class TrustRootCache: Sendable {
-    private struct Stamp: Equatable {
-        var device: UInt64, inode: UInt64, size: Int64, seconds: Int, nanoseconds: Int
-
-        init?(_ path: String) {
-            var info = stat()
-            guard stat(path, &info) == 0 else { return nil }
-            device = UInt64(info.st_dev)
-            inode = UInt64(info.st_ino)
-            size = Int64(info.st_size)
-            seconds = info.st_mtim.tv_sec
-            nanoseconds = info.st_mtim.tv_nsec
-        }
-    }
-
     private struct Entry {
-        var stamp: Stamp?
+        var stamp: FileStamp?
         var certificates: [NIOSSLCertificate]
     }
 
@@ -90,7 +76,7 @@ final class TrustRootCache: Sendable {
 
     /// The certificates in `caFile`, the same objects for as long as the file is unchanged.
     func certificates(caFile: String) throws -> [NIOSSLCertificate] {
-        let stamp = Stamp(caFile)
+        let stamp = FileStamp(caFile)
         if let entry = entries.withLock({ $0[caFile] }), stamp != nil, entry.stamp == stamp { return entry.certificates }
         let certificates = try NIOSSLCertificate.fromPEMFile(caFile)
         parses.withLock { $0 += 1 }

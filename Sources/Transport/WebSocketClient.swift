@@ -132,6 +132,24 @@ public final class WebSocketConnectAttempt: Sendable {
     }
 }
 
+/// A file as it is on disk (device, inode, size and modification time to the nanosecond): equal stamps
+/// mean the file was not replaced or rewritten, so what was read from it still holds.
+public struct FileStamp: Hashable, Sendable {
+    var device: UInt64 = 0, inode: UInt64 = 0, size: Int64 = 0, seconds: Int = 0, nanoseconds: Int = 0
+
+    /// Nil for a nil path or a file that cannot be read.
+    public init?(_ path: String?) {
+        guard let path else { return nil }
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        device = UInt64(info.st_dev)
+        inode = UInt64(info.st_ino)
+        size = Int64(info.st_size)
+        seconds = info.st_mtim.tv_sec
+        nanoseconds = info.st_mtim.tv_nsec
+    }
+}
+
 /// TLS client contexts by identity, reused across connects.
 ///
 /// Building a `NIOSSLContext` parses the CA, certificate and key files and sets up a BoringSSL context
@@ -146,28 +164,12 @@ public final class WebSocketConnectAttempt: Sendable {
 /// `SSL_set_session` in its API, and the context's `SSL_CTX` is private), so every connect still makes a
 /// full handshake; this cache saves the context, not the handshake.
 public final class TLSContextCache: Sendable {
-    /// The files one context was built from, as they were.
-    struct Stamp: Hashable, Sendable {
-        var device: UInt64 = 0, inode: UInt64 = 0, size: Int64 = 0, seconds: Int = 0, nanoseconds: Int = 0
-
-        init?(_ path: String?) {
-            guard let path else { return nil }
-            var info = stat()
-            guard stat(path, &info) == 0 else { return nil }
-            device = UInt64(info.st_dev)
-            inode = UInt64(info.st_ino)
-            size = Int64(info.st_size)
-            seconds = info.st_mtim.tv_sec
-            nanoseconds = info.st_mtim.tv_nsec
-        }
-    }
-
     private struct Key: Hashable {
         var caFile: String?, certificateFile: String?, keyFile: String?
     }
 
     private struct Entry {
-        var stamps: [Stamp?]
+        var stamps: [FileStamp?]  // the files the context was built from, as they were
         var context: NIOSSLContext
         var lastUse: UInt64
     }
@@ -202,7 +204,7 @@ public final class TLSContextCache: Sendable {
     public func context(caFile: String?, certificateFile: String?, keyFile: String?,
                         configuration: () throws -> TLSConfiguration) throws -> NIOSSLContext {
         let key = Key(caFile: caFile, certificateFile: certificateFile, keyFile: keyFile)
-        let stamps = [Stamp(caFile), Stamp(certificateFile), Stamp(keyFile)]
+        let stamps = [FileStamp(caFile), FileStamp(certificateFile), FileStamp(keyFile)]
         let cached = state.withLock { state -> NIOSSLContext? in
             guard var entry = state.entries[key], entry.stamps == stamps else { return nil }
             state.clock &+= 1
