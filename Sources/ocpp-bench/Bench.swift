@@ -100,18 +100,8 @@ struct Bench: AsyncParsableCommand {
         log("wrote compression results")
         if compressionOnly { return }
         let plan = smoke ? Plan.smoke : full ? Plan.full : Plan.quick
-        try? FileManager.default.removeItem(atPath: work)
-        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
-        let work = URL(fileURLWithPath: self.work).standardizedFileURL.path
-        let pki = try DevPKI(directory: work, reuse: false)
-        let chargerIds = (1...plan.scaleChargers).map { String(format: "BENCH%04d", $0) }
-        log("issuing \(chargerIds.count) charger certificates")
-        for id in chargerIds { try pki.issueChargerCertificate(id) }
-
-        var options = DevelopmentCSMS.Options(certificateFile: pki.serverCertificate, keyFile: pki.serverKey, clientCAFile: pki.caCertificate)
-        options.port = 0
-        let csms = DevelopmentCSMS(options: options, recordFrames: false)
-        let csmsPort = try await csms.start(group: MultiThreadedEventLoopGroup.singleton)
+        let bench = try await BenchStart.prepare(work: work, chargers: plan.scaleChargers)
+        let (work, pki, chargerIds, csms, csmsPort) = (bench.work, bench.pki, bench.chargerIds, bench.csms, bench.csmsPort)
         log("development CSMS on \(csmsPort)")
 
         var results: [ScenarioResult] = []

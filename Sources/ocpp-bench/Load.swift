@@ -207,14 +207,7 @@ func measure(_ name: String, _ label: String, plan: Plan, process: Process?, cha
 
     log("\(name): \(plan.scaleChargers) chargers connecting at once")
     let connectStart = Date()
-    let connected = try await withThrowingTaskGroup(of: OCPPPeer?.self) { tasks in
-        for id in chargerIds.prefix(plan.scaleChargers) {
-            tasks.addTask { try? await connect(target(id), chargerId: id, group: group) }
-        }
-        var all: [OCPPPeer] = []
-        for try await peer in tasks { if let peer { all.append(peer) } }
-        return all
-    }
+    let connected = await connectAll(chargerIds.prefix(plan.scaleChargers), group: group, target: target)
     let connectSeconds = Date().timeIntervalSince(connectStart)
     try? await Task.sleep(for: .seconds(1))
     let rssLoaded = stats?.rssKiB
@@ -224,14 +217,7 @@ func measure(_ name: String, _ label: String, plan: Plan, process: Process?, cha
 
     log("\(name): the \(connected.count) chargers all come back at once")
     let reconnectStart = Date()
-    let reconnected = await withTaskGroup(of: OCPPPeer?.self) { tasks in
-        for id in connected.map(\.name) {
-            tasks.addTask { try? await connect(target(id), chargerId: id, group: group) }
-        }
-        var all: [OCPPPeer] = []
-        for await peer in tasks { if let peer { all.append(peer) } }
-        return all
-    }
+    let reconnected = await connectAll(connected.map(\.name), group: group, target: target)
     let reconnectSeconds = Date().timeIntervalSince(reconnectStart)
     for peer in reconnected { peer.close() }
     try? await Task.sleep(for: .seconds(1))
@@ -346,17 +332,8 @@ struct MemoryRun {
     }
 
     func run() async throws -> MemoryResult {
-        try? FileManager.default.removeItem(atPath: work)
-        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
-        let work = URL(fileURLWithPath: self.work).standardizedFileURL.path
-        let pki = try DevPKI(directory: work, reuse: false)
-        let chargerIds = (1...plan.scaleChargers).map { String(format: "BENCH%04d", $0) }
-        log("issuing \(chargerIds.count) charger certificates")
-        for id in chargerIds { try pki.issueChargerCertificate(id) }
-        var options = DevelopmentCSMS.Options(certificateFile: pki.serverCertificate, keyFile: pki.serverKey, clientCAFile: pki.caCertificate)
-        options.port = 0
-        let csms = DevelopmentCSMS(options: options, recordFrames: false)
-        let csmsPort = try await csms.start(group: MultiThreadedEventLoopGroup.singleton)
+        let bench = try await BenchStart.prepare(work: work, chargers: plan.scaleChargers)
+        let (work, pki, chargerIds, csms, csmsPort) = (bench.work, bench.pki, bench.chargerIds, bench.csms, bench.csmsPort)
         var broker: MosquittoBroker?
         var extra = ""
         if pipeline.needsBroker {
@@ -398,14 +375,7 @@ struct MemoryRun {
             for peer in peers { peer.close() }
             try? await Task.sleep(for: .milliseconds(500))
         }
-        let connected = try await withThrowingTaskGroup(of: OCPPPeer?.self) { tasks in
-            for id in chargerIds.prefix(plan.scaleChargers) {
-                tasks.addTask { try? await connect(target(id), chargerId: id, group: group) }
-            }
-            var all: [OCPPPeer] = []
-            for try await peer in tasks { if let peer { all.append(peer) } }
-            return all
-        }
+        let connected = await connectAll(chargerIds.prefix(plan.scaleChargers), group: group, target: target)
         try? await Task.sleep(for: .seconds(1))
         let loaded = stats.rssKiB
         let result = MemoryResult(pipeline: pipelineName, chargers: plan.scaleChargers, connectedChargers: connected.count,
@@ -422,5 +392,42 @@ struct MemoryRun {
         try? await Task.sleep(for: .milliseconds(500))
         await csms.stop()
         return result
+    }
+}
+
+/// What every bench run starts from: a fresh scratch folder, a development PKI with a certificate per
+/// charger, and the development CSMS (mutual TLS) on a free port.
+struct BenchStart {
+    let work: String
+    let pki: DevPKI
+    let chargerIds: [String]
+    let csms: DevelopmentCSMS
+    let csmsPort: Int
+
+    static func prepare(work folder: String, chargers: Int) async throws -> BenchStart {
+        try? FileManager.default.removeItem(atPath: folder)
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let work = URL(fileURLWithPath: folder).standardizedFileURL.path
+        let pki = try DevPKI(directory: work, reuse: false)
+        let chargerIds = (1...max(1, chargers)).map { String(format: "BENCH%04d", $0) }
+        log("issuing \(chargerIds.count) charger certificates")
+        for id in chargerIds { try pki.issueChargerCertificate(id) }
+        var options = DevelopmentCSMS.Options(certificateFile: pki.serverCertificate, keyFile: pki.serverKey, clientCAFile: pki.caCertificate)
+        options.port = 0
+        let csms = DevelopmentCSMS(options: options, recordFrames: false)
+        let csmsPort = try await csms.start(group: MultiThreadedEventLoopGroup.singleton)
+        return BenchStart(work: work, pki: pki, chargerIds: chargerIds, csms: csms, csmsPort: csmsPort)
+    }
+}
+
+/// Connects every charger at once (a connect storm); the ones that could not connect are left out.
+func connectAll(_ ids: some Swift.Sequence<String>, group: any EventLoopGroup, target: @escaping @Sendable (String) -> Target) async -> [OCPPPeer] {
+    await withTaskGroup(of: OCPPPeer?.self) { tasks in
+        for id in ids {
+            tasks.addTask { try? await connect(target(id), chargerId: id, group: group) }
+        }
+        var all: [OCPPPeer] = []
+        for await peer in tasks { if let peer { all.append(peer) } }
+        return all
     }
 }

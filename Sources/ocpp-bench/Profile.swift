@@ -84,16 +84,8 @@ struct ProfileRun {
     }
 
     func run() async throws -> Result {
-        try? FileManager.default.removeItem(atPath: work)
-        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
-        let work = URL(fileURLWithPath: self.work).standardizedFileURL.path
-        let pki = try DevPKI(directory: work, reuse: false)
-        let chargerIds = (1...max(1, load == .authorize ? 1 : chargers)).map { String(format: "BENCH%04d", $0) }
-        for id in chargerIds { try pki.issueChargerCertificate(id) }
-        var options = DevelopmentCSMS.Options(certificateFile: pki.serverCertificate, keyFile: pki.serverKey, clientCAFile: pki.caCertificate)
-        options.port = 0
-        let csms = DevelopmentCSMS(options: options, recordFrames: false)
-        let csmsPort = try await csms.start(group: MultiThreadedEventLoopGroup.singleton)
+        let bench = try await BenchStart.prepare(work: work, chargers: load == .authorize ? 1 : chargers)
+        let (work, pki, chargerIds, csms, csmsPort) = (bench.work, bench.pki, bench.chargerIds, bench.csms, bench.csmsPort)
         var broker: MosquittoBroker?
         var extra = extraConfiguration
         if needsBroker {
