@@ -570,21 +570,7 @@ public struct MQTTTapStage: Stage {
     }
 
     static func telemetryTopic(_ series: String) -> String {
-        // Each level escaped; a series without a byte to escape is its own topic (the usual case: walking
-        // its Characters cost ~45,000 instructions per sample).
-        if !needsEscaping(series, slash: false) { return "telemetry/" + series }
-        return "telemetry/" + series.split(separator: "/", omittingEmptySubsequences: false).map { Topics.level($0) }.joined(separator: "/")
-    }
-
-    /// `Topics.level(text)`, without walking Characters when no byte of `text` needs escaping.
-    static func topicLevel(_ text: String) -> String {
-        needsEscaping(text, slash: true) ? Topics.level(text) : text
-    }
-
-    /// Whether `text` holds a byte `Topics.level` may replace (`+`, `#`, NUL and, with `slash`, `/`).
-    /// Without one no Character of it is one of those, so `Topics.level` would return it unchanged.
-    static func needsEscaping(_ text: String, slash: Bool) -> Bool {
-        text.utf8.contains { $0 == 0x2B || $0 == 0x23 || $0 == 0 || (slash && $0 == 0x2F) }
+        "telemetry/" + Topics.path(series)
     }
 
     /// Values in kW, kWh, kvar… go to the compressor in W, Wh, var…, so one deviation holds for both spellings.
@@ -673,7 +659,7 @@ public struct MQTTTapStage: Stage {
         if series, !admitSeries(subtopic, session) { return }
         var message: JSONValue = ["v": 1, "gateway": .string(publisher.topicRoot), "charger": .string(session.chargerId)]
         for (key, value) in body.objectValue ?? [] { message[key] = value }
-        publisher.publish(topic: "\(publisher.topicRoot)/\(Self.topicLevel(session.chargerId))/\(subtopic)", payload: message.serialized(),
+        publisher.publish(topic: "\(publisher.topicRoot)/\(Topics.level(session.chargerId))/\(subtopic)", payload: message.serialized(),
                           retain: retain)
     }
 
