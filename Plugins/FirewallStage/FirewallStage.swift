@@ -293,7 +293,7 @@ public struct FirewallStage: Stage {
             return refuse(.answerError(.notImplemented, "unknown action '\(action.prefix(40))'"), rule: "unknown_action", side: side,
                           event: nil, state: state, session: session)
         }
-        guard envelope.direction == .fromGateway || rules.sender.contains(side == .charger ? .chargePoint : .centralSystem) else {
+        guard rules.sender.allows(envelope.direction) else {
             return refuse(.answerError(.notSupported, "\(action) is not sent by the \(side == .charger ? "charge point" : "central system")"),
                           rule: "wrong_direction", side: side, event: "InvalidMessages", state: state, session: session)
         }

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import NIOSSL
 import Synchronization
 import Transport
@@ -36,6 +37,11 @@ public enum EventLoopSizing {
     /// arena, all taking turns on that one CPU.
     public static func defaultThreads(allowedCPUs: Int?, coreCount: Int) -> Int {
         max(1, min(allowedCPUs ?? coreCount, coreCount))
+    }
+
+    /// `defaultThreads` for this process: its affinity and NIO's core count.
+    public static func defaultThreads() -> Int {
+        defaultThreads(allowedCPUs: allowedCPUCount(), coreCount: System.coreCount)
     }
 
     /// Caps glibc's malloc arenas at `arenas` (glibc starts up to 8 per CPU, one per thread that contends,

@@ -75,9 +75,10 @@ public struct Frame: Sendable {
                 scanner.index += 1
                 // The usual spelling, one digit, read as it is; anything else (`2.0`, `1e0`, a string) as a JSON value.
                 let typeNumber: Int
-                if try scanner.peek() >= UInt8(ascii: "2"), scanner.bytes[scanner.index] <= UInt8(ascii: "4"), scanner.index + 1 < buffer.count,
+                let first = try scanner.peek()
+                if (UInt8(ascii: "2")...UInt8(ascii: "4")).contains(first), scanner.index + 1 < buffer.count,
                    !Self.continuesNumber(buffer[scanner.index + 1]) {
-                    typeNumber = Int(buffer[scanner.index] - UInt8(ascii: "0"))
+                    typeNumber = Int(first - UInt8(ascii: "0"))
                     scanner.index += 1
                 } else {
                     guard let number = try scanner.parseValue().intValue else { throw structure("the message type must be a number") }

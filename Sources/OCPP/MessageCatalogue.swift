@@ -12,6 +12,15 @@ public struct SenderSet: OptionSet, Sendable, Hashable {
     /// 2.0.1 names.
     public static let chargingStation = chargePoint
     public static let csms = centralSystem
+
+    /// Whether a CALL these senders may send may come from `direction` (the gateway may send any).
+    public func allows(_ direction: Direction) -> Bool {
+        switch direction {
+        case .fromCharger: contains(.chargePoint)
+        case .fromCSMS: contains(.centralSystem)
+        case .fromGateway: true
+        }
+    }
 }
 
 /// What a message is for; the IDS and the MQTT tap classify by it.
@@ -187,11 +196,6 @@ public enum MessageCatalogue {
 
     /// Whether `direction` may carry a CALL of `action`; unknown actions are not allowed from anyone.
     public static func isAllowed(_ action: String, from direction: Direction, version: OCPPVersion = .v16) -> Bool {
-        guard let descriptor = descriptor(for: action, version: version) else { return false }
-        switch direction {
-        case .fromCharger: return descriptor.sender.contains(.chargePoint)
-        case .fromCSMS: return descriptor.sender.contains(.centralSystem)
-        case .fromGateway: return true
-        }
+        descriptor(for: action, version: version)?.sender.allows(direction) ?? false
     }
 }

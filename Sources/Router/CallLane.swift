@@ -51,8 +51,6 @@ struct CallLane {
         return earliest > now ? earliest : nil
     }
 
-    var hasWaiting: Bool { !waiting.isEmpty }
-
     /// Nothing in flight and something waiting.
     var canSend: Bool { inFlight == nil && !waiting.isEmpty }
 

@@ -29,8 +29,7 @@ struct OCPPGateway: AsyncParsableCommand {
     /// The arena limit is set here, on the main thread before the concurrency pool's first thread allocates
     /// (a thread's first allocation picks its arena for good); `run` raises it for `--event-loop-threads`.
     static func main() async {
-        EventLoopSizing.limitMallocArenas(to: EventLoopSizing.defaultThreads(allowedCPUs: EventLoopSizing.allowedCPUCount(),
-                                                                            coreCount: System.coreCount))
+        EventLoopSizing.limitMallocArenas(to: EventLoopSizing.defaultThreads())
         await main(nil)
     }
 }
@@ -98,8 +97,7 @@ struct Run: AsyncParsableCommand {
 
         // One loop per CPU the process may use (not per CPU of the machine), and no more malloc arenas than loops
         // (docs/scaling.md, "Memory"); the limit was set in `main` for the default count.
-        let threads = eventLoopThreads ?? EventLoopSizing.defaultThreads(allowedCPUs: EventLoopSizing.allowedCPUCount(),
-                                                                         coreCount: System.coreCount)
+        let threads = eventLoopThreads ?? EventLoopSizing.defaultThreads()
         EventLoopSizing.limitMallocArenas(to: threads)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let runtime: GatewayRuntime
