@@ -102,7 +102,5 @@ public final class OCPPPeer: @unchecked Sendable {
 
 /// ISO 8601 UTC with milliseconds, as OCPP wants its dateTime.
 public func ocppTimestamp(_ date: Date = Date()) -> String {
-    let formatter = ISO8601DateFormatter()
-    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-    return formatter.string(from: date)
+    formatOCPPDate(date)
 }

@@ -56,4 +56,27 @@ struct InternetDateTimeTests {
             #expect(fast == Self.formatter(text)?.timeIntervalSince1970, "'\(text)'")
         }
     }
+
+    /// Writing: the formatter's spelling for whole milliseconds across four centuries, leap days and instants
+    /// before 1970 (and before 1600, which the formatter writes in the Julian calendar); the string reads back
+    /// to the same millisecond.
+    @Test func writingGivesTheFormattersSpelling() throws {
+        let spelling = ISO8601DateFormatter()
+        spelling.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        var instants: [Double] = [0, -0.001, -1, 0.999, 951_782_400, 1_709_164_799.999, 1_795_618_254.763, -11_644_473_600.5,
+                                  253_402_300_799.999, -62_135_596_800, 4_102_444_800.25]
+        var seed: UInt64 = 0x9E37_79B9_7F4A_7C15
+        for _ in 0..<2000 {
+            seed = seed &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            instants.append(Double(Int64(bitPattern: seed >> 1) % 300_000_000_000_000 - 100_000_000_000_000) / 1000)
+        }
+        for instant in instants {
+            let date = Date(timeIntervalSince1970: instant)
+            let expected = spelling.string(from: date)
+            #expect(formatOCPPDate(date) == expected, "\(instant)")
+            if let fast = InternetDateTime.string(date) {
+                #expect(InternetDateTime.seconds(fast) == instant, "\(instant)")
+            }
+        }
+    }
 }
