@@ -76,7 +76,36 @@ public struct DashcamStage: Stage {
     }
 
     final class Recorder {
-        var recent: [Entry] = []
+        /// The recent frames, oldest first: `kept[start...]`. Dropping the oldest lets go of its bytes and
+        /// moves `start`; the dropped entries are removed 32 at a time (`removeFirst` per frame moved all
+        /// 200 entries every frame).
+        private(set) var kept: [Entry] = []
+        private(set) var start = 0
+        var recent: ArraySlice<Entry> { kept[start...] }
+        static let compactionBatch = 32
+
+        var count: Int { kept.count - start }
+        var oldestTime: Double? { start < kept.count ? kept[start].wallTime : nil }
+
+        /// How many of the oldest frames came before `time`.
+        func countOlder(than time: Double) -> Int {
+            var index = start
+            while index < kept.count, kept[index].wallTime < time { index += 1 }
+            return index - start
+        }
+
+        func append(_ entry: Entry) { kept.append(entry) }
+
+        func dropOldest(_ count: Int) {
+            let end = min(start + count, kept.count)
+            for index in start..<end { kept[index].bytes = [] }
+            start = end
+            if start >= Self.compactionBatch || start == kept.count {
+                kept.removeFirst(start)
+                start = 0
+            }
+        }
+
         var rateLog = LogThrottle(limit: 1, window: .seconds(60))
         var capture: (trigger: String, at: Double, frames: [Entry], remaining: Int, timer: (any ScheduledWork)?)?
         var inTransaction = false
@@ -114,10 +143,11 @@ public struct DashcamStage: Stage {
     }
 
     private func record(_ entry: Entry, _ recorder: Recorder, _ session: any SessionContext) {
-        recorder.recent.append(entry)
+        recorder.append(entry)
         let oldest = entry.wallTime - beforeSeconds
-        if recorder.recent.count > beforeFrames || (recorder.recent.first?.wallTime ?? oldest) < oldest {
-            recorder.recent.removeFirst(max(recorder.recent.count - beforeFrames, recorder.recent.prefix { $0.wallTime < oldest }.count))
+        // No slice of the frames held here: dropping would copy them all.
+        if recorder.count > beforeFrames || (recorder.oldestTime ?? oldest) < oldest {
+            recorder.dropOldest(max(recorder.count - beforeFrames, recorder.countOlder(than: oldest)))
         }
         if recorder.capture != nil {
             recorder.capture!.frames.append(entry)
@@ -191,7 +221,7 @@ public struct DashcamStage: Stage {
             finish(recorder, session)
         } : nil
         // The trigger frame itself is the last of the "before" frames.
-        recorder.capture = (trigger, session.wallTime, recorder.recent, afterFrames, timer)
+        recorder.capture = (trigger, session.wallTime, Array(recorder.recent), afterFrames, timer)
         session.logger.notice("dashcam: capture started", metadata: ["trigger": "\(LogSafe.escape(trigger))"])
         if afterFrames == 0, afterSeconds == 0 { finish(recorder, session) }
     }
