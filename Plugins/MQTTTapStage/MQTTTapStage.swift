@@ -149,7 +149,9 @@ public struct MQTTTapStage: Stage {
         default:
             if action == "StopTransaction" { flushTelemetry(session) }
             if route.toMQTT {
-                publish(session, "events", retain: false, ["action": .string(action), "payload": strip(envelope.payload())])
+                let tap = tapSession(session)
+                publish(session, "events", retain: false, tap: tap,
+                        ["action": .string(action), "payload": strip(envelope.payload(), fields: piiFields, tap: tap)])
             }
             guard route.toCSMS else { return .answer(Self.localAnswer(action, session)) }
             return .forward
@@ -613,34 +615,69 @@ public struct MQTTTapStage: Stage {
         }
 
         static let kept = 3
-        private var series: [String: [Reading]] = [:]
+        private var series: [String: Recent] = [:]
+
+        /// The last `kept` readings of a series in a ring: the newest overwrites the oldest (removing the
+        /// oldest from the front of an array cost ~1,300 instructions a sample).
+        struct Recent {
+            private var readings: [Reading] = []
+            /// Where the oldest is once the ring is full (0 before).
+            private var oldest = 0
+
+            mutating func append(_ reading: Reading) {
+                if readings.count < SeriesMemory.kept {
+                    readings.append(reading)
+                } else {
+                    readings[oldest] = reading
+                    oldest = (oldest + 1) % readings.count
+                }
+            }
+
+            /// Newest first.
+            var newestFirst: [Reading] {
+                (0..<readings.count).map { readings[(oldest + readings.count - 1 - $0) % readings.count] }
+            }
+
+            var newest: Reading? { readings.isEmpty ? nil : readings[(oldest + readings.count - 1) % readings.count] }
+
+            /// The newest reading at `time`.
+            func newest(at time: Double) -> Reading? {
+                for back in 0..<readings.count {
+                    let reading = readings[(oldest + readings.count - 1 - back) % readings.count]
+                    if reading.time == time { return reading }
+                }
+                return nil
+            }
+        }
 
         func remember(series name: String, _ reading: Reading) {
-            // One lookup, then in place: a copy taken out of the dictionary would be copied again on append,
-            // and a second and third lookup (count, trim) hashed the name again.
+            // One lookup, then in place: a copy taken out of the dictionary would be copied again on append.
             guard let index = series.index(forKey: name) else {
-                series[name] = [reading]
+                var recent = Recent()
+                recent.append(reading)
+                series[name] = recent
                 return
             }
             series.values[index].append(reading)
-            let count = series.values[index].count
-            if count > Self.kept { series.values[index].removeFirst(count - Self.kept) }
         }
+
+        /// The series' readings, oldest first.
+        func readings(series name: String) -> [Reading] { (series[name]?.newestFirst ?? []).reversed() }
 
         /// The message for an archived point: the charger's own sample when the compressor kept it
         /// unmoved, else that sample with its value rounded to the precision the charger used.
         func point(series name: String, _ time: Double, _ value: Double, _ descriptor: JSONValue?) -> JSONValue {
-            let readings = series[name] ?? []
+            let readings = series[name] ?? Recent()
             var message: JSONValue
-            if let reading = readings.last(where: { $0.time == time }) {
+            if let reading = readings.newest(at: time) {
                 message = reading.message
                 if value != reading.value {
                     message["value"] = Spelling.json(value / reading.scale, like: reading.message["value"])
                 }
             } else {
                 // Not one of the recent samples (the compressors never do this): the newest sample's fields.
-                message = readings.last?.message ?? [:]
-                let scale = readings.last?.scale ?? 1
+                message = readings.newest?.message ?? [:]
+                let scale = readings.newest?.scale ?? 1
                 message["timestamp"] = .string(Spelling.timestamp(time, like: message["timestamp"]?.stringValue ?? ""))
                 message["value"] = Spelling.json(value / scale, like: message["value"])
             }
@@ -674,6 +711,8 @@ public struct MQTTTapStage: Stage {
         /// Made with the first sample the compressor follows.
         var memory: SeriesMemory?
         var heading: Heading?
+        /// The last PII value hashed for this session and its hash.
+        var lastHash: (text: String, hash: String)?
     }
 
     enum TapSessionKey: SessionStateKey { typealias Value = TapSession }
@@ -784,17 +823,17 @@ public struct MQTTTapStage: Stage {
 
     /// A signed meter value (1.6 `format: SignedData`, e.g. an OCMF record) carries the driver's identification:
     /// its `value` is hashed like any PII field, wherever it appears.
-    func strip(_ value: JSONValue, fields: Set<String>) -> JSONValue {
+    func strip(_ value: JSONValue, fields: Set<String>, tap: TapSession? = nil) -> JSONValue {
         switch value {
         case .object(let members):
             let signed = members.contains { $0.0 == "format" && $0.1.stringValue == "SignedData" }
             return .object(members.map { key, member in
-                if signed, key == "value", case .string(let text) = member { return (key, .string(hash(text))) }
-                if fields.contains(key), case .string(let text) = member { return (key, .string(hash(text))) }
-                return (key, strip(member, fields: fields))
+                if signed, key == "value", case .string(let text) = member { return (key, .string(hash(text, tap))) }
+                if fields.contains(key), case .string(let text) = member { return (key, .string(hash(text, tap))) }
+                return (key, strip(member, fields: fields, tap: tap))
             })
         case .array(let elements):
-            return .array(elements.map { strip($0, fields: fields) })
+            return .array(elements.map { strip($0, fields: fields, tap: tap) })
         default:
             return value
         }
@@ -802,6 +841,14 @@ public struct MQTTTapStage: Stage {
 
     /// `hmac-sha256:` and the first 16 bytes of the HMAC in hex (per PII value and frame: kept cheap —
     /// `String(format:)` per byte cost ~83,000 instructions a frame).
+    func hash(_ text: String, _ tap: TapSession?) -> String {
+        // A charger's Authorize, StartTransaction and StopTransaction carry the same idTag: hashed once.
+        if let last = tap?.lastHash, last.text == text { return last.hash }
+        let hashed = hash(text)
+        tap?.lastHash = (text, hashed)
+        return hashed
+    }
+
     func hash(_ text: String) -> String {
         // From the keyed state made once (the key's padding hashed once, not per value).
         var hmac = secret.keyed

@@ -55,5 +55,17 @@ struct MessageSpellingTests {
         #expect(forgotten["value"] == "2")
         #expect(forgotten["timestamp"]?.stringValue != "t2")
         #expect(memory.point(series: "Temperature", 1, 20, nil)["timestamp"] == "t1")
+        #expect(memory.readings(series: "Voltage/L1-N").map(\.time) == [3, 4, 5])
+        #expect(memory.readings(series: "Temperature").map(\.time) == [1])
+        // Around the ring a few times: always the last three, oldest first; a repeated time finds the newest.
+        var all: [(time: Double, value: Double)] = (1...5).map { (Double($0), Double($0)) }
+        for second in 6...20 {
+            memory.remember(series: "Voltage/L1-N", .init(time: Double(second / 2), value: Double(second), scale: 1,
+                                                           message: ["value": .string("\(second)"), "timestamp": "t"]))
+            all.append((Double(second / 2), Double(second)))
+            #expect(memory.readings(series: "Voltage/L1-N").map(\.time) == all.suffix(3).map(\.time))
+            #expect(memory.readings(series: "Voltage/L1-N").map(\.value) == all.suffix(3).map(\.value))
+            #expect(memory.point(series: "Voltage/L1-N", Double(second / 2), Double(second), nil)["value"] == .string("\(second)"))
+        }
     }
 }

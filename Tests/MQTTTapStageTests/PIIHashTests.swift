@@ -20,4 +20,17 @@ struct PIIHashTests {
             #expect(tap.hash(text) == expected)
         }
     }
+
+    /// A session remembers its last hashed value: the same text gives the same hash, another text its own.
+    @Test func aSessionsLastHashIsReusedOnlyForTheSameText() throws {
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent("tap-hash-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        let tap = try StageTester.build(MQTTTapStage.self, stateDirectory: state, publisher: RecordingPublisher())
+        let session = MQTTTapStage.TapSession()
+        for text in ["04A2B3C4", "04A2B3C4", "04A2B3C5", "", "04A2B3C4", "04a2b3c4"] {
+            #expect(tap.hash(text, session) == tap.hash(text))
+            #expect(session.lastHash?.text == text)
+        }
+        #expect(tap.hash("A", nil) == tap.hash("A"))
+    }
 }
