@@ -161,10 +161,9 @@ public struct DashcamStage: Stage {
         case (.callError, _):
             return "CALLERROR \(envelope.frame.errorCode ?? "") \(envelope.direction == .fromCharger ? "from the charger" : "from the CSMS")"
         case (.call, "StatusNotification"):
-            let payload = envelope.payload()
-            // 1.6 `status`, 2.0.1 `connectorStatus`.
-            if payload["status"]?.stringValue == "Faulted" || payload["connectorStatus"]?.stringValue == "Faulted" { return "Faulted" }
-            if let code = payload["errorCode"]?.stringValue, code != "NoError" { return "errorCode \(code)" }
+            // Most report no fault, which the bytes tell without decoding the payload.
+            if Self.reportsNoFault(envelope.frame.payloadBytes) { return nil }
+            return Self.statusTrigger(envelope.payload())
         case (.call, "StartTransaction"):
             recorder.inTransaction = true
         case (.call, "StopTransaction"):
@@ -183,6 +182,54 @@ public struct DashcamStage: Stage {
             break
         }
         return nil
+    }
+
+    /// What a StatusNotification triggers: 1.6 `status` or 2.0.1 `connectorStatus` Faulted, or a 1.6 `errorCode`
+    /// other than NoError.
+    static func statusTrigger(_ payload: JSONValue) -> String? {
+        if payload["status"]?.stringValue == "Faulted" || payload["connectorStatus"]?.stringValue == "Faulted" { return "Faulted" }
+        if let code = payload["errorCode"]?.stringValue, code != "NoError" { return "errorCode \(code)" }
+        return nil
+    }
+
+    /// True when a StatusNotification's payload certainly triggers nothing (`statusTrigger` is nil): no
+    /// escape anywhere (so every name and value is spelled as it reads), no `Faulted` anywhere, and
+    /// `"errorCode"` either absent or once, as a member whose value is `"NoError"`. Anything else: false,
+    /// and the payload is decoded.
+    static func reportsNoFault(_ bytes: ArraySlice<UInt8>) -> Bool {
+        guard !bytes.contains(UInt8(ascii: "\\")), !contains(bytes, faulted) else { return false }
+        guard let start = firstIndex(of: errorCode, in: bytes, from: bytes.startIndex) else { return true }
+        guard firstIndex(of: errorCode, in: bytes, from: start + errorCode.count) == nil else { return false }
+        var index = skipSpace(bytes, start + errorCode.count)
+        guard index < bytes.endIndex, bytes[index] == UInt8(ascii: ":") else { return false }
+        index = skipSpace(bytes, index + 1)
+        return bytes[index...].starts(with: noError)
+    }
+
+    private static let faulted = Array("Faulted".utf8)
+    private static let errorCode = Array("\"errorCode\"".utf8)
+    private static let noError = Array("\"NoError\"".utf8)
+
+    private static func contains(_ bytes: ArraySlice<UInt8>, _ needle: [UInt8]) -> Bool {
+        firstIndex(of: needle, in: bytes, from: bytes.startIndex) != nil
+    }
+
+    private static func firstIndex(of needle: [UInt8], in bytes: ArraySlice<UInt8>, from start: Int) -> Int? {
+        guard let first = needle.first, bytes.endIndex - start >= needle.count else { return nil }
+        var index = start
+        while index <= bytes.endIndex - needle.count {
+            if bytes[index] == first, bytes[index..<index + needle.count].elementsEqual(needle) { return index }
+            index += 1
+        }
+        return nil
+    }
+
+    private static func skipSpace(_ bytes: ArraySlice<UInt8>, _ start: Int) -> Int {
+        var index = start
+        while index < bytes.endIndex, bytes[index] == 0x20 || bytes[index] == 0x09 || bytes[index] == 0x0A || bytes[index] == 0x0D {
+            index += 1
+        }
+        return index
     }
 
     /// A NotifyEvent's first alert that is not a clearing: a monitor's threshold crossed (trigger

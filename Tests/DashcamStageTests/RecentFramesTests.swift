@@ -45,3 +45,48 @@ struct RecentFramesTests {
         #expect(ids == ["h96", "h97", "h98", "h99", "fault"])
     }
 }
+
+/// A StatusNotification is decoded only when its bytes may report a fault: whenever the byte check says
+/// "no fault", decoding must agree; and the usual spellings take the byte path.
+@Suite("dashcam status check on the bytes")
+struct StatusBytesTests {
+    static let payloads = [
+        #"{"connectorId":1,"errorCode":"NoError","status":"Charging","timestamp":"2026-11-25T14:00:00Z"}"#,
+        #"{ "connectorId" : 1 , "errorCode" :\#t"NoError" , "status" : "Available" }"#,
+        #"{"connectorId":0,"status":"Available","errorCode":"NoError","info":"errorCode"}"#,
+        #"{"timestamp":"2026-11-25T14:00:00Z","connectorStatus":"Occupied","evseId":1,"connectorId":1}"#,
+        #"{"connectorId":1,"errorCode":"GroundFailure","status":"Charging"}"#,
+        #"{"connectorId":1,"errorCode":"NoError","status":"Faulted"}"#,
+        #"{"connectorId":1,"errorCode":"NoErrorX","status":"Charging"}"#,
+        #"{"connectorId":1,"errorCode":"NoError","errorCode":"PowerMeterFailure","status":"Charging"}"#,
+        #"{"connectorId":1,"errorCode":"PowerMeterFailure","errorCode":"NoError","status":"Charging"}"#,
+        #"{"connectorId":1,"errorCode":"No\u0045rror","status":"Charging"}"#,
+        #"{"connectorId":1,"errorCode":"NoError","status":"\u0046aulted"}"#,
+        #"{"connectorId":1,"error\u0043ode":"OverVoltage","status":"Charging"}"#,
+        #"{"timestamp":"2026-11-25T14:00:00Z","connectorStatus":"Faulted","evseId":1,"connectorId":1}"#,
+        #"{"connectorId":1,"status":"Charging","info":"Faulted earlier","errorCode":"NoError"}"#,
+        #"{"connectorId":1,"vendor":{"errorCode":"NoError"},"errorCode":"OtherError","status":"Charging"}"#,
+        #"{"connectorId":1,"status":"Charging","errorCode":"#,
+        #"{}"#,
+    ]
+
+    @Test func theByteCheckNeverHidesATrigger() throws {
+        for text in Self.payloads {
+            let bytes = Array(text.utf8)
+            guard DashcamStage.reportsNoFault(bytes[...]) else { continue }
+            let payload = try JSONValue(parsing: bytes)
+            #expect(DashcamStage.statusTrigger(payload) == nil, "\(text)")
+        }
+    }
+
+    @Test func theUsualSpellingsAreReadOnTheBytes() {
+        // The usual spellings and the empty payload on the bytes; every other one (a trigger, an escape, a
+        // repeated or odd errorCode, `"errorCode"` as a value too, `Faulted` anywhere) decoded.
+        let onTheBytes = Self.payloads.map { DashcamStage.reportsNoFault(Array($0.utf8)[...]) }
+        #expect(onTheBytes == [true, true, false, true] + Array(repeating: false, count: 12) + [true])
+        // In a frame: the payload slice has the frame's indices.
+        let frame = Array(#"[2,"1","StatusNotification",{"connectorId":1,"errorCode":"NoError","status":"Charging"}]"#.utf8)
+        let start = frame.firstIndex(of: UInt8(ascii: "{"))!
+        #expect(DashcamStage.reportsNoFault(frame[start..<(frame.count - 1)]))
+    }
+}
