@@ -59,6 +59,10 @@ public struct MQTTTapStage: Stage {
     let piiVariables: PatternTable<Bool>
     let maxSeries: Int
     let droppedSeriesCount = Count()
+    /// This instance (a session's cached hash is only reused by the instance, and so the key, that made it).
+    let identity = Identity()
+
+    final class Identity: Sendable {}
 
     /// Defaults: value-channel actions to the CSMS with a copy on MQTT; status to both; vendor diagnostics to MQTT only.
     static let defaultRoutes: [String: Route] = [
@@ -712,7 +716,7 @@ public struct MQTTTapStage: Stage {
         var memory: SeriesMemory?
         var heading: Heading?
         /// The last PII value hashed for this session and its hash.
-        var lastHash: (text: String, hash: String)?
+        var lastHash: (hasher: ObjectIdentifier, text: String, hash: String)?
     }
 
     enum TapSessionKey: SessionStateKey { typealias Value = TapSession }
@@ -843,9 +847,11 @@ public struct MQTTTapStage: Stage {
     /// `String(format:)` per byte cost ~83,000 instructions a frame).
     func hash(_ text: String, _ tap: TapSession?) -> String {
         // A charger's Authorize, StartTransaction and StopTransaction carry the same idTag: hashed once.
-        if let last = tap?.lastHash, last.text == text { return last.hash }
+        // The stage instance that hashed it (its key is read when the stage is made: a reload may bring another).
+        let hasher = ObjectIdentifier(identity)
+        if let last = tap?.lastHash, last.text == text, last.hasher == hasher { return last.hash }
         let hashed = hash(text)
-        tap?.lastHash = (text, hashed)
+        tap?.lastHash = (hasher, text, hashed)
         return hashed
     }
 

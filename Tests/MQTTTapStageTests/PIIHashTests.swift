@@ -32,5 +32,12 @@ struct PIIHashTests {
             #expect(session.lastHash?.text == text)
         }
         #expect(tap.hash("A", nil) == tap.hash("A"))
+        // Another instance (a reload) with another key: its own hash, not the session's cached one.
+        let other = FileManager.default.temporaryDirectory.appendingPathComponent("tap-hash-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: other) }
+        let reloaded = try StageTester.build(MQTTTapStage.self, stateDirectory: other, publisher: RecordingPublisher())
+        _ = tap.hash("04A2B3C4", session)
+        #expect(reloaded.hash("04A2B3C4", session) == reloaded.hash("04A2B3C4"))
+        #expect(reloaded.hash("04A2B3C4") != tap.hash("04A2B3C4"))
     }
 }
