@@ -197,36 +197,43 @@ public struct DashcamStage: Stage {
     /// `"errorCode"` either absent or once, as a member whose value is `"NoError"`. Anything else: false,
     /// and the payload is decoded.
     static func reportsNoFault(_ bytes: ArraySlice<UInt8>) -> Bool {
-        guard !bytes.contains(UInt8(ascii: "\\")), !contains(bytes, faulted) else { return false }
-        guard let start = firstIndex(of: errorCode, in: bytes, from: bytes.startIndex) else { return true }
-        guard firstIndex(of: errorCode, in: bytes, from: start + errorCode.count) == nil else { return false }
-        var index = skipSpace(bytes, start + errorCode.count)
-        guard index < bytes.endIndex, bytes[index] == UInt8(ascii: ":") else { return false }
-        index = skipSpace(bytes, index + 1)
-        return bytes[index...].starts(with: noError)
+        bytes.withUnsafeBufferPointer { buffer in
+            guard let base = buffer.baseAddress, memchr(base, Int32(UInt8(ascii: "\\")), buffer.count) == nil,
+                  find(faulted, in: buffer, from: 0) == nil
+            else { return false }
+            guard let start = find(errorCode, in: buffer, from: 0) else { return true }
+            guard find(errorCode, in: buffer, from: start + errorCode.count) == nil else { return false }
+            var index = skipSpace(buffer, start + errorCode.count)
+            guard index < buffer.count, buffer[index] == UInt8(ascii: ":") else { return false }
+            index = skipSpace(buffer, index + 1)
+            return find(noError, in: buffer, from: index) == index
+        }
     }
 
     private static let faulted = Array("Faulted".utf8)
     private static let errorCode = Array("\"errorCode\"".utf8)
     private static let noError = Array("\"NoError\"".utf8)
 
-    private static func contains(_ bytes: ArraySlice<UInt8>, _ needle: [UInt8]) -> Bool {
-        firstIndex(of: needle, in: bytes, from: bytes.startIndex) != nil
-    }
-
-    private static func firstIndex(of needle: [UInt8], in bytes: ArraySlice<UInt8>, from start: Int) -> Int? {
-        guard let first = needle.first, bytes.endIndex - start >= needle.count else { return nil }
-        var index = start
-        while index <= bytes.endIndex - needle.count {
-            if bytes[index] == first, bytes[index..<index + needle.count].elementsEqual(needle) { return index }
-            index += 1
+    /// Where `needle` first occurs in `buffer` at or after `start` (its first byte found with `memchr`,
+    /// the rest compared with `memcmp`).
+    private static func find(_ needle: [UInt8], in buffer: UnsafeBufferPointer<UInt8>, from start: Int) -> Int? {
+        guard let base = buffer.baseAddress, let first = needle.first else { return nil }
+        return needle.withUnsafeBytes { needle -> Int? in
+            guard let needleBase = needle.baseAddress else { return nil }
+            var index = start
+            while buffer.count - index >= needle.count {
+                guard let hit = memchr(base + index, Int32(first), buffer.count - index - needle.count + 1) else { return nil }
+                index = UnsafePointer(hit.assumingMemoryBound(to: UInt8.self)) - base
+                if memcmp(base + index, needleBase, needle.count) == 0 { return index }
+                index += 1
+            }
+            return nil
         }
-        return nil
     }
 
-    private static func skipSpace(_ bytes: ArraySlice<UInt8>, _ start: Int) -> Int {
+    private static func skipSpace(_ buffer: UnsafeBufferPointer<UInt8>, _ start: Int) -> Int {
         var index = start
-        while index < bytes.endIndex, bytes[index] == 0x20 || bytes[index] == 0x09 || bytes[index] == 0x0A || bytes[index] == 0x0D {
+        while index < buffer.count, buffer[index] == 0x20 || buffer[index] == 0x09 || buffer[index] == 0x0A || buffer[index] == 0x0D {
             index += 1
         }
         return index
