@@ -204,11 +204,28 @@ public final class StageStore: Sendable {
         if let problem = ChargerIdentity.problem(with: charger) {
             throw StateStoreError(path: root, reason: "refusing state for an invalid charger id: \(problem)")
         }
-        let parts = name.split(separator: "/", omittingEmptySubsequences: false)
-        guard !parts.isEmpty, parts.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." }) else {
+        guard Self.isSafeName(name) else {
             throw StateStoreError(path: root, reason: "invalid state file name '\(LogSafe.escape(name))'")
         }
         return root + "/" + charger + "/" + name
+    }
+
+    /// Whether `name` is one or more `/`-separated parts, none empty, `.` or `..` (read on the bytes:
+    /// splitting the name cost ~8,000 instructions a save).
+    package static func isSafeName(_ name: String) -> Bool {
+        var partLength = 0
+        var dots = 0
+        for byte in name.utf8 {
+            if byte == UInt8(ascii: "/") {
+                guard partLength > 0, dots != partLength || partLength > 2 else { return false }
+                partLength = 0
+                dots = 0
+            } else {
+                partLength += 1
+                if byte == UInt8(ascii: ".") { dots += 1 }
+            }
+        }
+        return partLength > 0 && (dots != partLength || partLength > 2)
     }
 
     /// Writes `data` off the event loop. `completion` runs on the writer's thread.

@@ -98,3 +98,20 @@ struct StateFileTests {
         #expect(state.json() == nil)
     }
 }
+
+/// A state file's name is checked on its bytes: the same verdict as splitting it at `/`.
+@Suite("state file names")
+struct StateFileNameTests {
+    static func splitVerdict(_ name: String) -> Bool {
+        let parts = name.split(separator: "/", omittingEmptySubsequences: false)
+        return !parts.isEmpty && parts.allSatisfy { !$0.isEmpty && $0 != "." && $0 != ".." }
+    }
+
+    @Test func aNameIsSafeExactlyWhenEachPartIsANameOfItsOwn() {
+        let names = ["smart_charging.json", "dashcam/2026.jsonl", "", "/", "a/", "/a", "a//b", ".", "..", "...", "a/./b", "a/../b",
+                     "../a", "a/..", ".a", "a.", "..a", "a..", ".../b", "a/...", "ünï/cödé", "a/b/c/d", "./", "/..", ". ", " ."]
+        for name in names {
+            #expect(StageStore.isSafeName(name) == Self.splitVerdict(name), "\(name.debugDescription)")
+        }
+    }
+}
