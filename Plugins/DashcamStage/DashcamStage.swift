@@ -76,7 +76,36 @@ public struct DashcamStage: Stage {
     }
 
     final class Recorder {
-        var recent: [Entry] = []
+        /// The recent frames, oldest first: `kept[start...]`. Dropping the oldest lets go of its bytes and
+        /// moves `start`; the dropped entries are removed 32 at a time (`removeFirst` per frame moved all
+        /// 200 entries every frame).
+        private(set) var kept: [Entry] = []
+        private(set) var start = 0
+        var recent: ArraySlice<Entry> { kept[start...] }
+        static let compactionBatch = 32
+
+        var count: Int { kept.count - start }
+        var oldestTime: Double? { start < kept.count ? kept[start].wallTime : nil }
+
+        /// How many of the oldest frames came before `time`.
+        func countOlder(than time: Double) -> Int {
+            var index = start
+            while index < kept.count, kept[index].wallTime < time { index += 1 }
+            return index - start
+        }
+
+        func append(_ entry: Entry) { kept.append(entry) }
+
+        func dropOldest(_ count: Int) {
+            let end = min(start + count, kept.count)
+            for index in start..<end { kept[index].bytes = [] }
+            start = end
+            if start >= Self.compactionBatch || start == kept.count {
+                kept.removeFirst(start)
+                start = 0
+            }
+        }
+
         var rateLog = LogThrottle(limit: 1, window: .seconds(60))
         var capture: (trigger: String, at: Double, frames: [Entry], remaining: Int, timer: (any ScheduledWork)?)?
         var inTransaction = false
@@ -114,10 +143,11 @@ public struct DashcamStage: Stage {
     }
 
     private func record(_ entry: Entry, _ recorder: Recorder, _ session: any SessionContext) {
-        recorder.recent.append(entry)
+        recorder.append(entry)
         let oldest = entry.wallTime - beforeSeconds
-        if recorder.recent.count > beforeFrames || (recorder.recent.first?.wallTime ?? oldest) < oldest {
-            recorder.recent.removeFirst(max(recorder.recent.count - beforeFrames, recorder.recent.prefix { $0.wallTime < oldest }.count))
+        // No slice of the frames held here: dropping would copy them all.
+        if recorder.count > beforeFrames || (recorder.oldestTime ?? oldest) < oldest {
+            recorder.dropOldest(max(recorder.count - beforeFrames, recorder.countOlder(than: oldest)))
         }
         if recorder.capture != nil {
             recorder.capture!.frames.append(entry)
@@ -131,10 +161,9 @@ public struct DashcamStage: Stage {
         case (.callError, _):
             return "CALLERROR \(envelope.frame.errorCode ?? "") \(envelope.direction == .fromCharger ? "from the charger" : "from the CSMS")"
         case (.call, "StatusNotification"):
-            let payload = envelope.payload()
-            // 1.6 `status`, 2.0.1 `connectorStatus`.
-            if payload["status"]?.stringValue == "Faulted" || payload["connectorStatus"]?.stringValue == "Faulted" { return "Faulted" }
-            if let code = payload["errorCode"]?.stringValue, code != "NoError" { return "errorCode \(code)" }
+            // Most report no fault, which the bytes tell without decoding the payload.
+            if Self.reportsNoFault(envelope.frame.payloadBytes) { return nil }
+            return Self.statusTrigger(envelope.payload())
         case (.call, "StartTransaction"):
             recorder.inTransaction = true
         case (.call, "StopTransaction"):
@@ -153,6 +182,61 @@ public struct DashcamStage: Stage {
             break
         }
         return nil
+    }
+
+    /// What a StatusNotification triggers: 1.6 `status` or 2.0.1 `connectorStatus` Faulted, or a 1.6 `errorCode`
+    /// other than NoError.
+    static func statusTrigger(_ payload: JSONValue) -> String? {
+        if payload["status"]?.stringValue == "Faulted" || payload["connectorStatus"]?.stringValue == "Faulted" { return "Faulted" }
+        if let code = payload["errorCode"]?.stringValue, code != "NoError" { return "errorCode \(code)" }
+        return nil
+    }
+
+    /// True when a StatusNotification's payload certainly triggers nothing (`statusTrigger` is nil): no
+    /// escape anywhere (so every name and value is spelled as it reads), no `Faulted` anywhere, and
+    /// `"errorCode"` either absent or once, as a member whose value is `"NoError"`. Anything else: false,
+    /// and the payload is decoded.
+    static func reportsNoFault(_ bytes: ArraySlice<UInt8>) -> Bool {
+        bytes.withUnsafeBufferPointer { buffer in
+            guard let base = buffer.baseAddress, memchr(base, Int32(UInt8(ascii: "\\")), buffer.count) == nil,
+                  find(faulted, in: buffer, from: 0) == nil
+            else { return false }
+            guard let start = find(errorCode, in: buffer, from: 0) else { return true }
+            guard find(errorCode, in: buffer, from: start + errorCode.count) == nil else { return false }
+            var index = skipSpace(buffer, start + errorCode.count)
+            guard index < buffer.count, buffer[index] == UInt8(ascii: ":") else { return false }
+            index = skipSpace(buffer, index + 1)
+            return find(noError, in: buffer, from: index) == index
+        }
+    }
+
+    private static let faulted = Array("Faulted".utf8)
+    private static let errorCode = Array("\"errorCode\"".utf8)
+    private static let noError = Array("\"NoError\"".utf8)
+
+    /// Where `needle` first occurs in `buffer` at or after `start` (its first byte found with `memchr`,
+    /// the rest compared with `memcmp`).
+    private static func find(_ needle: [UInt8], in buffer: UnsafeBufferPointer<UInt8>, from start: Int) -> Int? {
+        guard let base = buffer.baseAddress, let first = needle.first else { return nil }
+        return needle.withUnsafeBytes { needle -> Int? in
+            guard let needleBase = needle.baseAddress else { return nil }
+            var index = start
+            while buffer.count - index >= needle.count {
+                guard let hit = memchr(base + index, Int32(first), buffer.count - index - needle.count + 1) else { return nil }
+                index = UnsafePointer(hit.assumingMemoryBound(to: UInt8.self)) - base
+                if memcmp(base + index, needleBase, needle.count) == 0 { return index }
+                index += 1
+            }
+            return nil
+        }
+    }
+
+    private static func skipSpace(_ buffer: UnsafeBufferPointer<UInt8>, _ start: Int) -> Int {
+        var index = start
+        while index < buffer.count, buffer[index] == 0x20 || buffer[index] == 0x09 || buffer[index] == 0x0A || buffer[index] == 0x0D {
+            index += 1
+        }
+        return index
     }
 
     /// A NotifyEvent's first alert that is not a clearing: a monitor's threshold crossed (trigger
@@ -191,7 +275,7 @@ public struct DashcamStage: Stage {
             finish(recorder, session)
         } : nil
         // The trigger frame itself is the last of the "before" frames.
-        recorder.capture = (trigger, session.wallTime, recorder.recent, afterFrames, timer)
+        recorder.capture = (trigger, session.wallTime, Array(recorder.recent), afterFrames, timer)
         session.logger.notice("dashcam: capture started", metadata: ["trigger": "\(LogSafe.escape(trigger))"])
         if afterFrames == 0, afterSeconds == 0 { finish(recorder, session) }
     }

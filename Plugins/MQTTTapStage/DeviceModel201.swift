@@ -60,13 +60,11 @@ extension MQTTTapStage {
         var log = LogThrottle(limit: 1, window: .seconds(60))
     }
 
-    enum SeriesBudgetKey: SessionStateKey { typealias Value = SeriesBudget }
-
     static let seriesDropped = Counter(label: "ocpp_gateway_mqtt_series_dropped_total")
 
     /// Whether `subtopic` may be published: it was before, or there is room for one more.
-    func admitSeries(_ subtopic: String, _ session: any SessionContext) -> Bool {
-        let budget = Self.sessionObject(SeriesBudgetKey.self, session, SeriesBudget())
+    func admitSeries(_ subtopic: String, _ session: any SessionContext, _ tap: TapSession? = nil) -> Bool {
+        let budget = (tap ?? tapSession(session)).budget
         if budget.seen.contains(subtopic) { return true }
         guard budget.seen.count >= maxSeries else {
             budget.seen.insert(subtopic)

@@ -59,6 +59,10 @@ public struct MQTTTapStage: Stage {
     let piiVariables: PatternTable<Bool>
     let maxSeries: Int
     let droppedSeriesCount = Count()
+    /// This instance (a session's cached hash is only reused by the instance, and so the key, that made it).
+    let identity = Identity()
+
+    final class Identity: Sendable {}
 
     /// Defaults: value-channel actions to the CSMS with a copy on MQTT; status to both; vendor diagnostics to MQTT only.
     static let defaultRoutes: [String: Route] = [
@@ -149,7 +153,9 @@ public struct MQTTTapStage: Stage {
         default:
             if action == "StopTransaction" { flushTelemetry(session) }
             if route.toMQTT {
-                publish(session, "events", retain: false, ["action": .string(action), "payload": strip(envelope.payload())])
+                let tap = tapSession(session)
+                publish(session, "events", retain: false, tap: tap,
+                        ["action": .string(action), "payload": strip(envelope.payload(), fields: piiFields, tap: tap)])
             }
             guard route.toCSMS else { return .answer(Self.localAnswer(action, session)) }
             return .forward
@@ -163,6 +169,9 @@ public struct MQTTTapStage: Stage {
         let connector = payload["connectorId"]?.intValue ?? 0
         var removed = false
         var kept: [JSONValue] = []
+        // Looked up once for the frame, not per sample.
+        let objects = FrameObjects(tap: tapSession(session), filter: session[TelemetryFilterKey.self])
+        let transaction = payload["transactionId"]
         for meterValue in payload["meterValue"]?.arrayValue ?? [] {
             let timestamp = meterValue["timestamp"] ?? .null
             var samples: [JSONValue] = []
@@ -171,16 +180,21 @@ public struct MQTTTapStage: Stage {
                 let phase = sample["phase"]?.stringValue
                 let route = self.route(measurand: measurand, phase: phase)
                 if route.toMQTT {
-                    var message: JSONValue = ["connector": .number(connector), "timestamp": timestamp, "measurand": .string(measurand),
-                                              "value": sample["value"] ?? .null]
-                    for key in ["phase", "unit", "context", "location", "format"] { if let value = sample[key] { message[key] = value } }
+                    // The members appended to one array: setting them one by one into a JSONValue copied
+                    // the members each time. The same members in the same order.
+                    var members: [(key: String, value: JSONValue)] = [
+                        ("connector", .number(connector)), ("timestamp", timestamp), ("measurand", .string(measurand)),
+                        ("value", sample["value"] ?? .null),
+                    ]
+                    members.reserveCapacity(10)
+                    for key in Self.sampleFields { if let value = sample[key] { members.append((key, value)) } }
                     // A signed meter value (OCMF …) carries the driver's identification: flagged, never copied.
                     if sample["format"]?.stringValue == "SignedData" {
-                        message["value"] = nil
-                        message["signed"] = true
+                        members.removeAll { $0.key == "value" }
+                        members.append(("signed", true))
                     }
-                    if let transaction = payload["transactionId"] { message["transaction"] = transaction }
-                    publishTelemetry(session, measurand: measurand, phase: phase, message: message)
+                    if let transaction { members.append(("transaction", transaction)) }
+                    publishTelemetry(session, measurand: measurand, phase: phase, message: .object(members), objects: objects)
                 }
                 if route.toCSMS { samples.append(sample) } else { removed = true }
             }
@@ -520,10 +534,16 @@ public struct MQTTTapStage: Stage {
         return kept
     }
 
+    /// A sample's fields copied to its message after `connector`, `timestamp`, `measurand` and `value`.
+    static let sampleFields = ["phase", "unit", "context", "location", "format"]
+
     /// Per-phase voltage and current, temperature and frequency are health data; registers, power and SoC are value data.
     func route(measurand: String, phase: String?) -> Route {
-        if let phase, let route = measurandRoutes["\(measurand)/\(phase)"] { return route }
-        if let route = measurandRoutes[measurand] { return route }
+        // Without `measurands:` in the configuration (the usual case) no name is spelled or hashed.
+        if !measurandRoutes.isEmpty {
+            if let phase, let route = measurandRoutes["\(measurand)/\(phase)"] { return route }
+            if let route = measurandRoutes[measurand] { return route }
+        }
         switch measurand {
         case "Temperature", "Frequency", "RPM": return .mqtt
         case "Voltage", "Current.Import", "Current.Export", "Current.Offered": return phase == nil ? .both : .mqtt
@@ -547,25 +567,31 @@ public struct MQTTTapStage: Stage {
     /// A point the compressor did not move is published as the charger wrote it (its value's and
     /// timestamp's spelling); a moved point is rounded to the precision of the charger's value.
     /// `scale` turns the sample's value into the measurand's base unit (kW → W; 2.0.1's multiplier).
-    func publishTelemetry(_ session: any SessionContext, measurand: String, phase: String?, message: JSONValue, scale: Double? = nil) {
+    func publishTelemetry(_ session: any SessionContext, measurand: String, phase: String?, message: JSONValue, scale: Double? = nil,
+                          objects: FrameObjects? = nil) {
+        let objects = objects ?? FrameObjects(tap: tapSession(session), filter: session[TelemetryFilterKey.self])
+        let tap = objects.tap
         let series = measurand + (phase.map { "/\($0)" } ?? "")
         let topic = Self.telemetryTopic(series)
-        guard let filter = session[TelemetryFilterKey.self], Self.compressible.contains(measurand), phase.map(Self.phases.contains) ?? true,
+        guard let filter = objects.filter, Self.compressible.contains(measurand), phase.map(Self.phases.contains) ?? true,
               let text = message["value"].flatMap(Self.numberText), let value = Double(text), value.isFinite,
-              let time = message["timestamp"]?.stringValue.flatMap(parseOCPPDate)?.timeIntervalSince1970
+              let time = message["timestamp"]?.stringValue.flatMap(objects.time)
         else {
             // Not a series the compressor can follow (no compressor, a name outside OCPP's lists, a value
             // that is no number): published as it came. Unknown names are never remembered.
-            publish(session, topic, retain: false, series: true, message)
+            publish(session, topic, retain: false, series: true, tap: tap, message)
             return
         }
-        guard admitSeries(topic, session) else { return }
+        guard admitSeries(topic, session, tap) else { return }
         let scale = scale ?? Self.unitScale(message["unit"]?.stringValue)
-        let memory = Self.sessionObject(SeriesMemoryKey.self, session, SeriesMemory())
+        let memory = tap.memory ?? SeriesMemory()
+        tap.memory = memory
         memory.remember(series: series, SeriesMemory.Reading(time: time, value: value * scale, scale: scale, message: message))
-        publishPending(filter.takeRetiredPoints(), filter, session)
+        publishPending(filter.takeRetiredPoints(), filter, session, tap)
         for point in filter.filter(series: series, time: time, value: value * scale) {
-            publish(session, topic, retain: false, series: true, memory.point(series: series, point.time, point.value, filter.descriptor(series: series)))
+            // Admitted above: not counted again.
+            publish(session, topic, retain: false, tap: tap,
+                    memory.point(series: series, point.time, point.value, filter.descriptor(series: series)))
         }
     }
 
@@ -593,28 +619,69 @@ public struct MQTTTapStage: Stage {
         }
 
         static let kept = 3
-        private var series: [String: [Reading]] = [:]
+        private var series: [String: Recent] = [:]
+
+        /// The last `kept` readings of a series in a ring: the newest overwrites the oldest (removing the
+        /// oldest from the front of an array cost ~1,300 instructions a sample).
+        struct Recent {
+            private var readings: [Reading] = []
+            /// Where the oldest is once the ring is full (0 before).
+            private var oldest = 0
+
+            mutating func append(_ reading: Reading) {
+                if readings.count < SeriesMemory.kept {
+                    readings.append(reading)
+                } else {
+                    readings[oldest] = reading
+                    oldest = (oldest + 1) % readings.count
+                }
+            }
+
+            /// Newest first.
+            var newestFirst: [Reading] {
+                (0..<readings.count).map { readings[(oldest + readings.count - 1 - $0) % readings.count] }
+            }
+
+            var newest: Reading? { readings.isEmpty ? nil : readings[(oldest + readings.count - 1) % readings.count] }
+
+            /// The newest reading at `time`.
+            func newest(at time: Double) -> Reading? {
+                for back in 0..<readings.count {
+                    let reading = readings[(oldest + readings.count - 1 - back) % readings.count]
+                    if reading.time == time { return reading }
+                }
+                return nil
+            }
+        }
 
         func remember(series name: String, _ reading: Reading) {
-            // In place: a copy taken out of the dictionary would be copied again on append.
-            series[name, default: []].append(reading)
-            if let count = series[name]?.count, count > Self.kept { series[name]?.removeFirst(count - Self.kept) }
+            // One lookup, then in place: a copy taken out of the dictionary would be copied again on append.
+            guard let index = series.index(forKey: name) else {
+                var recent = Recent()
+                recent.append(reading)
+                series[name] = recent
+                return
+            }
+            series.values[index].append(reading)
         }
+
+        /// The series' readings, oldest first.
+        func readings(series name: String) -> [Reading] { (series[name]?.newestFirst ?? []).reversed() }
 
         /// The message for an archived point: the charger's own sample when the compressor kept it
         /// unmoved, else that sample with its value rounded to the precision the charger used.
         func point(series name: String, _ time: Double, _ value: Double, _ descriptor: JSONValue?) -> JSONValue {
-            let readings = series[name] ?? []
+            let readings = series[name] ?? Recent()
             var message: JSONValue
-            if let reading = readings.last(where: { $0.time == time }) {
+            if let reading = readings.newest(at: time) {
                 message = reading.message
                 if value != reading.value {
                     message["value"] = Spelling.json(value / reading.scale, like: reading.message["value"])
                 }
             } else {
                 // Not one of the recent samples (the compressors never do this): the newest sample's fields.
-                message = readings.last?.message ?? [:]
-                let scale = readings.last?.scale ?? 1
+                message = readings.newest?.message ?? [:]
+                let scale = readings.newest?.scale ?? 1
                 message["timestamp"] = .string(Spelling.timestamp(time, like: message["timestamp"]?.stringValue ?? ""))
                 message["value"] = Spelling.json(value / scale, like: message["value"])
             }
@@ -630,15 +697,52 @@ public struct MQTTTapStage: Stage {
     }
 
     private func publishPending(_ points: [(series: String, time: Double, value: Double)], _ filter: any TelemetryFilter,
-                                _ session: any SessionContext) {
-        guard !points.isEmpty, let memory = session[SeriesMemoryKey.self] else { return }
+                                _ session: any SessionContext, _ tap: TapSession? = nil) {
+        guard !points.isEmpty else { return }
+        let tap = tap ?? tapSession(session)
+        guard let memory = tap.memory else { return }
         for point in points {
-            publish(session, Self.telemetryTopic(point.series), retain: false, series: true,
+            publish(session, Self.telemetryTopic(point.series), retain: false, series: true, tap: tap,
                     memory.point(series: point.series, point.time, point.value, filter.descriptor(series: point.series)))
         }
     }
 
-    enum SeriesMemoryKey: SessionStateKey { typealias Value = SeriesMemory }
+    /// The tap's objects of one session, found with one lookup: a session lookup costs ~420 instructions,
+    /// and a MeterValues frame made four for each of its samples.
+    final class TapSession {
+        /// The topics published under peer-chosen names (`max_series`).
+        let budget = SeriesBudget()
+        /// Made with the first sample the compressor follows.
+        var memory: SeriesMemory?
+        var heading: Heading?
+        /// The last PII value hashed for this session and its hash.
+        var lastHash: (hasher: ObjectIdentifier, text: String, hash: String)?
+    }
+
+    enum TapSessionKey: SessionStateKey { typealias Value = TapSession }
+
+    func tapSession(_ session: any SessionContext) -> TapSession { Self.sessionObject(TapSessionKey.self, session, TapSession()) }
+
+    /// What every sample of a frame needs from the session, looked up once for the frame, and the last
+    /// timestamp read (the samples of a meter value share theirs).
+    final class FrameObjects {
+        let tap: TapSession
+        let filter: (any TelemetryFilter)?
+        private var stamp: (text: String, time: Double?)?
+
+        init(tap: TapSession, filter: (any TelemetryFilter)?) {
+            self.tap = tap
+            self.filter = filter
+        }
+
+        /// `parseOCPPDate(text)` in seconds since 1970, read once for a run of samples with the same text.
+        func time(_ text: String) -> Double? {
+            if let stamp, stamp.text == text { return stamp.time }
+            let time = parseOCPPDate(text)?.timeIntervalSince1970
+            stamp = (text, time)
+            return time
+        }
+    }
 
     /// The session's object under `key`, made and stored on first use. An object is stored once: writing
     /// it back on every sample cost a second lookup per sample.
@@ -655,12 +759,67 @@ public struct MQTTTapStage: Stage {
     }
 
     /// `series`: the topic carries peer-chosen names or numbers, and counts against `max_series`.
-    func publish(_ session: any SessionContext, _ subtopic: String, retain: Bool, series: Bool = false, _ body: JSONValue) {
-        if series, !admitSeries(subtopic, session) { return }
-        var message: JSONValue = ["v": 1, "gateway": .string(publisher.topicRoot), "charger": .string(session.chargerId)]
-        for (key, value) in body.objectValue ?? [] { message[key] = value }
-        publisher.publish(topic: "\(publisher.topicRoot)/\(Topics.level(session.chargerId))/\(subtopic)", payload: message.serialized(),
-                          retain: retain)
+    func publish(_ session: any SessionContext, _ subtopic: String, retain: Bool, series: Bool = false, tap: TapSession? = nil,
+                 _ body: JSONValue) {
+        let tap = tap ?? tapSession(session)
+        if series, !admitSeries(subtopic, session, tap) { return }
+        let heading = Self.heading(publisher.topicRoot, session, tap)
+        publisher.publish(topic: heading.topic + subtopic, payload: Self.message(heading, body), retain: retain)
+    }
+
+    /// What every message of a session starts with, made once per session (escaping the charger's id for
+    /// its topic level and spelling the envelope's three members cost ~1,500 instructions a message).
+    final class Heading {
+        /// The publisher's root it was made for (a reload may bring another).
+        let root: String
+        let charger: String
+        /// `<root>/<charger level>/`.
+        let topic: String
+        /// `{"v":1,"gateway":…,"charger":…` without the closing brace.
+        let opening: [UInt8]
+
+        init(root: String, charger: String) {
+            self.root = root
+            self.charger = charger
+            topic = root + "/" + Topics.level(charger) + "/"
+            var opening = JSONValue.object([("v", 1), ("gateway", .string(root)), ("charger", .string(charger))]).serialized()
+            opening.removeLast()
+            self.opening = opening
+        }
+    }
+
+    static func heading(_ root: String, _ session: any SessionContext, _ tap: TapSession) -> Heading {
+        if let heading = tap.heading, heading.root == root { return heading }
+        let heading = Heading(root: root, charger: session.chargerId)
+        tap.heading = heading
+        return heading
+    }
+
+    /// The message: the envelope (`v`, `gateway`, `charger`) and the body's members after it, written as
+    /// bytes after the session's opening. A body that repeats a key (its own or the envelope's) is merged
+    /// member by member as before: the later value in the earlier place.
+    static func message(_ heading: Heading, _ body: JSONValue) -> [UInt8] {
+        let members = body.objectValue ?? []
+        // A handful of short keys: compared, not hashed.
+        let repeats = members.indices.contains { index in
+            let key = members[index].key
+            return key == "v" || key == "gateway" || key == "charger" || members[..<index].contains { $0.key == key }
+        }
+        guard !repeats else {
+            var message: JSONValue = ["v": 1, "gateway": .string(heading.root), "charger": .string(heading.charger)]
+            for (key, value) in members { message[key] = value }
+            return message.serialized()
+        }
+        var out = heading.opening
+        out.reserveCapacity(out.count + 32 * members.count + 2)
+        for (key, value) in members {
+            out.append(UInt8(ascii: ","))
+            JSONValue.string(key).write(to: &out)
+            out.append(UInt8(ascii: ":"))
+            value.write(to: &out)
+        }
+        out.append(UInt8(ascii: "}"))
+        return out
     }
 
     /// The payload with every PII field replaced by `hmac-sha256:<hex>` (first 16 bytes), at any depth.
@@ -668,17 +827,17 @@ public struct MQTTTapStage: Stage {
 
     /// A signed meter value (1.6 `format: SignedData`, e.g. an OCMF record) carries the driver's identification:
     /// its `value` is hashed like any PII field, wherever it appears.
-    func strip(_ value: JSONValue, fields: Set<String>) -> JSONValue {
+    func strip(_ value: JSONValue, fields: Set<String>, tap: TapSession? = nil) -> JSONValue {
         switch value {
         case .object(let members):
             let signed = members.contains { $0.0 == "format" && $0.1.stringValue == "SignedData" }
             return .object(members.map { key, member in
-                if signed, key == "value", case .string(let text) = member { return (key, .string(hash(text))) }
-                if fields.contains(key), case .string(let text) = member { return (key, .string(hash(text))) }
-                return (key, strip(member, fields: fields))
+                if signed, key == "value", case .string(let text) = member { return (key, .string(hash(text, tap))) }
+                if fields.contains(key), case .string(let text) = member { return (key, .string(hash(text, tap))) }
+                return (key, strip(member, fields: fields, tap: tap))
             })
         case .array(let elements):
-            return .array(elements.map { strip($0, fields: fields) })
+            return .array(elements.map { strip($0, fields: fields, tap: tap) })
         default:
             return value
         }
@@ -686,6 +845,16 @@ public struct MQTTTapStage: Stage {
 
     /// `hmac-sha256:` and the first 16 bytes of the HMAC in hex (per PII value and frame: kept cheap —
     /// `String(format:)` per byte cost ~83,000 instructions a frame).
+    func hash(_ text: String, _ tap: TapSession?) -> String {
+        // A charger's Authorize, StartTransaction and StopTransaction carry the same idTag: hashed once.
+        // The stage instance that hashed it (its key is read when the stage is made: a reload may bring another).
+        let hasher = ObjectIdentifier(identity)
+        if let last = tap?.lastHash, last.text == text, last.hasher == hasher { return last.hash }
+        let hashed = hash(text)
+        tap?.lastHash = (hasher, text, hashed)
+        return hashed
+    }
+
     func hash(_ text: String) -> String {
         // From the keyed state made once (the key's padding hashed once, not per value).
         var hmac = secret.keyed

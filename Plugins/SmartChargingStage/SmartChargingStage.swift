@@ -304,7 +304,12 @@ public struct SmartChargingStage: Stage {
             model: state.model, discovered: state.discovered, profiles: state.profiles.mapValues { $0.map(\.stored) },
             installed: state.installed,
             transactions: state.transactions.mapValues { StoredTransaction(id: $0.id, start: $0.start.timeIntervalSince1970) })
-        store.save(saved, charger: session.chargerId, name: Self.stateFile)
+        // Written by hand (JSONEncoder cost ~86,000 instructions a save); JSONEncoder only for what it refuses.
+        if let bytes = saved.json() {
+            store.save(Data(bytes), charger: session.chargerId, name: Self.stateFile)
+        } else {
+            store.save(saved, charger: session.chargerId, name: Self.stateFile)
+        }
     }
 
     // MARK: Frames
@@ -891,6 +896,50 @@ struct StoredTransaction: Codable, Equatable {
     var id: Int
     /// Seconds since 1970.
     var start: Double
+}
+
+extension PersistedState {
+    /// The file's JSON as `JSONEncoder` with sorted keys writes it (the same members, nil ones left out,
+    /// connector keys as strings), for `JSONDecoder` to read back; nil when a number is not finite,
+    /// which JSON cannot hold (the caller hands the state to `JSONEncoder`, which reports it).
+    func json() -> [UInt8]? {
+        func number(_ value: Double) -> JSONValue? { value.isFinite ? .number(value) : nil }
+        func integer(_ value: Int) -> JSONValue { .number(String(value)) }
+        func object(_ members: [(key: String, value: JSONValue?)]) -> JSONValue {
+            .object(members.compactMap { member in member.value.map { (member.key, $0) } }.sorted { $0.key < $1.key })
+        }
+        func byConnector<Value>(_ values: [Int: Value], _ encode: (Value) -> JSONValue?) -> JSONValue? {
+            var members: [(key: String, value: JSONValue?)] = []
+            for (connector, value) in values {
+                guard let encoded = encode(value) else { return nil }
+                members.append((String(connector), encoded))
+            }
+            return object(members)
+        }
+        guard
+            let installed = byConnector(installed, { profile in
+                number(profile.installedAt).map { installedAt in
+                    object([("installedAt", installedAt), ("profileId", integer(profile.profileId)),
+                            ("purpose", .string(profile.purpose)), ("stackLevel", integer(profile.stackLevel))])
+                }
+            }),
+            let profiles = byConnector(profiles, { stored in
+                .array(stored.map { object([("format", .string($0.format.rawValue)), ("json", .string($0.json))]) })
+            }),
+            let transactions = byConnector(transactions, { transaction in
+                number(transaction.start).map { object([("id", integer(transaction.id)), ("start", $0)]) }
+            })
+        else { return nil }
+        let discovered = self.discovered.map { found in
+            object([("maxPeriods", found.maxPeriods.map { integer($0) }),
+                    ("maxProfilesInstalled", found.maxProfilesInstalled.map { integer($0) }),
+                    ("maxStackLevel", found.maxStackLevel.map { integer($0) }),
+                    ("numberOfConnectors", found.numberOfConnectors.map { integer($0) }),
+                    ("units", found.units.map { .array($0.map { .string($0) }) })])
+        }
+        return object([("discovered", discovered), ("installed", installed), ("model", model.map { .string($0) }),
+                       ("profiles", profiles), ("transactions", transactions), ("version", integer(version))]).serialized()
+    }
 }
 
 /// `<state_dir>/chargers/<id>/smart_charging.json`.

@@ -73,6 +73,7 @@ public final class MQTTPublisher: MessagePublisher, @unchecked Sendable {
         guard let handle = mosquitto_new(settings.clientId, true, nil) else { throw MQTTError("cannot create an MQTT client") }
         self.handle = handle
         self.settings = settings
+        topicRoot = settings.topicRoot
         state = Mutex(State(queue: MQTTQueueAccounting(limit: settings.queueLimit, tracksAcknowledgements: settings.qos > 0)))
         self.logger = logger
         let box = Unmanaged.passUnretained(self)
@@ -163,7 +164,8 @@ public final class MQTTPublisher: MessagePublisher, @unchecked Sendable {
         return true
     }
 
-    public var topicRoot: String { settings.topicRoot }
+    /// Made once: every message's topic starts with it.
+    public let topicRoot: String
 
     public var statistics: (inFlight: Int, acknowledged: Int, dropped: Int, connected: Bool) {
         state.withLock { ($0.queue.awaitingAcknowledgement, $0.queue.acknowledged, $0.queue.dropped, $0.connected) }

@@ -20,4 +20,24 @@ struct PIIHashTests {
             #expect(tap.hash(text) == expected)
         }
     }
+
+    /// A session remembers its last hashed value: the same text gives the same hash, another text its own.
+    @Test func aSessionsLastHashIsReusedOnlyForTheSameText() throws {
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent("tap-hash-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        let tap = try StageTester.build(MQTTTapStage.self, stateDirectory: state, publisher: RecordingPublisher())
+        let session = MQTTTapStage.TapSession()
+        for text in ["04A2B3C4", "04A2B3C4", "04A2B3C5", "", "04A2B3C4", "04a2b3c4"] {
+            #expect(tap.hash(text, session) == tap.hash(text))
+            #expect(session.lastHash?.text == text)
+        }
+        #expect(tap.hash("A", nil) == tap.hash("A"))
+        // Another instance (a reload) with another key: its own hash, not the session's cached one.
+        let other = FileManager.default.temporaryDirectory.appendingPathComponent("tap-hash-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: other) }
+        let reloaded = try StageTester.build(MQTTTapStage.self, stateDirectory: other, publisher: RecordingPublisher())
+        _ = tap.hash("04A2B3C4", session)
+        #expect(reloaded.hash("04A2B3C4", session) == reloaded.hash("04A2B3C4"))
+        #expect(reloaded.hash("04A2B3C4") != tap.hash("04A2B3C4"))
+    }
 }
