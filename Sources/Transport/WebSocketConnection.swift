@@ -93,6 +93,8 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     private var budgetTask: Scheduled<Void>?
     /// Why the link closed, as far as this side knows (close frame code, ping timeout, error).
     public private(set) var closeReason: String?
+    /// A client's mask keys: its event loop's block of CSPRNG bytes (nil on the server side, which does not mask).
+    private let maskKeys: MaskKeySource?
 
     /// Receives each text message.
     public var onText: (([UInt8]) -> Void)? {
@@ -130,6 +132,8 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
         self.outboundLimits = outboundLimits
         self.inboundBudget = inboundBudget
         self.budgetTokens = inboundBudget?.burst ?? 0
+        // The source belongs to the loop's thread; a connection made off its loop (tests) gets its own.
+        self.maskKeys = isClient ? (channel.eventLoop.inEventLoop ? MaskKeySource.current : MaskKeySource()) : nil
         servicePort = (isClient ? channel.remoteAddress?.port : channel.localAddress?.port) ?? 0
         Self.live.withLock { $0[servicePort, default: 0] += 1 }
     }
@@ -195,7 +199,7 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
             close(code: .unacceptableData, reason: "binary frame received")
         case .ping:
             var pong = WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)
-            if isClient { pong.maskKey = .random() }
+            pong.maskKey = maskKeys?.next()
             context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
         case .pong:
             awaitingPong = false
@@ -398,12 +402,12 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
         // this one and the encoder saw the write (~4,000 instructions a frame in all).
         guard let frameWriter else {
             var frame = WebSocketFrame(fin: true, opcode: .text, data: context.channel.allocator.buffer(bytes: bytes))
-            if isClient { frame.maskKey = .random() }
+            frame.maskKey = maskKeys?.next()
             context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
             return
         }
         var buffer = context.channel.allocator.buffer(capacity: Self.maximumHeaderBytes + bytes.count)
-        Self.writeTextFrame(bytes, maskKey: isClient ? WebSocketMaskingKey.random() : nil, into: &buffer)
+        Self.writeTextFrame(bytes, maskWord: maskKeys?.nextWord(), into: &buffer)
         frameWriter.writeAndFlush(NIOAny(buffer), promise: nil)
     }
 
@@ -413,13 +417,24 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     /// Writes one unfragmented text frame (RFC 6455 §5.2): the header, the mask key of a client's frame, and
     /// the message (masked 8 bytes at a time with `maskKey`, §5.3).
     static func writeTextFrame<Key: Collection<UInt8>>(_ bytes: [UInt8], maskKey: Key?, into buffer: inout ByteBuffer) {
+        let word = maskKey.map { key in
+            var word: UInt32 = 0
+            withUnsafeMutableBytes(of: &word) { for (index, byte) in key.prefix(4).enumerated() { $0[index] = byte } }
+            return word
+        }
+        writeTextFrame(bytes, maskWord: word, into: &buffer)
+    }
+
+    /// `writeTextFrame` with the mask key as 4 bytes in memory order (`MaskKeySource.nextWord()`): no key
+    /// struct or collection per frame.
+    static func writeTextFrame(_ bytes: [UInt8], maskWord: UInt32?, into buffer: inout ByteBuffer) {
         let count = bytes.count
         let lengthBytes = count <= 125 ? 0 : count <= 0xFFFF ? 2 : 8
-        let headerBytes = 2 + lengthBytes + (maskKey == nil ? 0 : 4)
+        let headerBytes = 2 + lengthBytes + (maskWord == nil ? 0 : 4)
         // One write into the buffer: every `writeInteger` checked capacity and the buffer's storage again.
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: headerBytes + count) { target in
             target[0] = 0x81  // FIN, text
-            let maskBit: UInt8 = maskKey == nil ? 0 : 0x80
+            let maskBit: UInt8 = maskWord == nil ? 0 : 0x80
             switch lengthBytes {
             case 0: target[1] = maskBit | UInt8(count)
             case 2: target[1] = maskBit | 126
@@ -427,10 +442,10 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
             }
             for index in 0..<lengthBytes { target[2 + index] = UInt8(truncatingIfNeeded: count >> (8 * (lengthBytes - 1 - index))) }
             var pattern: UInt64 = 0
-            if let maskKey {
-                var index = 2 + lengthBytes
-                for byte in maskKey { target[index] = byte; index += 1 }
-                pattern = maskPattern(maskKey, offset: 0)
+            if let maskWord {
+                target.storeBytes(of: maskWord, toByteOffset: 2 + lengthBytes, as: UInt32.self)
+                // The key twice over, in memory order (what `maskPattern` makes of the 4 bytes).
+                pattern = UInt64(maskWord) | UInt64(maskWord) << 32
             }
             bytes.withUnsafeBytes { source in
                 _ = unmask(source, into: UnsafeMutableRawBufferPointer(rebasing: target[headerBytes..<headerBytes + count]), pattern: pattern)
@@ -449,7 +464,7 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
         var payload = context.channel.allocator.buffer(capacity: 2)
         payload.write(webSocketErrorCode: code)
         var frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: payload)
-        if isClient { frame.maskKey = .random() }
+        frame.maskKey = maskKeys?.next()
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
         // A peer that never finishes the closing handshake must not keep the socket.
@@ -477,7 +492,7 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
             }
             connection.awaitingPong = true
             var ping = WebSocketFrame(fin: true, opcode: .ping, data: context.channel.allocator.buffer(string: "ocpp-gateway"))
-            if connection.isClient { ping.maskKey = .random() }
+            ping.maskKey = connection.maskKeys?.next()
             context.writeAndFlush(connection.wrapOutboundOut(ping), promise: nil)
             connection.schedulePing()
         }
