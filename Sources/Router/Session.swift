@@ -19,7 +19,10 @@ public final class Session: SessionContext {
     public var logger: Logger
     private let pipelines: PipelineHolder
     private let metrics: RouterMetrics
-    private var driver: (any SessionDriver)?
+    /// Read through `driver` (a copy): a call made on the stored existential in place kept the property's
+    /// access open across the call, so every access to it was checked for exclusivity at run time.
+    private var driverStorage: (any SessionDriver)?
+    private var driver: (any SessionDriver)? { driverStorage }
     private var towardsCharger: CallLane
     private var towardsCSMS: CallLane
     /// Stage state, per stage instance (`slot`) or shared (`slot == nil`, `SessionStateScope.session`).
@@ -37,9 +40,14 @@ public final class Session: SessionContext {
     private var logThrottles: [String: LogThrottle] = [:]
     /// Frames run through the stages so far (for sampling their timers).
     private var framesThroughStages: UInt32 = 0
-    public private(set) var isEnded = false
-    public var isClosed: Bool { isEnded }
-    public private(set) var isNorthUp = true
+    /// The stored flags are private and read through public getters: a `public private(set)` stored
+    /// property can be accessed in place from other modules, so each of its accesses here was checked for
+    /// exclusivity at run time (~80 instructions each, several per frame).
+    private var ended = false
+    public var isEnded: Bool { ended }
+    public var isClosed: Bool { ended }
+    private var northUp = true
+    public var isNorthUp: Bool { northUp }
     /// Whether the charger's BootNotification was accepted (in this session or, remembered by the
     /// gateway, an earlier one). Until then nothing of the gateway's own is sent to either side
     /// (OCPP 1.6 §4.2: the Central System sends nothing before it accepted the boot).
@@ -50,8 +58,13 @@ public final class Session: SessionContext {
     /// Translation towards a CSMS of another OCPP version, at the north edge after every stage
     /// (`NorthAdapter`); nil: frames are relayed as they are.
     public var northAdapter: (any NorthAdapter)? {
-        didSet { northAdapter?.attached(to: self) }
+        get { adapter }
+        set {
+            adapter = newValue
+            newValue?.attached(to: self)
+        }
     }
+    private var adapter: (any NorthAdapter)?
     /// The adapter's own CALLs towards the CSMS (already in the CSMS's version): never translated.
     private var northNative: Set<String> = []
     /// CALLs the CSMS answered whose 1.6 answer the adapter gives later (`deliverNorthAnswer`).
@@ -64,7 +77,7 @@ public final class Session: SessionContext {
         self.version = version
         self.pipelines = pipelines
         self.metrics = metrics
-        self.driver = driver
+        self.driverStorage = driver
         self.bootAccepted = bootAccepted
         self.towardsCharger = CallLane(timeout: limits.chargerCallTimeout, limit: limits.chargerMaxQueuedCalls)
         self.towardsCSMS = CallLane(timeout: limits.csmsCallTimeout, limit: limits.csmsMaxQueuedCalls)
@@ -290,7 +303,7 @@ public final class Session: SessionContext {
     /// every timer is cancelled.
     public func end() {
         guard !isEnded else { return }
-        isEnded = true
+        ended = true
         metrics.sessions.decrement()
         let pending = towardsCharger.drain() + towardsCSMS.drain() + heldUntilBoot.map(\.call)
         heldUntilBoot = []
@@ -308,7 +321,7 @@ public final class Session: SessionContext {
         callSweep = nil
         for stage in (startedPipeline ?? pipelines.pipeline).stages { acting(as: stage.slot) { stage.instance.sessionEnded(self) } }
         stageState.removeAll()
-        driver = nil
+        driverStorage = nil
     }
 
     // MARK: The north link in buffer mode
@@ -318,7 +331,7 @@ public final class Session: SessionContext {
     /// with a CALLERROR. The gateway's own CALL at the CSMS learns `.connectionClosed`; its waiting ones stay.
     public func northLinkDown() {
         guard isNorthUp, !isEnded else { return }
-        isNorthUp = false
+        northUp = false
         let (relayed, gatewayInFlight) = towardsCSMS.takeForLinkLoss()
         if let northAdapter {
             for call in relayed + (gatewayInFlight.map { [$0] } ?? []) where northNative.remove(call.id) == nil {
@@ -348,7 +361,7 @@ public final class Session: SessionContext {
     /// The CSMS link is back: stages are told, and the gateway's waiting CALLs go out.
     public func northLinkUp() {
         guard !isNorthUp, !isEnded else { return }
-        isNorthUp = true
+        northUp = true
         northAdapter?.northLinkChanged(up: true)
         for stage in adoptCurrentPipeline().stages {
             _ = acting(as: stage.slot) { stage.instance.northLinkChanged(up: true, orphaned: [], in: self) }

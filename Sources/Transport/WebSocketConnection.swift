@@ -37,13 +37,22 @@ public struct InboundBudget: Sendable, Equatable {
 }
 
 /// Why reading from a connection is paused; reading resumes when no reason is left.
-public enum ReadPause: Hashable, Sendable {
+public enum ReadPause: Hashable, Sendable, CaseIterable {
     /// The peer sent more messages than its `InboundBudget` allows; reading resumes as it refills.
     case overBudget
     /// This connection's own outbound queue is over its high-water mark (the peer does not read).
     case outboundFull
     /// The connection this one's messages go to cannot take more (set by whoever couples the two).
     case counterpart
+
+    /// Its bit in `WebSocketConnection.pauseBits`.
+    var bit: UInt8 {
+        switch self {
+        case .overBudget: 1
+        case .outboundFull: 2
+        case .counterpart: 4
+        }
+    }
 }
 
 /// One WebSocket carrying OCPP-J text frames, on either side of the gateway.
@@ -83,7 +92,9 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     private var pingTask: Scheduled<Void>?
     private var awaitingPong = false
     private var closeSent = false
-    private var readPauses: Set<ReadPause> = []
+    /// Why reading is paused, one bit per `ReadPause` (a `Set` hashed on every change, and its accesses, which
+    /// call the hasher, were checked for exclusivity at run time on every frame).
+    private var pauseBits: UInt8 = 0
     private var heldRead = false
     private var writeTimeoutTask: Scheduled<Void>?
     /// The peer's message budget (nil: unlimited), its tokens and when they were last counted.
@@ -98,13 +109,20 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
 
     /// Receives each text message.
     public var onText: (([UInt8]) -> Void)? {
-        didSet { deliverPending() }
+        get { textHandler }
+        set {
+            textHandler = newValue
+            deliverPending()
+        }
     }
+    /// `onText`'s storage: private, so that reading it per frame needs no run-time exclusivity check (a public
+    /// stored property can be accessed in place from other modules).
+    private var textHandler: (([UInt8]) -> Void)?
     /// The TLS peer's certificate (DER), for a client connection over TLS.
     public internal(set) var peerCertificateDER: [UInt8]?
 
     /// True once something consumes this connection's messages.
-    public var isRelaying: Bool { onText != nil }
+    public var isRelaying: Bool { textHandler != nil }
 
     /// Runs once when the channel closes, whatever the cause.
     public var onClose: ((String) -> Void)?
@@ -117,7 +135,7 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     public var isWritable: Bool { channel.isWritable }
 
     /// Whether reading from the peer is paused, and why.
-    public var readPauseReasons: Set<ReadPause> { readPauses }
+    public var readPauseReasons: Set<ReadPause> { Set(ReadPause.allCases.filter { pauseBits & $0.bit != 0 }) }
 
     /// Bytes queued for the peer and not yet written to the socket.
     public var bufferedOutboundBytes: Int {
@@ -189,7 +207,8 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
                 close(code: .dataInconsistentWithMessage, reason: "text message is not valid UTF-8")
                 return
             }
-            if let onText, readPauses.isEmpty, pendingHead == pending.count, admitMessage() {
+            // Nothing held back (`pending` is emptied when the last held message is delivered).
+            if let onText = textHandler, pauseBits == 0, pending.isEmpty, admitMessage() {
                 onText(bytes)
             } else {
                 pending.append(bytes)
@@ -318,7 +337,7 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     }
 
     public func read(context: ChannelHandlerContext) {
-        if readPauses.isEmpty {
+        if pauseBits == 0 {
             context.read()
         } else {
             heldRead = true
@@ -357,22 +376,25 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     /// Stops reading from the peer for `reason` (until `resumeReading` with the same reason).
     public func pauseReading(_ reason: ReadPause) {
         channel.eventLoop.assertInEventLoop()
-        readPauses.insert(reason)
+        pauseBits |= reason.bit
     }
 
     /// Withdraws `reason`; reading resumes when no reason is left.
     public func resumeReading(_ reason: ReadPause) {
         channel.eventLoop.assertInEventLoop()
-        guard readPauses.remove(reason) != nil, readPauses.isEmpty else { return }
+        let bits = pauseBits
+        guard bits & reason.bit != 0 else { return }
+        pauseBits = bits & ~reason.bit
+        guard pauseBits == 0 else { return }
         deliverPending()
-        guard readPauses.isEmpty, heldRead, let context else { return }
+        guard pauseBits == 0, heldRead, let context else { return }
         heldRead = false
         context.read()
     }
 
     /// Delivers held messages in order until none is left or reading is paused again.
     private func deliverPending() {
-        while pendingHead < pending.count, readPauses.isEmpty, let onText, admitMessage() {
+        while pendingHead < pending.count, pauseBits == 0, let onText = textHandler, admitMessage() {
             let message = pending[pendingHead]
             pendingHead += 1
             onText(message)
