@@ -28,7 +28,11 @@ public final class Session: SessionContext {
     /// Stage state, per stage instance (`slot`) or shared (`slot == nil`, `SessionStateScope.session`).
     private var stageState = StateTable()
     /// The stage instance being run: its `process`, a hook, or a closure it handed to the session.
-    private var activeSlot: StageSlot?
+    ///
+    /// Not retained: it is set only for the length of `acting(as:)`, whose caller holds the slot (its pipeline's
+    /// stage list or a closure bound to it), and restored after. Assigning a retained reference released the old
+    /// one inside the access, so every access to it was checked for exclusivity at run time, twice a stage a frame.
+    private unowned(unsafe) var activeSlot: StageSlot?
     /// The pipeline whose stages were told `sessionStarted`; a reload is reconciled against it.
     private var startedPipeline: Pipeline?
     /// Timers stages scheduled; all are cancelled when the session ends.
@@ -61,10 +65,14 @@ public final class Session: SessionContext {
         get { adapter }
         set {
             adapter = newValue
+            hasAdapter = newValue != nil
             newValue?.attached(to: self)
         }
     }
     private var adapter: (any NorthAdapter)?
+    /// Whether `adapter` is set: frames test this flag first, so that the usual session (no translation) does
+    /// not read the adapter reference (checked for exclusivity at run time) on every frame from the CSMS.
+    private var hasAdapter = false
     /// The adapter's own CALLs towards the CSMS (already in the CSMS's version): never translated.
     private var northNative: Set<String> = []
     /// CALLs the CSMS answered whose 1.6 answer the adapter gives later (`deliverNorthAnswer`).
@@ -409,7 +417,7 @@ public final class Session: SessionContext {
     private func handleCall(_ frame: Frame, from side: Side, direction: Direction) {
         adoptCurrentPipeline()
         var frame = frame
-        if side == .csms, let northAdapter {
+        if side == .csms, hasAdapter, let northAdapter {
             switch northAdapter.incomingCall(id: frame.messageId, action: frame.action ?? "", payload: frame.payload()) {
             case .relay(let action, let payload):
                 frame = Frame.encoded(FrameEncoder.call(id: frame.messageId, action: action, payload: payload))
@@ -481,7 +489,7 @@ public final class Session: SessionContext {
             return
         }
         var frame = frame
-        if side == .csms, !translated, let northAdapter, northNative.remove(call.id) == nil {
+        if side == .csms, !translated, hasAdapter, let northAdapter, northNative.remove(call.id) == nil {
             // The CSMS's answer to a translated CALL becomes the 1.6 answer before any stage sees it.
             guard let translated = northAdapter.answerFromCSMS(id: call.id, action: call.action, answer: NorthAnswer(frame)) else {
                 // The adapter answers later (`deliverNorthAnswer`); the lane towards the CSMS is free meanwhile.
@@ -551,47 +559,50 @@ public final class Session: SessionContext {
     /// Returns the envelope a stage rewrote (nil while none did: the frame goes on as received).
     ///
     /// The hot path: stages are visited by index (no copy of `LoadedStage` per stage) and the envelope is
-    /// passed as it came until a stage modifies it (no copy of its strings and bytes per frame).
+    /// passed as it came until a stage modifies it (no copy of its strings and bytes per frame). One loop and
+    /// no closure capturing `rewritten`: the nested functions that did kept it in a box whose every read
+    /// (one a stage) was checked for exclusivity at run time.
     private func runStages(_ envelope: Envelope) -> (Verdict, String?, Envelope?) {
         let stages = (startedPipeline ?? pipelines.pipeline).stages
         var rewritten: Envelope?
         // Stage durations are sampled: one frame in `LoadedStage.timingSampleInterval` per session is timed.
         framesThroughStages &+= 1
         let timed = framesThroughStages % LoadedStage.timingSampleInterval == 1
-        func process(_ index: Int) -> Verdict {
-            acting(as: stages[index].slot) {
-                if let rewritten { stages[index].instance.process(rewritten, in: self) } else { stages[index].instance.process(envelope, in: self) }
-            }
-        }
-        func visit(_ index: Int) -> Verdict? {
-            let verdict: Verdict
-            if timed {
-                let start = ContinuousClock.now
-                verdict = process(index)
-                stages[index].timer.recordNanoseconds((ContinuousClock.now - start).nanoseconds)
-            } else {
-                verdict = process(index)
-            }
-            stages[index].slot.count(verdict)
+        let count = stages.count
+        let reversed = envelope.direction == .fromCSMS
+        var position = 0
+        while position < count {
+            let index = reversed ? count - 1 - position : position
+            position += 1
+            let verdict = rewritten == nil ? runStage(stages, index, envelope, timed: timed)
+                : runStage(stages, index, rewritten!, timed: timed)
             switch verdict.kind {
             case .forward:
-                return nil
+                continue
             case .forwardModified(let payload):
                 let current = rewritten ?? envelope
                 let frame = Frame.encoded(FrameEncoder.replacingPayload(of: current.frame, with: payload))
                 rewritten = Envelope(chargerId: chargerId, direction: current.direction, frame: frame, action: current.action,
                                      version: version, receivedAt: current.receivedAt)
-                return nil
             default:
-                return verdict
+                return (verdict, stages[index].id, rewritten)
             }
         }
-        if envelope.direction == .fromCSMS {
-            for index in stages.indices.reversed() { if let verdict = visit(index) { return (verdict, stages[index].id, rewritten) } }
-        } else {
-            for index in stages.indices { if let verdict = visit(index) { return (verdict, stages[index].id, rewritten) } }
-        }
         return (rewritten.map { .forward(modifiedPayload: $0.payload()) } ?? .forward, nil, rewritten)
+    }
+
+    /// One stage's verdict on `envelope`, run as that stage; its duration recorded when `timed`.
+    private func runStage(_ stages: [LoadedStage], _ index: Int, _ envelope: Envelope, timed: Bool) -> Verdict {
+        let verdict: Verdict
+        if timed {
+            let start = ContinuousClock.now
+            verdict = acting(as: stages[index].slot) { stages[index].instance.process(envelope, in: self) }
+            stages[index].timer.recordNanoseconds((ContinuousClock.now - start).nanoseconds)
+        } else {
+            verdict = acting(as: stages[index].slot) { stages[index].instance.process(envelope, in: self) }
+        }
+        stages[index].slot.count(verdict)
+        return verdict
     }
 
     // MARK: Queues
@@ -615,10 +626,10 @@ public final class Session: SessionContext {
     private func pump(towards side: Side) {
         guard let driver, side == .charger || isNorthUp else { return }
         // The lane is read in place, not copied (a copy retained and released everything it holds).
-        guard side == .charger ? towardsCharger.canSend : towardsCSMS.canSend else { return }
-        let now = driver.now
-        // One access to the lane for the whole turn (each access to a class's stored property is checked).
-        let turn = side == .charger ? towardsCharger.takeTurn(now: now) : towardsCSMS.takeTurn(now: now)
+        // One access to the lane for the whole turn (each access to a class's stored property is checked); the
+        // clock is read only when the lane has a CALL to send.
+        let clock = { driver.now }
+        let (turn, now) = side == .charger ? towardsCharger.takeTurn(clock: clock) : towardsCSMS.takeTurn(clock: clock)
         let call: CallLane.Call
         switch turn {
         case .wait:
@@ -637,7 +648,7 @@ public final class Session: SessionContext {
             call = next
             armCallSweep(at: deadline, now: now)
         }
-        if side == .csms, let northAdapter {
+        if side == .csms, hasAdapter, let northAdapter {
             sendTranslated(call, via: northAdapter)
         } else {
             send(call.bytes, to: side)
@@ -755,7 +766,7 @@ public final class Session: SessionContext {
     }
 
     private func send(_ bytes: [UInt8], to side: Side) {
-        if side == .csms, let northAdapter { return sendAnswerNorth(bytes, via: northAdapter) }
+        if side == .csms, hasAdapter, let northAdapter { return sendAnswerNorth(bytes, via: northAdapter) }
         driver?.send(bytes, to: side)
     }
 

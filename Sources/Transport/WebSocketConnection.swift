@@ -411,26 +411,38 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     /// a message closes the connection instead (the peer is not reading).
     public func send(_ bytes: [UInt8]) {
         channel.eventLoop.assertInEventLoop()
-        guard let context, !closeSent else { return }
+        guard !closeSent else { return }
+        // `frameWriter` is set with `context` and cleared with it: the one stored reference read per frame
+        // (each read of a handler context here is checked for exclusivity at run time).
+        guard let frameWriter else { return sendThroughEncoder(bytes) }
         // The queue's size is asked only past the high-water mark (half of `maxBytes`): a channel option
         // read on every send cost ~2,000 instructions a frame.
-        if !context.channel.isWritable, bufferedOutboundBytes > outboundLimits.maxBytes {
-            if closeReason == nil { closeReason = "outbound queue over \(outboundLimits.maxBytes) bytes (the peer does not read)" }
-            context.close(promise: nil)
-            return
+        if !channel.isWritable, bufferedOutboundBytes > outboundLimits.maxBytes {
+            return closeOverfull()
         }
         // The whole frame in one buffer, written past the frame encoder (`frameWriter`): the encoder allocated
         // a second buffer for the header of every masked frame, masked byte by byte, and every handler between
         // this one and the encoder saw the write (~4,000 instructions a frame in all).
-        guard let frameWriter else {
-            var frame = WebSocketFrame(fin: true, opcode: .text, data: context.channel.allocator.buffer(bytes: bytes))
-            frame.maskKey = maskKeys?.next()
-            context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
-            return
-        }
-        var buffer = context.channel.allocator.buffer(capacity: Self.maximumHeaderBytes + bytes.count)
+        var buffer = channel.allocator.buffer(capacity: Self.maximumHeaderBytes + bytes.count)
         Self.writeTextFrame(bytes, maskWord: maskKeys?.nextWord(), into: &buffer)
         frameWriter.writeAndFlush(NIOAny(buffer), promise: nil)
+    }
+
+    /// `send` without a frame encoder of our own to write past (not the gateway's pipelines): NIO encodes.
+    private func sendThroughEncoder(_ bytes: [UInt8]) {
+        guard let context else { return }
+        if !context.channel.isWritable, bufferedOutboundBytes > outboundLimits.maxBytes {
+            return closeOverfull()
+        }
+        var frame = WebSocketFrame(fin: true, opcode: .text, data: context.channel.allocator.buffer(bytes: bytes))
+        frame.maskKey = maskKeys?.next()
+        context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+    }
+
+    /// A message sent while the queue is past `outboundLimits.maxBytes`: the peer does not read.
+    private func closeOverfull() {
+        if closeReason == nil { closeReason = "outbound queue over \(outboundLimits.maxBytes) bytes (the peer does not read)" }
+        context?.close(promise: nil)
     }
 
     /// A text frame's header at most: 2 bytes, an 8-byte length, a 4-byte mask key (RFC 6455 §5.2).
