@@ -64,7 +64,7 @@ public final class Session: SessionContext {
     public var northAdapter: (any NorthAdapter)? {
         get { adapter }
         set {
-            adapter = newValue
+            _ = exchange(&adapter, with: newValue)
             hasAdapter = newValue != nil
             newValue?.attached(to: self)
         }
@@ -110,13 +110,13 @@ public final class Session: SessionContext {
         set {
             let stateKey = stateKey(key)
             guard let newValue else {
-                stageState.remove(stateKey)
+                changeStageState { $0.remove(stateKey) }
                 return
             }
             if let box = stageState.value(for: stateKey) {
-                unsafeDowncast(box, to: StateBox<Key.Value>.self).value = newValue
+                _ = exchange(&unsafeDowncast(box, to: StateBox<Key.Value>.self).value, with: newValue)
             } else {
-                stageState.add(StateBox(newValue), for: stateKey)
+                changeStageState { $0.add(StateBox(newValue), for: stateKey) }
             }
         }
     }
@@ -150,6 +150,15 @@ public final class Session: SessionContext {
         mutating func removeAll(slot: ObjectIdentifier) { entries.removeAll { $0.key.slot == slot } }
 
         mutating func removeAll() { entries = [] }
+    }
+
+    /// Changes the stage state outside the property's access: taken out, changed, put back. Values released by a
+    /// change (any deinit may run) inside the access made every access to `stageState`, two a frame, checked
+    /// for exclusivity at run time; reading it per frame is now unchecked.
+    private func changeStageState(_ change: (inout StateTable) -> Void) {
+        var table = exchange(&stageState, with: StateTable())
+        change(&table)
+        _ = exchange(&stageState, with: table)
     }
 
     private func stateKey<Key: SessionStateKey>(_ key: Key.Type) -> StateKey {
@@ -296,7 +305,7 @@ public final class Session: SessionContext {
         for stage in retired {
             acting(as: stage.slot) { stage.instance.sessionEnded(self) }
             let slot = ObjectIdentifier(stage.slot)
-            stageState.removeAll(slot: slot)
+            changeStageState { $0.removeAll(slot: slot) }
         }
         for stage in added { acting(as: stage.slot) { stage.instance.sessionStarted(self) } }
         if !retired.isEmpty || !added.isEmpty {
@@ -328,7 +337,7 @@ public final class Session: SessionContext {
         callSweep?.work.cancel()
         callSweep = nil
         for stage in (startedPipeline ?? pipelines.pipeline).stages { acting(as: stage.slot) { stage.instance.sessionEnded(self) } }
-        stageState.removeAll()
+        changeStageState { $0.removeAll() }
         driverStorage = nil
     }
 
@@ -847,4 +856,15 @@ extension NorthAnswer {
             ? .result(frame.payload())
             : .error(code: OCPPErrorCode(rawValue: frame.errorCode ?? ""), description: frame.errorDescription ?? "")
     }
+}
+
+/// Puts `value` into `slot` and hands back what was there. Stored properties of `Session` are set with it where
+/// the old value may be released: a release can run any deinit, so an assignment that released inside the
+/// property's access made the optimizer keep the run-time exclusivity check on every access to that property
+/// (~80 instructions each, on every frame); the old value returned is released after the access.
+@inline(__always)
+private func exchange<T>(_ slot: inout T, with value: T) -> T {
+    var value = value
+    swap(&slot, &value)
+    return value
 }
