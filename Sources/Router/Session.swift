@@ -600,17 +600,22 @@ public final class Session: SessionContext {
         return (rewritten.map { .forward(modifiedPayload: $0.payload()) } ?? .forward, nil, rewritten)
     }
 
-    /// One stage's verdict on `envelope`, run as that stage; its duration recorded when `timed`.
+    /// One stage's verdict on `envelope`, run as that stage (`acting(as:)` written out: no closure context per
+    /// stage); its duration recorded when `timed`.
     private func runStage(_ stages: [LoadedStage], _ index: Int, _ envelope: Envelope, timed: Bool) -> Verdict {
+        let slot = stages[index].slot
+        let previous = activeSlot
+        activeSlot = slot
         let verdict: Verdict
         if timed {
             let start = ContinuousClock.now
-            verdict = acting(as: stages[index].slot) { stages[index].instance.process(envelope, in: self) }
+            verdict = stages[index].instance.process(envelope, in: self)
             stages[index].timer.recordNanoseconds((ContinuousClock.now - start).nanoseconds)
         } else {
-            verdict = acting(as: stages[index].slot) { stages[index].instance.process(envelope, in: self) }
+            verdict = stages[index].instance.process(envelope, in: self)
         }
-        stages[index].slot.count(verdict)
+        activeSlot = previous
+        slot.count(verdict)
         return verdict
     }
 
