@@ -123,12 +123,20 @@ public struct FirewallStage: Stage {
     }
 
     /// What the firewall checks of one catalogue action.
-    struct ActionRules: Sendable {
+    /// A class: a frame's lookup hands out one reference (a struct's copy retained each schema, twice a frame).
+    final class ActionRules: Sendable {
         let sender: SenderSet
         /// Index into `bucketNames`/`bucketLimits`.
         let bucket: Int
         let request: PayloadSchema?
         let response: PayloadSchema?
+
+        init(sender: SenderSet, bucket: Int, request: PayloadSchema?, response: PayloadSchema?) {
+            self.sender = sender
+            self.bucket = bucket
+            self.request = request
+            self.response = response
+        }
     }
 
     public init(configuration: Configuration, context: StageSetupContext) throws {
