@@ -423,7 +423,7 @@ public final class Session: SessionContext {
         send(FrameEncoder.callError(id: error.messageId ?? "-1", code: code.rawValue, description: error.detail), to: side)
     }
 
-    private func handleCall(_ frame: Frame, from side: Side, direction: Direction) {
+    private func handleCall(_ frame: consuming Frame, from side: Side, direction: Direction) {
         adoptCurrentPipeline()
         var frame = frame
         if side == .csms, hasAdapter, let northAdapter {
@@ -454,15 +454,15 @@ public final class Session: SessionContext {
             let target = side.other
             guard target == .charger || isNorthUp else {
                 // Buffer mode with the CSMS away and no stage answering for it: say so at once.
-                send(FrameEncoder.callError(id: frame.messageId, code: OCPPErrorCode.genericError.rawValue,
+                send(FrameEncoder.callError(id: envelope.frame.messageId, code: OCPPErrorCode.genericError.rawValue,
                                             description: "the CSMS is unreachable; retry later"), to: side)
                 return
             }
-            let call = CallLane.Call(id: frame.messageId, action: action, bytes: result?.frame.bytes ?? frame.bytes, origin: .relayed)
+            let call = CallLane.Call(id: envelope.frame.messageId, action: action, bytes: result?.frame.bytes ?? envelope.frame.bytes, origin: .relayed)
             let accepted = target == .charger ? towardsCharger.enqueue(call) : towardsCSMS.enqueue(call)
             guard accepted else {
                 throttledLog(.warning, "CALL refused: queue full", ["action": "\(action)", "towards": "\(target)"])
-                send(FrameEncoder.callError(id: frame.messageId, code: OCPPErrorCode.genericError.rawValue,
+                send(FrameEncoder.callError(id: envelope.frame.messageId, code: OCPPErrorCode.genericError.rawValue,
                                             description: "the gateway's queue towards the \(target) is full; retry later"), to: side)
                 return
             }
@@ -470,10 +470,10 @@ public final class Session: SessionContext {
         case .drop(let reason):
             throttledLog(.info, "CALL dropped", ["action": "\(action)", "stage": "\(decidedBy ?? "")", "reason": "\(reason)"])
         case .answer(let payload):
-            send(FrameEncoder.callResult(id: frame.messageId, payload: payload), to: side)
+            send(FrameEncoder.callResult(id: envelope.frame.messageId, payload: payload), to: side)
             if side == .charger, action == "BootNotification" { bootAnswered(payload) }
         case .answerError(let code, let description, let details):
-            send(FrameEncoder.callError(id: frame.messageId, code: code.rawValue, description: description, details: details), to: side)
+            send(FrameEncoder.callError(id: envelope.frame.messageId, code: code.rawValue, description: description, details: details), to: side)
         case .answerLater:
             break
         }
@@ -489,7 +489,7 @@ public final class Session: SessionContext {
     }
 
     /// - Parameter translated: the answer is already in 1.6 (a `NorthAdapter` answered locally).
-    private func handleAnswer(_ frame: Frame, from side: Side, direction: Direction, translated: Bool = false) {
+    private func handleAnswer(_ frame: consuming Frame, from side: Side, direction: Direction, translated: Bool = false) {
         // An answer from `side` settles the CALL that travelled towards `side`.
         let completed = side == .charger ? towardsCharger.complete(id: frame.messageId) : towardsCSMS.complete(id: frame.messageId)
         guard let call = completed else {
@@ -520,7 +520,7 @@ public final class Session: SessionContext {
     }
 
     /// An answer from `side` to `call`: to the stage that sent it, or through the stages to the peer that did.
-    private func settle(_ call: CallLane.Call, answer frame: Frame, from side: Side, direction: Direction) {
+    private func settle(_ call: CallLane.Call, answer frame: consuming Frame, from side: Side, direction: Direction) {
         adoptCurrentPipeline()
         switch call.origin {
         case .gateway(let onOutcome):
@@ -539,24 +539,24 @@ public final class Session: SessionContext {
             let caller = side.other
             switch verdict.kind {
             case .forward, .forwardModified:
-                send(result?.frame.bytes ?? frame.bytes, to: caller)
-                if side == .csms, call.action == "BootNotification", frame.messageType == .callResult {
-                    bootAnswered(result?.payload() ?? frame.payload())
+                send(result?.frame.bytes ?? envelope.frame.bytes, to: caller)
+                if side == .csms, call.action == "BootNotification", envelope.frame.messageType == .callResult {
+                    bootAnswered(result?.payload() ?? envelope.frame.payload())
                 }
             case .drop(let reason):
                 throttledLog(.warning, "answer refused; the caller gets a CALLERROR", [
                     "action": "\(call.action)", "stage": "\(decidedBy ?? "")", "reason": "\(reason)",
                 ])
-                send(FrameEncoder.callError(id: frame.messageId, code: OCPPErrorCode.genericError.rawValue,
+                send(FrameEncoder.callError(id: envelope.frame.messageId, code: OCPPErrorCode.genericError.rawValue,
                                             description: "the gateway refused the \(side)'s answer"), to: caller)
             case .answerError(let code, let description, let details):
                 throttledLog(.warning, "answer replaced by a CALLERROR", [
                     "action": "\(call.action)", "stage": "\(decidedBy ?? "")", "code": "\(code.rawValue)", "reason": "\(description)",
                 ])
-                send(FrameEncoder.callError(id: frame.messageId, code: code.rawValue, description: description, details: details),
+                send(FrameEncoder.callError(id: envelope.frame.messageId, code: code.rawValue, description: description, details: details),
                      to: caller)
             case .answer(let payload):
-                send(FrameEncoder.callResult(id: frame.messageId, payload: payload), to: caller)
+                send(FrameEncoder.callResult(id: envelope.frame.messageId, payload: payload), to: caller)
                 if side == .csms, call.action == "BootNotification" { bootAnswered(payload) }
             case .answerLater:
                 break
