@@ -123,12 +123,20 @@ public struct FirewallStage: Stage {
     }
 
     /// What the firewall checks of one catalogue action.
-    struct ActionRules: Sendable {
+    /// A class: a frame's lookup hands out one reference (a struct's copy retained each schema, twice a frame).
+    final class ActionRules: Sendable {
         let sender: SenderSet
         /// Index into `bucketNames`/`bucketLimits`.
         let bucket: Int
         let request: PayloadSchema?
         let response: PayloadSchema?
+
+        init(sender: SenderSet, bucket: Int, request: PayloadSchema?, response: PayloadSchema?) {
+            self.sender = sender
+            self.bucket = bucket
+            self.request = request
+            self.response = response
+        }
     }
 
     public init(configuration: Configuration, context: StageSetupContext) throws {
@@ -281,9 +289,8 @@ public struct FirewallStage: Stage {
         let now = session.now
         if side == .charger {
             let index = rules?.bucket ?? 0
-            var bucket = state.buckets[index] ?? TokenBucket(rate: bucketLimits[index].perSecond, burst: bucketLimits[index].burst, now: now)
-            let allowed = bucket.take(now: now)
-            state.buckets[index] = bucket
+            // One access to the state's buckets (each is checked for exclusivity at run time), the bucket taken in place.
+            let allowed = Self.takeToken(&state.buckets[index], rate: bucketLimits[index].perSecond, burst: bucketLimits[index].burst, now: now)
             guard allowed else {
                 return refuse(.answerError(.genericError, "rate limit for \(bucketNames[index]) CALLs exceeded; slow down"), rule: "rate_limit",
                               side: side, event: nil, state: state, session: session)
@@ -330,6 +337,14 @@ public struct FirewallStage: Stage {
             decisions.count(rule: "replay_table_full")
         }
         return .forward
+    }
+
+    /// Takes a token from a charger's bucket of one action class, made full at its first CALL.
+    private static func takeToken(_ slot: inout TokenBucket?, rate: Double, burst: Double, now: Duration) -> Bool {
+        var bucket = slot ?? TokenBucket(rate: rate, burst: burst, now: now)
+        let allowed = bucket.take(now: now)
+        slot = bucket
+        return allowed
     }
 
     /// Counts, logs and (rate-limited) reports a refusal.

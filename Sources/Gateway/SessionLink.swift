@@ -56,10 +56,8 @@ final class SessionLink: SessionDriver {
         self.session = session
         south.onClose = { [weak self] reason in self?.linkClosed(.charger, reason: reason) }
         session.start()
-        south.onText = { [weak self, weak session] bytes in
-            self?.activity.received(bytes, from: .charger)
-            session?.receive(bytes, from: .charger)
-        }
+        let relay = Relay(link: self, session: session)
+        south.onText = { bytes in relay.received(bytes, from: .charger) }
         if let north {
             attachNorth(north)
         } else {
@@ -102,11 +100,27 @@ final class SessionLink: SessionDriver {
 
     private func attachNorth(_ link: WebSocketConnection) {
         link.onClose = { [weak self] reason in self?.linkClosed(.csms, reason: reason) }
-        link.onText = { [weak self, weak session] bytes in
-            self?.activity.received(bytes, from: .csms)
-            session?.receive(bytes, from: .csms)
-        }
+        let relay = Relay(link: self, session: session)
+        link.onText = { bytes in relay.received(bytes, from: .csms) }
         coupleBackpressure()
+    }
+
+    /// What a connection's `onText` holds: the link and its session, weakly. Weak references captured by the
+    /// closure itself were read with a run-time exclusivity check each on every frame; an object's weak
+    /// properties that are only set at its making are not.
+    private final class Relay {
+        private weak var link: SessionLink?
+        private weak var session: Session?
+
+        init(link: SessionLink, session: Session?) {
+            self.link = link
+            self.session = session
+        }
+
+        func received(_ bytes: [UInt8], from side: Side) {
+            link?.activity.received(bytes, from: side)
+            session?.receive(bytes, from: side)
+        }
     }
 
     // MARK: Backpressure

@@ -51,9 +51,6 @@ struct CallLane {
         return earliest > now ? earliest : nil
     }
 
-    /// Nothing in flight and something waiting.
-    var canSend: Bool { inFlight == nil && !waiting.isEmpty }
-
     enum Turn {
         /// Nothing to send: a CALL in flight, none waiting, or the pacing timer is already armed.
         case wait
@@ -61,6 +58,14 @@ struct CallLane {
         case pacedUntil(Duration)
         /// Send `call` now; it times out at `deadline`.
         case send(Call, deadline: Duration)
+    }
+
+    /// `takeTurn(now:)` reading the clock only when the lane has something to send (`now` is zero otherwise):
+    /// the session's pump makes one access to the lane per turn.
+    mutating func takeTurn(clock: () -> Duration) -> (turn: Turn, now: Duration) {
+        guard inFlight == nil, !waiting.isEmpty else { return (.wait, .zero) }
+        let now = clock()
+        return (takeTurn(now: now), now)
     }
 
     /// The lane's next step at `now`: wait, wait for pacing, or take the next CALL in flight.

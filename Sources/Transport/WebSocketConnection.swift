@@ -37,13 +37,22 @@ public struct InboundBudget: Sendable, Equatable {
 }
 
 /// Why reading from a connection is paused; reading resumes when no reason is left.
-public enum ReadPause: Hashable, Sendable {
+public enum ReadPause: Hashable, Sendable, CaseIterable {
     /// The peer sent more messages than its `InboundBudget` allows; reading resumes as it refills.
     case overBudget
     /// This connection's own outbound queue is over its high-water mark (the peer does not read).
     case outboundFull
     /// The connection this one's messages go to cannot take more (set by whoever couples the two).
     case counterpart
+
+    /// Its bit in `WebSocketConnection.pauseBits`.
+    var bit: UInt8 {
+        switch self {
+        case .overBudget: 1
+        case .outboundFull: 2
+        case .counterpart: 4
+        }
+    }
 }
 
 /// One WebSocket carrying OCPP-J text frames, on either side of the gateway.
@@ -83,7 +92,9 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     private var pingTask: Scheduled<Void>?
     private var awaitingPong = false
     private var closeSent = false
-    private var readPauses: Set<ReadPause> = []
+    /// Why reading is paused, one bit per `ReadPause` (a `Set` hashed on every change, and its accesses, which
+    /// call the hasher, were checked for exclusivity at run time on every frame).
+    private var pauseBits: UInt8 = 0
     private var heldRead = false
     private var writeTimeoutTask: Scheduled<Void>?
     /// The peer's message budget (nil: unlimited), its tokens and when they were last counted.
@@ -93,16 +104,25 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     private var budgetTask: Scheduled<Void>?
     /// Why the link closed, as far as this side knows (close frame code, ping timeout, error).
     public private(set) var closeReason: String?
+    /// A client's mask keys: its event loop's block of CSPRNG bytes (nil on the server side, which does not mask).
+    private let maskKeys: MaskKeySource?
 
     /// Receives each text message.
     public var onText: (([UInt8]) -> Void)? {
-        didSet { deliverPending() }
+        get { textHandler }
+        set {
+            _ = exchange(&textHandler, with: newValue)
+            deliverPending()
+        }
     }
+    /// `onText`'s storage: private, so that reading it per frame needs no run-time exclusivity check (a public
+    /// stored property can be accessed in place from other modules).
+    private var textHandler: (([UInt8]) -> Void)?
     /// The TLS peer's certificate (DER), for a client connection over TLS.
     public internal(set) var peerCertificateDER: [UInt8]?
 
     /// True once something consumes this connection's messages.
-    public var isRelaying: Bool { onText != nil }
+    public var isRelaying: Bool { textHandler != nil }
 
     /// Runs once when the channel closes, whatever the cause.
     public var onClose: ((String) -> Void)?
@@ -115,7 +135,7 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     public var isWritable: Bool { channel.isWritable }
 
     /// Whether reading from the peer is paused, and why.
-    public var readPauseReasons: Set<ReadPause> { readPauses }
+    public var readPauseReasons: Set<ReadPause> { Set(ReadPause.allCases.filter { pauseBits & $0.bit != 0 }) }
 
     /// Bytes queued for the peer and not yet written to the socket.
     public var bufferedOutboundBytes: Int {
@@ -130,6 +150,8 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
         self.outboundLimits = outboundLimits
         self.inboundBudget = inboundBudget
         self.budgetTokens = inboundBudget?.burst ?? 0
+        // The source belongs to the loop's thread; a connection made off its loop (tests) gets its own.
+        self.maskKeys = isClient ? (channel.eventLoop.inEventLoop ? MaskKeySource.current : MaskKeySource()) : nil
         servicePort = (isClient ? channel.remoteAddress?.port : channel.localAddress?.port) ?? 0
         Self.live.withLock { $0[servicePort, default: 0] += 1 }
     }
@@ -151,8 +173,8 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     public static func liveObjects(port: Int) -> Int { live.withLock { $0[port] ?? 0 } }
 
     public func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
-        frameWriter = try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
+        _ = exchange(&self.context, with: context)
+        _ = exchange(&frameWriter, with: try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self))
         schedulePing()
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         context.channel.closeFuture.whenComplete { _ in
@@ -167,8 +189,8 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
             connection.onClose = nil
             connection.onText = nil
             connection.onWritabilityChanged = nil
-            connection.context = nil
-            connection.frameWriter = nil
+            _ = exchange(&connection.context, with: nil)
+            _ = exchange(&connection.frameWriter, with: nil)
             onClose?(reason)
         }
         // The queue may already be over the mark when the handler joins (the upgrade response).
@@ -185,17 +207,21 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
                 close(code: .dataInconsistentWithMessage, reason: "text message is not valid UTF-8")
                 return
             }
-            if let onText, readPauses.isEmpty, pendingHead == pending.count, admitMessage() {
+            // Nothing held back (`pending` is emptied when the last held message is delivered).
+            if let onText = textHandler, pauseBits == 0, pending.isEmpty, admitMessage() {
                 onText(bytes)
             } else {
-                pending.append(bytes)
+                // Grown outside the property's access (a reallocation releases the old storage).
+                var held = exchange(&pending, with: [])
+                held.append(bytes)
+                _ = exchange(&pending, with: held)
             }
         case .binary:
             // OCPP-J is text only (1.6 §4.1.1); a binary frame means a confused or hostile peer.
             close(code: .unacceptableData, reason: "binary frame received")
         case .ping:
             var pong = WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)
-            if isClient { pong.maskKey = .random() }
+            pong.maskKey = maskKeys?.next()
             context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
         case .pong:
             awaitingPong = false
@@ -314,7 +340,7 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     }
 
     public func read(context: ChannelHandlerContext) {
-        if readPauses.isEmpty {
+        if pauseBits == 0 {
             context.read()
         } else {
             heldRead = true
@@ -353,28 +379,31 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     /// Stops reading from the peer for `reason` (until `resumeReading` with the same reason).
     public func pauseReading(_ reason: ReadPause) {
         channel.eventLoop.assertInEventLoop()
-        readPauses.insert(reason)
+        pauseBits |= reason.bit
     }
 
     /// Withdraws `reason`; reading resumes when no reason is left.
     public func resumeReading(_ reason: ReadPause) {
         channel.eventLoop.assertInEventLoop()
-        guard readPauses.remove(reason) != nil, readPauses.isEmpty else { return }
+        let bits = pauseBits
+        guard bits & reason.bit != 0 else { return }
+        pauseBits = bits & ~reason.bit
+        guard pauseBits == 0 else { return }
         deliverPending()
-        guard readPauses.isEmpty, heldRead, let context else { return }
+        guard pauseBits == 0, heldRead, let context else { return }
         heldRead = false
         context.read()
     }
 
     /// Delivers held messages in order until none is left or reading is paused again.
     private func deliverPending() {
-        while pendingHead < pending.count, readPauses.isEmpty, let onText, admitMessage() {
+        while pendingHead < pending.count, pauseBits == 0, let onText = textHandler, admitMessage() {
             let message = pending[pendingHead]
             pendingHead += 1
             onText(message)
         }
         if pendingHead == pending.count {
-            pending.removeAll(keepingCapacity: false)
+            _ = exchange(&pending, with: [])
             pendingHead = 0
         }
     }
@@ -385,26 +414,38 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     /// a message closes the connection instead (the peer is not reading).
     public func send(_ bytes: [UInt8]) {
         channel.eventLoop.assertInEventLoop()
-        guard let context, !closeSent else { return }
+        guard !closeSent else { return }
+        // `frameWriter` is set with `context` and cleared with it: the one stored reference read per frame
+        // (each read of a handler context here is checked for exclusivity at run time).
+        guard let frameWriter else { return sendThroughEncoder(bytes) }
         // The queue's size is asked only past the high-water mark (half of `maxBytes`): a channel option
         // read on every send cost ~2,000 instructions a frame.
-        if !context.channel.isWritable, bufferedOutboundBytes > outboundLimits.maxBytes {
-            if closeReason == nil { closeReason = "outbound queue over \(outboundLimits.maxBytes) bytes (the peer does not read)" }
-            context.close(promise: nil)
-            return
+        if !channel.isWritable, bufferedOutboundBytes > outboundLimits.maxBytes {
+            return closeOverfull()
         }
         // The whole frame in one buffer, written past the frame encoder (`frameWriter`): the encoder allocated
         // a second buffer for the header of every masked frame, masked byte by byte, and every handler between
         // this one and the encoder saw the write (~4,000 instructions a frame in all).
-        guard let frameWriter else {
-            var frame = WebSocketFrame(fin: true, opcode: .text, data: context.channel.allocator.buffer(bytes: bytes))
-            if isClient { frame.maskKey = .random() }
-            context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
-            return
-        }
-        var buffer = context.channel.allocator.buffer(capacity: Self.maximumHeaderBytes + bytes.count)
-        Self.writeTextFrame(bytes, maskKey: isClient ? WebSocketMaskingKey.random() : nil, into: &buffer)
+        var buffer = channel.allocator.buffer(capacity: Self.maximumHeaderBytes + bytes.count)
+        Self.writeTextFrame(bytes, maskWord: maskKeys?.nextWord(), into: &buffer)
         frameWriter.writeAndFlush(NIOAny(buffer), promise: nil)
+    }
+
+    /// `send` without a frame encoder of our own to write past (not the gateway's pipelines): NIO encodes.
+    private func sendThroughEncoder(_ bytes: [UInt8]) {
+        guard let context else { return }
+        if !context.channel.isWritable, bufferedOutboundBytes > outboundLimits.maxBytes {
+            return closeOverfull()
+        }
+        var frame = WebSocketFrame(fin: true, opcode: .text, data: context.channel.allocator.buffer(bytes: bytes))
+        frame.maskKey = maskKeys?.next()
+        context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+    }
+
+    /// A message sent while the queue is past `outboundLimits.maxBytes`: the peer does not read.
+    private func closeOverfull() {
+        if closeReason == nil { closeReason = "outbound queue over \(outboundLimits.maxBytes) bytes (the peer does not read)" }
+        context?.close(promise: nil)
     }
 
     /// A text frame's header at most: 2 bytes, an 8-byte length, a 4-byte mask key (RFC 6455 §5.2).
@@ -413,13 +454,24 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
     /// Writes one unfragmented text frame (RFC 6455 §5.2): the header, the mask key of a client's frame, and
     /// the message (masked 8 bytes at a time with `maskKey`, §5.3).
     static func writeTextFrame<Key: Collection<UInt8>>(_ bytes: [UInt8], maskKey: Key?, into buffer: inout ByteBuffer) {
+        let word = maskKey.map { key in
+            var word: UInt32 = 0
+            withUnsafeMutableBytes(of: &word) { for (index, byte) in key.prefix(4).enumerated() { $0[index] = byte } }
+            return word
+        }
+        writeTextFrame(bytes, maskWord: word, into: &buffer)
+    }
+
+    /// `writeTextFrame` with the mask key as 4 bytes in memory order (`MaskKeySource.nextWord()`): no key
+    /// struct or collection per frame.
+    static func writeTextFrame(_ bytes: [UInt8], maskWord: UInt32?, into buffer: inout ByteBuffer) {
         let count = bytes.count
         let lengthBytes = count <= 125 ? 0 : count <= 0xFFFF ? 2 : 8
-        let headerBytes = 2 + lengthBytes + (maskKey == nil ? 0 : 4)
+        let headerBytes = 2 + lengthBytes + (maskWord == nil ? 0 : 4)
         // One write into the buffer: every `writeInteger` checked capacity and the buffer's storage again.
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: headerBytes + count) { target in
             target[0] = 0x81  // FIN, text
-            let maskBit: UInt8 = maskKey == nil ? 0 : 0x80
+            let maskBit: UInt8 = maskWord == nil ? 0 : 0x80
             switch lengthBytes {
             case 0: target[1] = maskBit | UInt8(count)
             case 2: target[1] = maskBit | 126
@@ -427,10 +479,10 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
             }
             for index in 0..<lengthBytes { target[2 + index] = UInt8(truncatingIfNeeded: count >> (8 * (lengthBytes - 1 - index))) }
             var pattern: UInt64 = 0
-            if let maskKey {
-                var index = 2 + lengthBytes
-                for byte in maskKey { target[index] = byte; index += 1 }
-                pattern = maskPattern(maskKey, offset: 0)
+            if let maskWord {
+                target.storeBytes(of: maskWord, toByteOffset: 2 + lengthBytes, as: UInt32.self)
+                // The key twice over, in memory order (what `maskPattern` makes of the 4 bytes).
+                pattern = UInt64(maskWord) | UInt64(maskWord) << 32
             }
             bytes.withUnsafeBytes { source in
                 _ = unmask(source, into: UnsafeMutableRawBufferPointer(rebasing: target[headerBytes..<headerBytes + count]), pattern: pattern)
@@ -449,7 +501,7 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
         var payload = context.channel.allocator.buffer(capacity: 2)
         payload.write(webSocketErrorCode: code)
         var frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: payload)
-        if isClient { frame.maskKey = .random() }
+        frame.maskKey = maskKeys?.next()
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
         // A peer that never finishes the closing handshake must not keep the socket.
@@ -477,7 +529,7 @@ public final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHa
             }
             connection.awaitingPong = true
             var ping = WebSocketFrame(fin: true, opcode: .ping, data: context.channel.allocator.buffer(string: "ocpp-gateway"))
-            if connection.isClient { ping.maskKey = .random() }
+            ping.maskKey = connection.maskKeys?.next()
             context.writeAndFlush(connection.wrapOutboundOut(ping), promise: nil)
             connection.schedulePing()
         }
@@ -498,4 +550,15 @@ extension WebSocketConnection {
         ])
         return connection
     }
+}
+
+/// Puts `value` into `slot` and hands back what was there. Stored properties of this file's classes are set
+/// with it where the old value may be released: a release can run any deinit, so an assignment that released
+/// inside the property's access made the optimizer keep the run-time exclusivity check on every access to that
+/// property (~80 instructions each, on every frame); the old value returned is released after the access.
+@inline(__always)
+private func exchange<T>(_ slot: inout T, with value: T) -> T {
+    var value = value
+    swap(&slot, &value)
+    return value
 }

@@ -78,3 +78,13 @@ extension EventLoopFuture where Value == Bool {
         (try? self.wait()) == value
     }
 }
+
+/// Read pauses are kept as bits (`WebSocketConnection.pauseBits`): one bit each, so withdrawing one reason never
+/// withdraws another.
+@Suite struct ReadPauseBitsTests {
+    @Test func everyReasonHasItsOwnBit() {
+        let bits = ReadPause.allCases.map(\.bit)
+        #expect(bits.allSatisfy { $0.nonzeroBitCount == 1 }, "one bit each")
+        #expect(Set(bits).count == ReadPause.allCases.count, "no two reasons share a bit")
+    }
+}

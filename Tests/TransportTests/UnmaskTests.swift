@@ -1,4 +1,5 @@
 import NIOCore
+import NIOPosix
 import Testing
 @testable import Transport
 
@@ -71,5 +72,63 @@ import Testing
                 #expect(Array(wire.suffix(length)) != message, "the message is masked on the wire")
             }
         }
+    }
+}
+
+/// A client's mask keys come from the kernel CSPRNG a 4 KiB block (1,024 keys) at a time, not one `getrandom`
+/// per frame (RFC 6455 §5.3: a fresh, unpredictable key for every frame).
+@Suite struct MaskKeySourceTests {
+    @Test func everyFrameHasAFreshKeyAndTheBlockIsFetchedOncePer1024Keys() {
+        let source = MaskKeySource()
+        #expect(source.refills == 0, "nothing is fetched before the first key")
+        var previous: [UInt8] = []
+        var repeats = 0
+        var seen = Set<[UInt8]>()
+        for index in 0..<3000 {
+            let key = withUnsafeBytes(of: source.nextWord()) { Array($0) }
+            if key == previous { repeats += 1 }
+            previous = key
+            seen.insert(key)
+            if index == 0 { #expect(source.refills == 1) }
+            if index == 1023 { #expect(source.refills == 1, "1,024 keys from one block") }
+            if index == 1024 { #expect(source.refills == 2, "the block is refilled when spent") }
+        }
+        #expect(source.refills == 3, "3,000 keys: 3 fetches, not 3,000")
+        // Two equal keys in a row out of 3,000 random 32-bit keys: ~7e-7; a stuck or all-zero block repeats every time.
+        #expect(repeats == 0)
+        #expect(seen.count > 2990, "keys do not cycle (a handful of 32-bit birthday collisions at most)")
+    }
+
+    @Test func sourcesDoNotShareTheirBytes() {
+        let first = (0..<8).map { _ in Array(MaskKeySource().next()) }  // NIO's key type, for the frames NIO encodes
+        #expect(Set(first).count == 8, "each source fetches its own block")
+    }
+
+    @Test func framesMaskedWithTheSourcesKeysDecodeAndEachHasItsOwnKey() {
+        let source = MaskKeySource()
+        let message = Array(#"[2,"19223201","Authorize",{"idTag":"ABC123"}]"#.utf8)
+        var keys: [[UInt8]] = []
+        for _ in 0..<16 {
+            var buffer = ByteBufferAllocator().buffer(capacity: 0)
+            WebSocketConnection.writeTextFrame(message, maskWord: source.nextWord(), into: &buffer)
+            let wire = Array(buffer.readableBytesView)
+            #expect(TextFrameEncodingTests.decode(wire)?.payload == message)
+            keys.append(Array(wire[2..<6]))
+        }
+        #expect(zip(keys, keys.dropFirst()).allSatisfy { $0 != $1 }, "a new key for every frame")
+    }
+
+    @Test func eachEventLoopThreadHasItsOwnSource() throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        defer { try? group.syncShutdownGracefully() }
+        let loops = Array(group.makeIterator())
+        // The sources stay alive with their threads, so their identities cannot be reused while compared.
+        let ids = try loops.map { loop in
+            try loop.submit { () -> [ObjectIdentifier] in
+                [ObjectIdentifier(MaskKeySource.current), ObjectIdentifier(MaskKeySource.current)]
+            }.wait()
+        }
+        #expect(ids[0][0] == ids[0][1], "one source per thread, made once")
+        #expect(ids[0][0] != ids[1][0], "threads do not share a source")
     }
 }
