@@ -574,6 +574,8 @@ public final class Session: SessionContext {
     private func runStages(_ envelope: Envelope) -> (Verdict, String?, Envelope?) {
         let stages = (startedPipeline ?? pipelines.pipeline).stages
         var rewritten: Envelope?
+        // The last payload a stage wrote: what the rewritten frame holds (not decoded again from its bytes).
+        var rewrittenPayload: JSONValue?
         // Stage durations are sampled: one frame in `LoadedStage.timingSampleInterval` per session is timed.
         framesThroughStages &+= 1
         let timed = framesThroughStages % LoadedStage.timingSampleInterval == 1
@@ -593,11 +595,12 @@ public final class Session: SessionContext {
                 let frame = Frame.encoded(FrameEncoder.replacingPayload(of: current.frame, with: payload))
                 rewritten = Envelope(chargerId: chargerId, direction: current.direction, frame: frame, action: current.action,
                                      version: version, receivedAt: current.receivedAt)
+                rewrittenPayload = payload
             default:
                 return (verdict, stages[index].id, rewritten)
             }
         }
-        return (rewritten.map { .forward(modifiedPayload: $0.payload()) } ?? .forward, nil, rewritten)
+        return (rewrittenPayload.map { .forward(modifiedPayload: $0) } ?? .forward, nil, rewritten)
     }
 
     /// One stage's verdict on `envelope`, run as that stage (`acting(as:)` written out: no closure context per
