@@ -12,6 +12,20 @@ import Testing
 /// What one connected charger and the idle gateway hold (docs/scaling.md, "Memory").
 @Suite("memory per charger")
 struct MemoryTuningTests {
+    /// The north URL's charger segment is encoded by hand exactly as Foundation's percent encoding with
+    /// `urlPathAllowed` minus `/;?#` did (which built a `CharacterSet` bitmap per connect).
+    @Test func northPathSegmentEncodesAsFoundationDid() {
+        var allowed = CharacterSet.urlPathAllowed
+        allowed.remove(charactersIn: "/;?#")
+        var ids = ["CP001", "", "a/b", "a b", "100%", "x;y?z#w", "é-ü", "日本", "🔌", "!$&'()*+,-.:=@_~", "a\u{0}b", "\"<>[]{}|^`"]
+        // Every ASCII byte alone and after a letter, and a few multi-byte scalars.
+        ids += (0..<128).flatMap { [String(UnicodeScalar(UInt8($0))), "A" + String(UnicodeScalar(UInt8($0)))] }
+        ids += ["\u{80}", "\u{7FF}", "\u{800}", "\u{FFFD}", "\u{10000}", "\u{10FFFF}"]
+        for id in ids {
+            #expect(GatewayRuntime.pathSegment(id) == id.addingPercentEncoding(withAllowedCharacters: allowed), "\(id.unicodeScalars.map(\.value))")
+        }
+    }
+
     /// Every north TLS context shares the CA certificates of `north.ca_file`: one parse for all identities,
     /// not one copy of each CA certificate per charger.
     @Test func everyChargerIdentitySharesTheParsedTrustRoots() throws {
