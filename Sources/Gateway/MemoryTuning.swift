@@ -61,6 +61,43 @@ public enum EventLoopSizing {
     }
 }
 
+/// When to give the heap's free pages back after a connect or disconnect storm (docs/scaling.md, "Memory").
+///
+/// glibc returns free memory to the kernel only from the top of the heap. A storm of TLS handshakes allocates
+/// and frees a lot in between what the sessions keep, and those freed pages stay resident: in the runs where
+/// the handshakes interleave badly, 5–9 MiB of 1,000 chargers' resident set (the high mode of the figure).
+/// `malloc_trim(0)` releases them; it takes the allocator's lock while it walks the heap, so it runs once a
+/// storm has settled, off the event loops, not on a timer of its own. Looked at every `interval`: a trim when
+/// the number of sessions moved by at least `churn` since the last one and did not change since the last look.
+public struct HeapShrinkPolicy: Sendable {
+    /// How far the session count must move (up or down) since the last trim.
+    public let churn: Int
+    /// How often the gateway looks (the count must be the same two looks in a row).
+    public static let interval: Duration = .milliseconds(250)
+    private var trimmedAt = 0
+    private var previous = 0
+
+    public init(churn: Int = 64) { self.churn = max(1, churn) }
+
+    /// Notes the session count of one look; true when the heap should be trimmed now.
+    public mutating func observe(sessions: Int) -> Bool {
+        defer { previous = sessions }
+        guard sessions == previous, abs(sessions - trimmedAt) >= churn else { return false }
+        trimmedAt = sessions
+        return true
+    }
+
+    /// `malloc_trim(0)`: every arena's free pages back to the kernel. False where the C library has none.
+    @discardableResult
+    public static func trimHeap() -> Bool {
+        // malloc_trim(3) is in malloc.h, not in Swift's Glibc module.
+        typealias MallocTrim = @convention(c) (Int) -> Int32
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return false }
+        _ = unsafeBitCast(symbol, to: MallocTrim.self)(0)
+        return true
+    }
+}
+
 /// The CSMS's trust roots (`north.ca_file`), parsed once and shared by every charger's TLS context: each
 /// context used to parse the file again and keep its own copy of every CA certificate (≈ 3.5 KiB per
 /// charger identity with one CA). Re-read when the file changes (device, inode, size, modification time).

@@ -116,6 +116,15 @@ struct Run: AsyncParsableCommand {
                 metrics: { prometheus.emitToBuffer() }, verifyPassword: { PasswordHash.verify(password: $0, hash: $1) }))
             logger.info("admin endpoint up", metadata: ["url": "http://\(host):\(admin?.localAddress?.port ?? port)/metrics"])
         }
+        // After a connect or disconnect storm, the heap's free pages go back to the kernel (docs/scaling.md, "Memory").
+        let shrinker = Task.detached(priority: .background) {
+            var policy = HeapShrinkPolicy()
+            while !Task.isCancelled {
+                try? await Task.sleep(for: HeapShrinkPolicy.interval)
+                if policy.observe(sessions: runtime.sessionCount) { HeapShrinkPolicy.trimHeap() }
+            }
+        }
+        defer { shrinker.cancel() }
         for await signal in signals {
             if signal == .sighup {
                 logger.info("SIGHUP: reloading the pipeline", metadata: ["file": "\(configuration.pipelineFile)"])

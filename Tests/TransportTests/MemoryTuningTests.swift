@@ -12,6 +12,18 @@ import Testing
 /// What one connected charger and the idle gateway hold (docs/scaling.md, "Memory").
 @Suite("memory per charger")
 struct MemoryTuningTests {
+    /// The heap is trimmed once a storm has settled: the session count moved by the churn since the last trim
+    /// and held still for one look; not while it is still moving, not for a few chargers coming and going.
+    @Test func theHeapIsTrimmedOnceAStormSettles() {
+        var policy = HeapShrinkPolicy(churn: 64)
+        var trims: [Int] = []
+        // idle, a storm of 1,000 over four looks, settled; a few come and go; all leave; the same again.
+        let looks = [0, 0, 0, 300, 700, 1000, 1000, 1000, 1000, 990, 1010, 1010, 1000, 1000, 400, 0, 0, 0, 0, 0]
+        for (index, sessions) in looks.enumerated() where policy.observe(sessions: sessions) { trims.append(index) }
+        #expect(trims == [6, 16])
+        #expect(HeapShrinkPolicy.trimHeap())
+    }
+
     /// The north URL's charger segment is encoded by hand exactly as Foundation's percent encoding with
     /// `urlPathAllowed` minus `/;?#` did (which built a `CharacterSet` bitmap per connect).
     @Test func northPathSegmentEncodesAsFoundationDid() {
