@@ -67,13 +67,13 @@ public enum EventLoopSizing {
 /// and frees a lot in between what the sessions keep, and those freed pages stay resident: in the runs where
 /// the handshakes interleave badly, 5–9 MiB of 1,000 chargers' resident set (the high mode of the figure).
 /// `malloc_trim(0)` releases them; it takes the allocator's lock while it walks the heap, so it runs once a
-/// storm has settled, off the event loops, not on a timer of its own. Looked at every `interval`: a trim when
+/// storm has settled, on a background queue (an event loop only looks at the count). Looked at every `interval`: a trim when
 /// the number of sessions moved by at least `churn` since the last one and did not change since the last look.
 public struct HeapShrinkPolicy: Sendable {
     /// How far the session count must move (up or down) since the last trim.
     public let churn: Int
     /// How often the gateway looks (the count must be the same two looks in a row).
-    public static let interval: Duration = .milliseconds(250)
+    public static let intervalMilliseconds: Int64 = 250
     private var trimmedAt = 0
     private var previous = 0
 
