@@ -26,6 +26,8 @@ public final class GatewayRuntime: Sendable {
     /// The health channel, when `gateway.yaml` has an `mqtt:` section.
     let publisher: MQTTPublisher?
     private let sessions = Mutex<[String: ActiveSession]>([:])
+    /// Sessions started and ended since the last heap trim (`HeapShrinkPolicy`, MemoryTuning.swift).
+    let heapShrink = Mutex(HeapShrinkPolicy())
     private let listeners = Mutex<[any Channel]>([])
     private let refusedChargers = Counter(label: "ocpp_gateway_south_refused_total")
     /// What `/healthz` reports: the last reload and the last north connection attempt.
@@ -585,10 +587,12 @@ public final class GatewayRuntime: Sendable {
         link.activity.securityEvents = securityEvents
         let token = ObjectIdentifier(link)
         sessions.withLock { $0[chargerId] = ActiveSession(token: token, eventLoop: loop, link: NIOLoopBound(link, eventLoop: loop)) }
+        noteSessionChurn(on: loop)
         link.onEnded = { [self] side, reason in
             sessions.withLock { active in
                 if active[chargerId]?.token == token { active[chargerId] = nil }
             }
+            noteSessionChurn(on: loop)
             if side == .csms, configuration.offlineMode(for: chargerId) == .mirror {
                 // Treat a lost CSMS link as a failure so the charger's immediate reconnect backs off.
                 backoff.recordFailure(for: chargerId, now: NIODeadline.now().uptimeNanoseconds)

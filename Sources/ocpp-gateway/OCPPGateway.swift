@@ -116,16 +116,6 @@ struct Run: AsyncParsableCommand {
                 metrics: { prometheus.emitToBuffer() }, verifyPassword: { PasswordHash.verify(password: $0, hash: $1) }))
             logger.info("admin endpoint up", metadata: ["url": "http://\(host):\(admin?.localAddress?.port ?? port)/metrics"])
         }
-        // After a connect or disconnect storm, the heap's free pages go back to the kernel (docs/scaling.md, "Memory"):
-        // an event loop looks (a count under a lock), a background queue trims.
-        let shrinkLoop = group.next()
-        let shrinkPolicy = NIOLoopBoundBox.makeBoxSendingValue(HeapShrinkPolicy(), eventLoop: shrinkLoop)
-        let shrinker = shrinkLoop.scheduleRepeatedTask(initialDelay: .milliseconds(HeapShrinkPolicy.intervalMilliseconds), delay: .milliseconds(HeapShrinkPolicy.intervalMilliseconds)) { _ in
-            if shrinkPolicy.value.observe(sessions: runtime.sessionCount) {
-                DispatchQueue.global(qos: .background).async { HeapShrinkPolicy.trimHeap() }
-            }
-        }
-        defer { shrinker.cancel() }
         for await signal in signals {
             if signal == .sighup {
                 logger.info("SIGHUP: reloading the pipeline", metadata: ["file": "\(configuration.pipelineFile)"])

@@ -12,15 +12,28 @@ import Testing
 /// What one connected charger and the idle gateway hold (docs/scaling.md, "Memory").
 @Suite("memory per charger")
 struct MemoryTuningTests {
-    /// The heap is trimmed once a storm has settled: the session count moved by the churn since the last trim
-    /// and held still for one look; not while it is still moving, not for a few chargers coming and going.
+    /// The heap is trimmed once a storm has settled: after `churn` sessions started or ended, at the first look
+    /// that finds none started or ended since the one before; a few chargers coming and going never trim.
     @Test func theHeapIsTrimmedOnceAStormSettles() {
         var policy = HeapShrinkPolicy(churn: 64)
-        var trims: [Int] = []
-        // idle, a storm of 1,000 over four looks, settled; a few come and go; all leave; the same again.
-        let looks = [0, 0, 0, 300, 700, 1000, 1000, 1000, 1000, 990, 1010, 1010, 1000, 1000, 400, 0, 0, 0, 0, 0]
-        for (index, sessions) in looks.enumerated() where policy.observe(sessions: sessions) { trims.append(index) }
-        #expect(trims == [6, 16])
+        var schedules = 0
+        for _ in 0..<63 where policy.sessionChanged() { schedules += 1 }
+        #expect(schedules == 0 && !policy.lookPending)
+        // The 64th schedules one look; more changes do not schedule another.
+        for _ in 0..<500 where policy.sessionChanged() { schedules += 1 }
+        #expect(schedules == 1 && policy.lookPending)
+        var looks: [Bool] = []
+        looks.append(policy.look())  // sessions still arrived since the look was scheduled
+        for _ in 0..<437 { _ = policy.sessionChanged() }
+        looks.append(policy.look())  // and since the last look
+        looks.append(policy.look())  // held still: trim
+        #expect(looks == [false, false, true])
+        #expect(!policy.lookPending)
+        // The count starts again: 63 more do not call for a trim, the 64th does.
+        for _ in 0..<63 where policy.sessionChanged() { schedules += 1 }
+        #expect(schedules == 1)
+        let scheduled = policy.sessionChanged()
+        #expect(scheduled)
         #expect(HeapShrinkPolicy.trimHeap())
     }
 
