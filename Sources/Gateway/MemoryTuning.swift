@@ -68,7 +68,7 @@ public enum EventLoopSizing {
 /// the handshakes interleave badly, 5–9 MiB of 1,000 chargers' resident set (the high mode of the figure).
 /// `malloc_trim(0)` releases them; it takes the allocator's lock while it walks the heap, so it runs once a
 /// storm has settled, on a background queue. Driven by sessions starting and ending, not by a timer: an idle
-/// gateway runs none of this (a periodic look kept ≈ 1.5 MiB more of the binary resident at idle).
+/// gateway runs none of this (a periodic look woke it four times a second).
 ///
 /// Once `churn` sessions have started or ended since the last trim, the gateway looks again after
 /// `lookAfterMilliseconds`; when nothing started or ended in between, the storm has settled: trim.
