@@ -96,6 +96,12 @@ test-fuzz: fuzz-build
 	SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 $(FUZZ_DIR)/debug/ocpp-fuzz $(FUZZ_FLAGS) -max_total_time=15 \
 		$(FUZZ_DIR)/corpus Tests/Fuzz/corpus 2>&1 | tail -n 3
 
+## Every release build (bench, bench-profile, bench-full, release, install, deb) links the same way: the Swift
+## runtime, Foundation and ICU statically (the box needs no Swift; no symbol lookup and relocation across 15
+## shared libraries at start) and without exporting the executable's symbols to the dynamic linker (nothing
+## dlopens the gateway; backtraces read .symtab, which stays). Idle RSS figures: docs/scaling.md, "Idle".
+RELEASE_FLAGS ?= -c release --static-swift-stdlib -Xlinker --no-export-dynamic
+
 ## Benchmarks (release build): the gateway side by side with no proxy and with nginx.
 ## Writes bench/results/latest.json and docs/benchmarks.md.
 ## On two or more CPUs the proxy under test (nginx, the gateway) gets CPU 0 and ocpp-bench (load generator and
@@ -111,8 +117,8 @@ bench-deps: $(APT_STAMP)
 ## Instructions per relayed frame (callgrind; independent of the machine's load): bench/results/profile-*.json,
 ## quoted in docs/benchmarks.md by the next run.
 bench-profile: bench-deps
-	$(SWIFT) build -c release --product ocpp-gateway
-	$(SWIFT) build -c release --product ocpp-bench
+	$(SWIFT) build $(RELEASE_FLAGS) --product ocpp-gateway
+	$(SWIFT) build $(RELEASE_FLAGS) --product ocpp-bench
 	for pipeline in minimal default full; do \
 		$(BUILD_DIR)/release/ocpp-bench --profile 2000 --callgrind --pipeline $$pipeline --gateway $(BUILD_DIR)/release/ocpp-gateway \
 			--work .build-bench/profile-$$pipeline || exit 1; done
@@ -122,9 +128,9 @@ bench-profile: bench-deps
 			--gateway $(BUILD_DIR)/release/ocpp-gateway --work .build-bench/profile-$$pipeline-mix || exit 1; done
 
 bench: bench-deps venv bench-profile
-	$(SWIFT) build -c release --product ocpp-gateway
-	$(SWIFT) build -c release --product ocpp-bench
-	$(SWIFT) build -c release --product ocpp-sim
+	$(SWIFT) build $(RELEASE_FLAGS) --product ocpp-gateway
+	$(SWIFT) build $(RELEASE_FLAGS) --product ocpp-bench
+	$(SWIFT) build $(RELEASE_FLAGS) --product ocpp-sim
 	ulimit -n 65536 2>/dev/null || true; $(BENCH_PIN) $(BUILD_DIR)/release/ocpp-bench $(BENCH_PROXY_CPU) --gateway $(BUILD_DIR)/release/ocpp-gateway
 	## The abuse scenario against the shipped default pipeline, release build, gateway and attackers on separate cores:
 	## writes bench/results/abuse.json (p99 under abuse vs 2 × idle + 1 ms, RSS growth, descriptors).
@@ -133,8 +139,8 @@ bench: bench-deps venv bench-profile
 	ABUSE_BENCH=1 ABUSE_BUDGET=0 OCPP_GATEWAY_BIN=$(CURDIR)/$(BUILD_DIR)/release/ocpp-gateway $(VENV)/bin/pytest -q -s Tests/Interop/test_abuse.py
 
 bench-full: bench-deps
-	$(SWIFT) build -c release --product ocpp-gateway
-	$(SWIFT) build -c release --product ocpp-bench
+	$(SWIFT) build $(RELEASE_FLAGS) --product ocpp-gateway
+	$(SWIFT) build $(RELEASE_FLAGS) --product ocpp-bench
 	ulimit -n 65536 2>/dev/null || true; $(BENCH_PIN) $(BUILD_DIR)/release/ocpp-bench $(BENCH_PROXY_CPU) --full --gateway $(BUILD_DIR)/release/ocpp-gateway
 
 ## Regenerates Sources/OCPP/Validation/Schemas16.generated.swift and Schemas201.generated.swift from the OCA schemas.
@@ -217,7 +223,7 @@ DEB_ROOT    ?= $(BUILD_DIR)/deb-root
 ETC         := $(DESTDIR)$(SYSCONFDIR)/ocpp-gateway
 
 release: $(APT_STAMP)
-	$(SWIFT) build -c release --product ocpp-gateway --static-swift-stdlib
+	$(SWIFT) build $(RELEASE_FLAGS) --product ocpp-gateway
 
 ## The man page from the argument parser: swift-argument-parser's generate-manual plugin (in the
 ## checked-out package; it builds the products in debug first, which `make build` or `make run` already did).

@@ -26,6 +26,8 @@ public final class GatewayRuntime: Sendable {
     /// The health channel, when `gateway.yaml` has an `mqtt:` section.
     let publisher: MQTTPublisher?
     private let sessions = Mutex<[String: ActiveSession]>([:])
+    /// Sessions started and ended since the last heap trim (`HeapShrinkPolicy`, MemoryTuning.swift).
+    let heapShrink = Mutex(HeapShrinkPolicy())
     private let listeners = Mutex<[any Channel]>([])
     private let refusedChargers = Counter(label: "ocpp_gateway_south_refused_total")
     /// What `/healthz` reports: the last reload and the last north connection attempt.
@@ -399,11 +401,37 @@ public final class GatewayRuntime: Sendable {
     }
 
     func northURL(for chargerId: String) -> URL {
-        var allowed = CharacterSet.urlPathAllowed
-        allowed.remove(charactersIn: "/;?#")
-        let encoded = chargerId.addingPercentEncoding(withAllowedCharacters: allowed) ?? chargerId
         let base = configuration.northURL.absoluteString
-        return URL(string: (base.hasSuffix("/") ? base : base + "/") + encoded)!
+        return URL(string: (base.hasSuffix("/") ? base : base + "/") + Self.pathSegment(chargerId))!
+    }
+
+    /// `id` as one URL path segment: what `addingPercentEncoding(withAllowedCharacters:)` makes of it with
+    /// `CharacterSet.urlPathAllowed` minus `/;?#`, by hand over the UTF-8 bytes. The `CharacterSet` way built
+    /// an 8 KiB bitmap per north connect (`CFCharacterSetRemoveCharactersInString`) and touched ≈ 0.9 MiB of
+    /// ICU during a connect storm (docs/scaling.md, "Memory").
+    static func pathSegment(_ id: String) -> String {
+        func allowed(_ byte: UInt8) -> Bool {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
+            case UInt8(ascii: "!"), UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "("), UInt8(ascii: ")"),
+                 UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: ","), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: ":"),
+                 UInt8(ascii: "="), UInt8(ascii: "@"), UInt8(ascii: "_"), UInt8(ascii: "~"): true
+            default: false
+            }
+        }
+        let utf8 = id.utf8
+        if utf8.allSatisfy(allowed) { return id }
+        let hex = Array("0123456789ABCDEF".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(utf8.count * 3)
+        for byte in utf8 {
+            if allowed(byte) {
+                out.append(byte)
+            } else {
+                out.append(contentsOf: [UInt8(ascii: "%"), hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]])
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// North TLS contexts by charger identity (CA, certificate and key files), shared by every runtime in
@@ -559,10 +587,12 @@ public final class GatewayRuntime: Sendable {
         link.activity.securityEvents = securityEvents
         let token = ObjectIdentifier(link)
         sessions.withLock { $0[chargerId] = ActiveSession(token: token, eventLoop: loop, link: NIOLoopBound(link, eventLoop: loop)) }
+        noteSessionChurn(on: loop)
         link.onEnded = { [self] side, reason in
             sessions.withLock { active in
                 if active[chargerId]?.token == token { active[chargerId] = nil }
             }
+            noteSessionChurn(on: loop)
             if side == .csms, configuration.offlineMode(for: chargerId) == .mirror {
                 // Treat a lost CSMS link as a failure so the charger's immediate reconnect backs off.
                 backoff.recordFailure(for: chargerId, now: NIODeadline.now().uptimeNanoseconds)

@@ -61,6 +61,77 @@ public enum EventLoopSizing {
     }
 }
 
+/// When to give the heap's free pages back after a connect or disconnect storm (docs/scaling.md, "Memory").
+///
+/// glibc returns free memory to the kernel only from the top of the heap. A storm of TLS handshakes allocates
+/// and frees a lot in between what the sessions keep, and those freed pages stay resident: in the runs where
+/// the handshakes interleave badly, 5–9 MiB of 1,000 chargers' resident set (the high mode of the figure).
+/// `malloc_trim(0)` releases them; it takes the allocator's lock while it walks the heap, so it runs once a
+/// storm has settled, on a background queue. Driven by sessions starting and ending, not by a timer: an idle
+/// gateway runs none of this (a periodic look woke it four times a second).
+///
+/// Once `churn` sessions have started or ended since the last trim, the gateway looks again after
+/// `lookAfterMilliseconds`; when nothing started or ended in between, the storm has settled: trim.
+public struct HeapShrinkPolicy: Sendable {
+    /// Sessions started or ended since the last trim that call for the next one.
+    public let churn: Int
+    /// How long the sessions must hold still before the trim.
+    public static let lookAfterMilliseconds: Int64 = 250
+    private var changes = 0
+    private var changesAtLastLook = 0
+    public private(set) var lookPending = false
+
+    public init(churn: Int = 64) { self.churn = max(1, churn) }
+
+    /// A session started or ended. True when a look should be scheduled now (`lookAfterMilliseconds` from now).
+    public mutating func sessionChanged() -> Bool {
+        changes += 1
+        guard changes >= churn, !lookPending else { return false }
+        lookPending = true
+        changesAtLastLook = changes
+        return true
+    }
+
+    /// The scheduled look: true to trim now; false to look again later (sessions are still coming and going).
+    public mutating func look() -> Bool {
+        if changes == changesAtLastLook {
+            changes = 0
+            lookPending = false
+            return true
+        }
+        changesAtLastLook = changes
+        return false
+    }
+
+    /// `malloc_trim(0)`: every arena's free pages back to the kernel. False where the C library has none.
+    @discardableResult
+    public static func trimHeap() -> Bool {
+        // malloc_trim(3) is in malloc.h, not in Swift's Glibc module.
+        typealias MallocTrim = @convention(c) (Int) -> Int32
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return false }
+        _ = unsafeBitCast(symbol, to: MallocTrim.self)(0)
+        return true
+    }
+}
+
+extension GatewayRuntime {
+    /// A session started or ended on `loop`: counts toward the next heap trim (`HeapShrinkPolicy`).
+    func noteSessionChurn(on loop: any EventLoop) {
+        guard heapShrink.withLock({ $0.sessionChanged() }) else { return }
+        scheduleHeapLook(on: loop)
+    }
+
+    private func scheduleHeapLook(on loop: any EventLoop) {
+        loop.scheduleTask(in: .milliseconds(HeapShrinkPolicy.lookAfterMilliseconds)) { [self] in
+            if heapShrink.withLock({ $0.look() }) {
+                DispatchQueue.global(qos: .background).async { HeapShrinkPolicy.trimHeap() }
+            } else {
+                scheduleHeapLook(on: loop)
+            }
+        }
+    }
+}
+
 /// The CSMS's trust roots (`north.ca_file`), parsed once and shared by every charger's TLS context: each
 /// context used to parse the file again and keep its own copy of every CA certificate (≈ 3.5 KiB per
 /// charger identity with one CA). Re-read when the file changes (device, inode, size, modification time).

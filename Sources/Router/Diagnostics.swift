@@ -80,7 +80,9 @@ func composeYAML(file: String) throws(ConfigurationError) -> Node? {
         throw ConfigurationError([Diagnostic(file: file, line: 1, column: 1, message: "cannot read the file: \(error.localizedDescription)")])
     }
     do {
-        return try Yams.compose(yaml: text)
+        // No regex resolver: scalars are typed by hand (`ScalarTyping`, NodeDecoder.swift), which keeps ICU's
+        // regex engine out of the process (docs/scaling.md, "Idle").
+        return try Yams.compose(yaml: text, .basic).map(ScalarTyping.typed)
     } catch {
         throw ConfigurationError([Diagnostic.from(yamlError: error, file: file, text: text)])
     }

@@ -15,7 +15,7 @@ public struct NodeDecoder {
     /// - Parameter subject: prefixes messages, e.g. "stage 'ids' (rate_limit)".
     public func decode<T: Decodable>(_ type: T.Type, from node: Node?, at fallbackMark: Mark? = nil,
                                      subject: String? = nil) throws(ConfigurationError) -> T {
-        let root = node ?? Node.mapping(Node.Mapping([], .implicit, .any, fallbackMark))
+        let root = node ?? Node.mapping(Node.Mapping([], ScalarTyping.tag(.map), .any, fallbackMark))
         let prefix = subject.map { "\($0): " } ?? ""
         let recorder = KeyRecorder(probing: false)
         do {
@@ -246,11 +246,11 @@ private struct KeyedNodeContainer<Key: CodingKey>: KeyedDecodingContainerProtoco
     }
 
     func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws -> KeyedDecodingContainer<NestedKey> {
-        try NodeBackedDecoder(node: lookup(key) ?? .mapping(Node.Mapping([])), codingPath: path(key), recorder: recorder).container(keyedBy: type)
+        try NodeBackedDecoder(node: lookup(key) ?? ScalarTyping.emptyMapping, codingPath: path(key), recorder: recorder).container(keyedBy: type)
     }
 
     func nestedUnkeyedContainer(forKey key: Key) throws -> any UnkeyedDecodingContainer {
-        try NodeBackedDecoder(node: lookup(key) ?? .sequence([]), codingPath: path(key), recorder: recorder).unkeyedContainer()
+        try NodeBackedDecoder(node: lookup(key) ?? ScalarTyping.emptySequence, codingPath: path(key), recorder: recorder).unkeyedContainer()
     }
 
     func superDecoder() throws -> any Decoder {
@@ -258,7 +258,7 @@ private struct KeyedNodeContainer<Key: CodingKey>: KeyedDecodingContainerProtoco
     }
 
     func superDecoder(forKey key: Key) throws -> any Decoder {
-        NodeBackedDecoder(node: lookup(key) ?? .mapping(Node.Mapping([])), codingPath: path(key), recorder: recorder)
+        NodeBackedDecoder(node: lookup(key) ?? ScalarTyping.emptyMapping, codingPath: path(key), recorder: recorder)
     }
 }
 
@@ -356,7 +356,7 @@ private struct SingleNodeContainer: SingleValueDecodingContainer {
 /// A stand-in value for a probing pass: whatever decodes from a zero, an empty string, false,
 /// an empty mapping or an empty list.
 private func placeholder<T: Decodable>(_ type: T.Type, _ codingPath: [any CodingKey], _ recorder: KeyRecorder) -> T? {
-    let candidates: [Node] = ["0", "", "false", .mapping(Node.Mapping([])), .sequence(Node.Sequence([]))]
+    let candidates: [Node] = [ScalarTyping.plain("0"), ScalarTyping.plain(""), ScalarTyping.plain("false"), ScalarTyping.emptyMapping, ScalarTyping.emptySequence]
     for candidate in candidates {
         if let value = try? T(from: NodeBackedDecoder(node: candidate, codingPath: codingPath, recorder: recorder)) { return value }
     }
@@ -420,4 +420,186 @@ public struct Located<Value: Decodable & Sendable>: Decodable, Sendable {
 
 extension Located: Equatable where Value: Equatable {
     public static func == (lhs: Self, rhs: Self) -> Bool { lhs.value == rhs.value }
+}
+
+/// YAML 1.1's implicit types for the configuration's scalars, found without regular expressions.
+///
+/// Yams' default `Resolver` types a plain scalar by running up to seven `NSRegularExpression`s over it:
+/// ICU's regex engine, ≈ 2.7 MiB of code and data resident for the life of the process, only to tell
+/// `true` and `3` from `abc` while the configuration loads. The configuration is composed with
+/// `Resolver.basic` (no rules) instead, and `typed(_:)` gives every scalar that carries no tag of its own
+/// the tag the default resolver would have given it, by hand and in the same order (bool, int, float,
+/// merge, null, timestamp, value, else str): `Node.bool`, `.int`, `.float`, `.null` then read it as before.
+/// Tests compare `tagName(of:)` with Yams' default resolver.
+enum ScalarTyping {
+    /// A tag that never consults a resolver (its name is already known).
+    static func tag(_ name: Tag.Name) -> Tag { Tag(name, .basic, .default) }
+
+    /// A plain scalar typed as the default resolver would type it (placeholders, empty containers).
+    static func plain(_ text: String) -> Node { .scalar(Node.Scalar(text, tag(tagName(of: text)), .plain)) }
+    static var emptyMapping: Node { Node.mapping(Node.Mapping([], tag(.map), .any, nil)) }
+    static var emptySequence: Node { Node.sequence(Node.Sequence([], tag(.seq), .any, nil)) }
+
+    /// `node` with every untagged scalar typed (keys too, unless composing already resolved them to `str`).
+    static func typed(_ node: Node) -> Node {
+        switch node {
+        case .scalar(var scalar):
+            guard scalar.tag.description == Tag.Name.implicit.rawValue else { return node }
+            scalar.tag = tag(tagName(of: scalar.string))
+            return .scalar(scalar)
+        case .mapping(let mapping):
+            return .mapping(Node.Mapping(mapping.map { (typed($0.key), typed($0.value)) }, mapping.tag, mapping.style, mapping.mark))
+        case .sequence(let sequence):
+            return .sequence(Node.Sequence(sequence.map(typed), sequence.tag, sequence.style, sequence.mark))
+        case .alias:
+            return node
+        }
+    }
+
+    /// The tag Yams' `Resolver.default` gives `text` (its rules: `Resolver.Rule.bool`, `.int`, `.float`,
+    /// `.merge`, `.null`, `.timestamp`, `.value`).
+    static func tagName(of text: String) -> Tag.Name {
+        let bytes = Array(text.utf8)
+        if isBool(text) { return .bool }
+        if isInt(bytes[...]) { return .int }
+        if isFloat(bytes[...]) { return .float }
+        if text == "<<" { return .merge }
+        if isNull(text) { return .null }
+        if isTimestamp(bytes[...]) { return .timestamp }
+        if text == "=" { return .value }
+        return .str
+    }
+
+    private static let bools: Set<String> = [
+        "yes", "Yes", "YES", "no", "No", "NO", "true", "True", "TRUE", "false", "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF",
+    ]
+    static func isBool(_ text: String) -> Bool { bools.contains(text) }
+    static func isNull(_ text: String) -> Bool { text.isEmpty || text == "~" || text == "null" || text == "Null" || text == "NULL" }
+
+    private static func isDigit(_ b: UInt8) -> Bool { b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") }
+    private static let underscore = UInt8(ascii: "_")
+
+    /// Drops one leading `-` or `+`.
+    private static func unsigned(_ s: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+        if let first = s.first, first == UInt8(ascii: "-") || first == UInt8(ascii: "+") { return s.dropFirst() }
+        return s
+    }
+
+    /// `s` is non-empty and every byte passes `allowed`.
+    private static func all(_ s: ArraySlice<UInt8>, _ allowed: (UInt8) -> Bool) -> Bool { !s.isEmpty && s.allSatisfy(allowed) }
+
+    /// `(?::[0-5]?[0-9])+` over all of `s` (sexagesimal groups: `:` then one digit, or two with the first 0–5).
+    private static func isSexagesimalTail(_ s: ArraySlice<UInt8>) -> Bool {
+        guard s.first == UInt8(ascii: ":") else { return false }
+        for group in s.dropFirst().split(separator: UInt8(ascii: ":"), omittingEmptySubsequences: false) {
+            guard all(group, isDigit), group.count == 1 || (group.count == 2 && group.first! <= UInt8(ascii: "5")) else { return false }
+        }
+        return true
+    }
+
+    /// `[1-9][0-9_]*` then `s[end...]`: the index after the run of digits and underscores.
+    private static func endOfDigits(_ s: ArraySlice<UInt8>, from start: Int) -> Int {
+        var i = start
+        while i < s.endIndex, isDigit(s[i]) || s[i] == underscore { i += 1 }
+        return i
+    }
+
+    /// `Resolver.Rule.int`: `[-+]?` then `0b[0-1_]+`, `0o?[0-7_]+`, `0|[1-9][0-9_]*`, `0x[0-9a-fA-F_]+`, or
+    /// `[1-9][0-9_]*(?::[0-5]?[0-9])+`.
+    static func isInt(_ signed: ArraySlice<UInt8>) -> Bool {
+        let s = unsigned(signed)
+        guard let first = s.first else { return false }
+        if first == UInt8(ascii: "0") {
+            let rest = s.dropFirst()
+            if rest.isEmpty { return true }
+            let octal = { (b: UInt8) in (b >= UInt8(ascii: "0") && b <= UInt8(ascii: "7")) || b == underscore }
+            switch rest.first! {
+            case UInt8(ascii: "b"): return all(rest.dropFirst()) { $0 == UInt8(ascii: "0") || $0 == UInt8(ascii: "1") || $0 == underscore }
+            case UInt8(ascii: "x"): return all(rest.dropFirst()) { isDigit($0) || $0 == underscore || (($0 | 0x20) >= UInt8(ascii: "a") && ($0 | 0x20) <= UInt8(ascii: "f")) }
+            case UInt8(ascii: "o"): return all(rest.dropFirst(), octal)
+            default: return all(rest, octal)
+            }
+        }
+        guard first >= UInt8(ascii: "1"), first <= UInt8(ascii: "9") else { return false }
+        let end = endOfDigits(s, from: s.startIndex + 1)
+        return end == s.endIndex || isSexagesimalTail(s[end...])
+    }
+
+    /// `Resolver.Rule.float`: `[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?`, `\.[0-9_]+(?:[eE][-+][0-9]+)?`,
+    /// `[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*`, `[-+]?\.(?:inf|Inf|INF)`, `\.(?:nan|NaN|NAN)`.
+    static func isFloat(_ signed: ArraySlice<UInt8>) -> Bool {
+        let text = String(decoding: signed, as: UTF8.self)
+        if text == ".nan" || text == ".NaN" || text == ".NAN" { return true }
+        let s = unsigned(signed)
+        let unsignedText = String(decoding: s, as: UTF8.self)
+        if unsignedText == ".inf" || unsignedText == ".Inf" || unsignedText == ".INF" { return true }
+        guard let first = s.first else { return false }
+        let dot = UInt8(ascii: ".")
+        /// `[eE]` then a sign (required or optional) then `[0-9]+`, all of `e`.
+        func isExponent(_ e: ArraySlice<UInt8>, signRequired: Bool) -> Bool {
+            guard let mark = e.first, mark == UInt8(ascii: "e") || mark == UInt8(ascii: "E") else { return false }
+            let afterMark = e.dropFirst()
+            let digits = unsigned(afterMark)
+            if signRequired, digits.count == afterMark.count { return false }
+            return all(digits, isDigit)
+        }
+        if first == dot {
+            // `\.[0-9_]+(?:[eE][-+][0-9]+)?`: no sign before the dot.
+            guard s.count == signed.count else { return false }
+            let end = endOfDigits(s, from: s.startIndex + 1)
+            guard end > s.startIndex + 1 else { return false }
+            return end == s.endIndex || isExponent(s[end...], signRequired: true)
+        }
+        guard isDigit(first) else { return false }
+        var end = endOfDigits(s, from: s.startIndex + 1)
+        if end < s.endIndex, s[end] == UInt8(ascii: ":") {
+            // Sexagesimal: the groups, then a dot and the fraction.
+            guard let fraction = s[end...].firstIndex(of: dot), isSexagesimalTail(s[end..<fraction]) else { return false }
+            return endOfDigits(s, from: fraction + 1) == s.endIndex
+        }
+        if end < s.endIndex, s[end] == dot { end = endOfDigits(s, from: end + 1) }
+        return end == s.endIndex || isExponent(s[end...], signRequired: false)
+    }
+
+    /// `Resolver.Rule.timestamp`: `YYYY-MM-DD`, or `YYYY-M?M-D?D` then `T`, `t` or blanks, `H?H:MM:SS`, an
+    /// optional fraction `\.[0-9]*` and an optional zone (`[ \t]*` then `Z` or `[-+]H?H(:MM)?`).
+    static func isTimestamp(_ s: ArraySlice<UInt8>) -> Bool {
+        var i = s.startIndex
+        /// Between `min` and `max` digits at `i`, consumed.
+        func digits(_ min: Int, _ max: Int) -> Bool {
+            var n = 0
+            while n < max, i < s.endIndex, isDigit(s[i]) { i += 1; n += 1 }
+            return n >= min
+        }
+        func byte(_ b: UInt8) -> Bool {
+            guard i < s.endIndex, s[i] == b else { return false }
+            i += 1
+            return true
+        }
+        func isBlank(_ b: UInt8) -> Bool { b == UInt8(ascii: " ") || b == UInt8(ascii: "\t") }
+        // The date: four digits, then one or two, then one or two (`YYYY-MM-DD` alone needs exactly two each).
+        guard digits(4, 4), byte(UInt8(ascii: "-")) else { return false }
+        let monthStart = i
+        guard digits(1, 2), byte(UInt8(ascii: "-")) else { return false }
+        let monthDigits = i - 1 - monthStart
+        let dayStart = i
+        guard digits(1, 2) else { return false }
+        if i == s.endIndex { return monthDigits == 2 && i - dayStart == 2 }
+        // The time.
+        if s[i] == UInt8(ascii: "T") || s[i] == UInt8(ascii: "t") {
+            i += 1
+        } else {
+            guard isBlank(s[i]) else { return false }
+            while i < s.endIndex, isBlank(s[i]) { i += 1 }
+        }
+        guard digits(1, 2), byte(UInt8(ascii: ":")), digits(2, 2), byte(UInt8(ascii: ":")), digits(2, 2) else { return false }
+        if byte(UInt8(ascii: ".")) { _ = digits(0, Int.max) }
+        if i == s.endIndex { return true }
+        // The zone.
+        while i < s.endIndex, isBlank(s[i]) { i += 1 }
+        if byte(UInt8(ascii: "Z")) { return i == s.endIndex }
+        guard byte(UInt8(ascii: "-")) || byte(UInt8(ascii: "+")), digits(1, 2) else { return false }
+        if byte(UInt8(ascii: ":")) { guard digits(2, 2) else { return false } }
+        return i == s.endIndex
+    }
 }

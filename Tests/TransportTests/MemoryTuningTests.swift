@@ -12,6 +12,45 @@ import Testing
 /// What one connected charger and the idle gateway hold (docs/scaling.md, "Memory").
 @Suite("memory per charger")
 struct MemoryTuningTests {
+    /// The heap is trimmed once a storm has settled: after `churn` sessions started or ended, at the first look
+    /// that finds none started or ended since the one before; a few chargers coming and going never trim.
+    @Test func theHeapIsTrimmedOnceAStormSettles() {
+        var policy = HeapShrinkPolicy(churn: 64)
+        var schedules = 0
+        for _ in 0..<63 where policy.sessionChanged() { schedules += 1 }
+        #expect(schedules == 0 && !policy.lookPending)
+        // The 64th schedules one look; more changes do not schedule another.
+        for _ in 0..<500 where policy.sessionChanged() { schedules += 1 }
+        #expect(schedules == 1 && policy.lookPending)
+        var looks: [Bool] = []
+        looks.append(policy.look())  // sessions still arrived since the look was scheduled
+        for _ in 0..<437 { _ = policy.sessionChanged() }
+        looks.append(policy.look())  // and since the last look
+        looks.append(policy.look())  // held still: trim
+        #expect(looks == [false, false, true])
+        #expect(!policy.lookPending)
+        // The count starts again: 63 more do not call for a trim, the 64th does.
+        for _ in 0..<63 where policy.sessionChanged() { schedules += 1 }
+        #expect(schedules == 1)
+        let scheduled = policy.sessionChanged()
+        #expect(scheduled)
+        #expect(HeapShrinkPolicy.trimHeap())
+    }
+
+    /// The north URL's charger segment is encoded by hand exactly as Foundation's percent encoding with
+    /// `urlPathAllowed` minus `/;?#` did (which built a `CharacterSet` bitmap per connect).
+    @Test func northPathSegmentEncodesAsFoundationDid() {
+        var allowed = CharacterSet.urlPathAllowed
+        allowed.remove(charactersIn: "/;?#")
+        var ids = ["CP001", "", "a/b", "a b", "100%", "x;y?z#w", "é-ü", "日本", "🔌", "!$&'()*+,-.:=@_~", "a\u{0}b", "\"<>[]{}|^`"]
+        // Every ASCII byte alone and after a letter, and a few multi-byte scalars.
+        ids += (0..<128).flatMap { [String(UnicodeScalar(UInt8($0))), "A" + String(UnicodeScalar(UInt8($0)))] }
+        ids += ["\u{80}", "\u{7FF}", "\u{800}", "\u{FFFD}", "\u{10000}", "\u{10FFFF}"]
+        for id in ids {
+            #expect(GatewayRuntime.pathSegment(id) == id.addingPercentEncoding(withAllowedCharacters: allowed), "\(id.unicodeScalars.map(\.value))")
+        }
+    }
+
     /// Every north TLS context shares the CA certificates of `north.ca_file`: one parse for all identities,
     /// not one copy of each CA certificate per charger.
     @Test func everyChargerIdentitySharesTheParsedTrustRoots() throws {
