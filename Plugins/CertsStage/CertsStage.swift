@@ -183,8 +183,8 @@ public struct CertsStage: Stage {
     /// and whether a CSR is out.
     public func status(in session: any SessionContext) -> [String: String] {
         var fields: [String: String] = [:]
-        if let leaf = store.currentChain(session.chargerId).first {
-            fields["certificate_expiry"] = leaf.notValidAfter.formatted(.iso8601)
+        if let notValidAfter = store.currentLeafExpiry(session.chargerId) {
+            fields["certificate_expiry"] = notValidAfter.formatted(.iso8601)
         }
         if session[CSRInFlight.self] == true { fields["csr"] = "pending" }
         return fields
@@ -351,8 +351,8 @@ public struct CertsStage: Stage {
     // MARK: A03: renewal
 
     func checkRenewal(_ session: any SessionContext) {
-        if let leaf = store.currentChain(session.chargerId).first {
-            let remaining = leaf.notValidAfter.timeIntervalSince1970 - session.wallTime
+        if let notValidAfter = store.currentLeafExpiry(session.chargerId) {
+            let remaining = notValidAfter.timeIntervalSince1970 - session.wallTime
             if remaining <= renewBefore {
                 startCSR(session, reason: "the certificate expires in \(Int(remaining / 86400)) days")
             }
@@ -366,8 +366,8 @@ public struct CertsStage: Stage {
         session[RenewalAttempts.self] = attempts
         let delay = min(renewalRetry * pow(2, Double(attempts - 1)), 86400)
         session.schedule(after: .milliseconds(Int64(delay * 1000))) {
-            guard let leaf = store.currentChain(session.chargerId).first,
-                  leaf.notValidAfter.timeIntervalSince1970 - session.wallTime <= renewBefore
+            guard let notValidAfter = store.currentLeafExpiry(session.chargerId),
+                  notValidAfter.timeIntervalSince1970 - session.wallTime <= renewBefore
             else { return }
             startCSR(session, reason: "retry \(attempts) of the renewal")
         }

@@ -1,4 +1,5 @@
 @testable import CertsStage
+import DevPKI
 import Foundation
 import Router
 import StageKit
@@ -22,5 +23,33 @@ struct CertsStatusTests {
     @Test func withoutACertificateThereIsNoExpiry() throws {
         let rig = try CertsRig()
         #expect(rig.tester.session.stageStatus().first?.fields["certificate_expiry"] == nil)
+    }
+
+    /// The expiry is kept per certificate file and its bytes: a renewed certificate (saved through the
+    /// store, or replaced on disk by an operator) gives the new date at once, never the remembered one.
+    @Test func theExpiryFollowsARenewedCertificate() throws {
+        let rig = try CertsRig { pki, state in try provision(pki, state, validFor: 200 * 86400) }
+        let store = rig.stage.store
+        let first = try #require(store.currentChain("CP001").first).notValidAfter
+        #expect(store.currentLeafExpiry("CP001") == first)
+        #expect(store.currentLeafExpiry("CP001") == first, "asked again: the same date")
+
+        let renewed = try rig.pki.issueChargerCertificate("CP001", cpoName: "Example CPO", validFor: 400 * 86400)
+        let renewedPEM = try Data(contentsOf: URL(fileURLWithPath: renewed.certificate))
+        store.files.save(renewedPEM, charger: "CP001", name: IdentityPaths.Name.certificate)
+        let second = try #require(store.currentChain("CP001").first).notValidAfter
+        #expect(second > first)
+        #expect(store.currentLeafExpiry("CP001") == second, "a save through the store, even before it reached the disk")
+
+        store.files.flushSynchronously()
+        let third = try rig.pki.issueChargerCertificate("CP001", cpoName: "Example CPO", validFor: 30 * 86400)
+        try FileManager.default.removeItem(atPath: rig.chargerFolder + "/cert.pem")
+        try FileManager.default.copyItem(atPath: third.certificate, toPath: rig.chargerFolder + "/cert.pem")
+        let thirdExpiry = try #require(store.currentChain("CP001").first).notValidAfter
+        #expect(thirdExpiry < second)
+        #expect(store.currentLeafExpiry("CP001") == thirdExpiry, "a file replaced on disk")
+
+        try FileManager.default.removeItem(atPath: rig.chargerFolder + "/cert.pem")
+        #expect(store.currentLeafExpiry("CP001") == nil)
     }
 }
