@@ -16,11 +16,14 @@ import Synchronization
 public struct AdminAccess: Sendable {
     public let credentials: AdminCredentials
     let verifyPassword: @Sendable (_ password: String, _ hash: String) -> Bool
+    /// The clock of the password-check budget (tests pass their own: the budget is about time, not load).
+    let now: @Sendable () -> ContinuousClock.Instant
     let memory = Memory()
 
-    public init(credentials: AdminCredentials,
+    public init(credentials: AdminCredentials, now: @escaping @Sendable () -> ContinuousClock.Instant = { ContinuousClock.now },
                 verifyPassword: @escaping @Sendable (_ password: String, _ hash: String) -> Bool = { _, _ in false }) {
         self.credentials = credentials
+        self.now = now
         self.verifyPassword = verifyPassword
     }
 
@@ -72,7 +75,7 @@ public struct AdminAccess: Sendable {
     /// (the last four), so a browser refreshing the page does not cost one every time.
     public func check(password: String, header: String) async -> Decision {
         guard let hash = credentials.basicPasswordHash else { return .deny(status: 401, reason: "wrong credentials") }
-        guard memory.admitCheck(now: ContinuousClock.now) else { return .deny(status: 429, reason: "too many password checks; retry in a second") }
+        guard memory.admitCheck(now: now()) else { return .deny(status: 429, reason: "too many password checks; retry in a second") }
         let verify = verifyPassword
         let ok = await Task.detached { verify(password, hash) }.value
         guard ok else { return .deny(status: 401, reason: "wrong credentials") }

@@ -13,6 +13,8 @@ public struct LegacyCharger: Sendable {
         public var password: String?
         public var idTag = "04A2B3C4D5E6F7"
         public var meterSamples = 3
+        /// TCP + upgrade, as a whole.
+        public var connectTimeout: TimeAmount = .seconds(10)
 
         public init(endpoint: String, chargerId: String, password: String?) {
             self.endpoint = endpoint
@@ -37,7 +39,7 @@ public struct LegacyCharger: Sendable {
         guard let url = URL(string: options.endpoint + "/" + id) else { throw WebSocketConnectError.invalidURL(options.endpoint) }
         let connection = try await WebSocketClient.connect(
             WebSocketClientOptions(url: url, subprotocol: "ocpp1.6",
-                                   basicAuth: options.password.map { (options.chargerId, $0) }),
+                                   basicAuth: options.password.map { (options.chargerId, $0) }, connectTimeout: options.connectTimeout),
             on: eventLoop
         ).get()
         let peer = OCPPPeer(connection: connection, name: options.chargerId)

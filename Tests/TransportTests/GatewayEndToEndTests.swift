@@ -42,6 +42,7 @@ final class Rig {
             south:
               listen: "127.0.0.1:0"
               security_profile: 1
+              handshake_timeout: 30
               chargers:
             \(chargerLines)
             north:
@@ -49,6 +50,7 @@ final class Rig {
               security_profile: \(northProfile)
               ca_file: pki/ca.pem
               server_name: localhost
+              connect_timeout: 30
               \(northExtra)
             state_dir: "."
             pipeline: pipeline.yaml
@@ -67,7 +69,11 @@ final class Rig {
     }
 
     func charger(_ id: String, password: String? = nil) -> LegacyCharger {
-        LegacyCharger(options: .init(endpoint: "ws://127.0.0.1:\(southPort)/ocpp", chargerId: id, password: password ?? "secret-\(id)"))
+        // The limits are generous (30 s here and in the gateway's configuration above): under ThreadSanitizer
+        // every suite starts at once on two cores, and a TLS connect through the gateway took over 10 s.
+        var options = LegacyCharger.Options(endpoint: "ws://127.0.0.1:\(southPort)/ocpp", chargerId: id, password: password ?? "secret-\(id)")
+        options.connectTimeout = .seconds(30)
+        return LegacyCharger(options: options)
     }
 
     func stop() async {
