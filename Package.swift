@@ -91,7 +91,7 @@ let package = Package(
         // Drives a stage (or a whole pipeline) with envelopes and a fake clock; no sockets.
         .target(
             name: "StageTesting",
-            dependencies: ["OCPP", "StageKit", "Router", logging, .product(name: "Yams", package: "Yams")],
+            dependencies: ["OCPP", "StageKit", "Router", logging],
             swiftSettings: swiftSettings
         ),
 

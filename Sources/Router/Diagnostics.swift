@@ -79,6 +79,12 @@ func composeYAML(file: String) throws(ConfigurationError) -> Node? {
     } catch {
         throw ConfigurationError([Diagnostic(file: file, line: 1, column: 1, message: "cannot read the file: \(error.localizedDescription)")])
     }
+    return try composeYAML(text, file: file)
+}
+
+/// YAML text (from `file`, which names it in diagnostics) into nodes: the one way configuration is read,
+/// by the gateway and by `StageTester`, so a stage is tested with the typing it gets in service.
+package func composeYAML(_ text: String, file: String) throws(ConfigurationError) -> Node? {
     do {
         // No regex resolver: scalars are typed by hand (`ScalarTyping`, NodeDecoder.swift), which keeps ICU's
         // regex engine out of the process (docs/scaling.md, "Idle").

@@ -4,7 +4,6 @@ public import OCPP
 public import Router
 public import StageKit
 import Synchronization
-import Yams
 
 /// Drives stages with frames, with a fake clock and no sockets, through the real router session
 /// (so correlation, queues and timeouts behave exactly as in the gateway).
@@ -87,12 +86,7 @@ public final class StageTester {
                                        north: NorthSettings = NorthSettings(securityProfile: 3),
                                        stateDirectory: String? = nil,
                                        publisher: (any MessagePublisher)? = nil) throws -> S {
-        let node: Node?
-        do {
-            node = try Yams.compose(yaml: yaml)
-        } catch {
-            throw ConfigurationError([Diagnostic(file: "<config>", line: 1, column: 1, message: "\(error)")])
-        }
+        let node = try composeYAML(yaml, file: "<config>")
         let configuration = try NodeDecoder(file: "<config>").decode(S.Configuration.self, from: node, subject: "stage '\(S.type)'")
         // Without a folder of its own, every built stage gets a fresh one: tests never see each other's state.
         let stateDirectory = stateDirectory ?? Self.freshStateDirectory()

@@ -7,7 +7,6 @@ import StageKit
 import StageTesting
 import Synchronization
 import Testing
-import Yams
 
 let start: Double = 1_793_491_200  // 2026-11-01T00:00:00Z
 
@@ -68,7 +67,7 @@ final class FakeReceiver: HTTPSending, Sendable {
 
 /// Builds the stage with the package initialiser: no publisher task, no sockets, the test's clock.
 func makeStage(_ yaml: String, directory: String, sender: (any HTTPSending)? = nil, at time: Double = start) throws -> NapExportStage {
-    let node = try Yams.compose(yaml: yaml)
+    let node = try composeYAML(yaml, file: "<config>")
     let configuration = try NodeDecoder(file: "<config>").decode(NapExportConfiguration.self, from: node, subject: "stage 'nap_export'")
     let context = StageSetupContext(stageId: "nap", logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }),
                                     stateDirectory: directory, south: SouthSettings(securityProfile: 1, chargers: [:]),
