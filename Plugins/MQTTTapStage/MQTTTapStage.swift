@@ -637,20 +637,17 @@ public struct MQTTTapStage: Stage {
                 }
             }
 
-            /// Newest first.
-            var newestFirst: [Reading] {
-                (0..<readings.count).map { readings[(oldest + readings.count - 1 - $0) % readings.count] }
-            }
+            /// The reading `back` places before the newest (0: the newest); `back < readings.count`.
+            private func reading(back: Int) -> Reading { readings[(oldest + readings.count - 1 - back) % readings.count] }
 
-            var newest: Reading? { readings.isEmpty ? nil : readings[(oldest + readings.count - 1) % readings.count] }
+            /// Newest first.
+            var newestFirst: [Reading] { (0..<readings.count).map(reading(back:)) }
+
+            var newest: Reading? { readings.isEmpty ? nil : reading(back: 0) }
 
             /// The newest reading at `time`.
             func newest(at time: Double) -> Reading? {
-                for back in 0..<readings.count {
-                    let reading = readings[(oldest + readings.count - 1 - back) % readings.count]
-                    if reading.time == time { return reading }
-                }
-                return nil
+                (0..<readings.count).lazy.map(reading(back:)).first { $0.time == time }
             }
         }
 
